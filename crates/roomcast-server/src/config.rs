@@ -1,0 +1,381 @@
+//! Command line and environment: every setting is a flag and a variable, with the seeds' names
+//! (`WEBSOCKET_*`) and `ROOMCAST_*` for the server's own. A bad value stops start-up with a
+//! message naming the variable.
+//!
+//! This is the server's start-up edge, so it uses `anyhow` for errors with context.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use roomcast::{AllowedOrigins, Authenticator, SessionConfig};
+
+use crate::ServerConfig;
+
+/// roomcast: authenticated real-time rooms over WebSocket.
+#[derive(Debug, Parser)]
+#[command(name = "roomcast", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(Box<ServeArgs>),
+    /// Print an access token signed with the configured key, to try the server.
+    Token(TokenArgs),
+}
+
+/// `roomcast serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long = "listen", env = "ROOMCAST_LISTEN", default_value = "127.0.0.1:8080",
+          value_parser = parse_with::<SocketAddr>("ROOMCAST_LISTEN", "an address like 127.0.0.1:8080"))]
+    pub listen: SocketAddr,
+
+    /// Serve `GET /ws/echo`: no auth, every message echoed back (connectivity and conformance
+    /// checks). Size limits still apply.
+    #[arg(long = "echo-endpoint", env = "ROOMCAST_ECHO_ENDPOINT", default_value = "false",
+          value_parser = bool_var("ROOMCAST_ECHO_ENDPOINT"), action = clap::ArgAction::Set)]
+    pub echo_endpoint: bool,
+
+    /// How long shutdown waits for sessions to close.
+    #[arg(long = "shutdown-timeout", env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value = "10s",
+          value_parser = duration_var("ROOMCAST_SHUTDOWN_TIMEOUT"))]
+    pub shutdown_timeout: Duration,
+
+    /// Token verification.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+
+    /// WebSocket limits and timers (seed 002's variables).
+    #[command(flatten)]
+    pub websocket: WebSocketArgs,
+}
+
+/// JWT settings shared by `serve` and `token`.
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 secret. If unset on a loopback address, a random one is generated for this run.
+    #[arg(long = "jwt-secret", env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Signing algorithm accepted (only this one).
+    #[arg(long = "jwt-algorithm", env = "ROOMCAST_JWT_ALGORITHM", default_value = "HS256", ignore_case = true)]
+    pub jwt_algorithm: JwtAlgorithm,
+
+    /// PEM file with the public key, for RS256 and ES256.
+    #[arg(long = "jwt-public-key", env = "ROOMCAST_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// PEM file with the private key, for `roomcast token` with RS256 and ES256.
+    #[arg(long = "jwt-private-key", env = "ROOMCAST_JWT_PRIVATE_KEY")]
+    pub jwt_private_key: Option<PathBuf>,
+
+    /// Required `iss` claim.
+    #[arg(long = "jwt-issuer", env = "ROOMCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim.
+    #[arg(long = "jwt-audience", env = "ROOMCAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long = "jwt-leeway", env = "ROOMCAST_JWT_LEEWAY", default_value = "30s",
+          value_parser = duration_var("ROOMCAST_JWT_LEEWAY"))]
+    pub jwt_leeway: Duration,
+}
+
+/// The JWT algorithms roomcast accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256 with `ROOMCAST_JWT_SECRET`.
+    Hs256,
+    /// RSA-SHA256 with `ROOMCAST_JWT_PUBLIC_KEY`.
+    Rs256,
+    /// ECDSA P-256 with `ROOMCAST_JWT_PUBLIC_KEY`.
+    Es256,
+}
+
+/// Seed 002's WebSocket variables, with its names.
+#[derive(Debug, Clone, Args)]
+pub struct WebSocketArgs {
+    /// Serve the WebSocket endpoints at all.
+    #[arg(long = "websocket-enabled", env = "WEBSOCKET_ENABLED", default_value = "true",
+          value_parser = bool_var("WEBSOCKET_ENABLED"), action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Most concurrent connections; one more is closed with 1013.
+    #[arg(long = "websocket-max-connections", env = "WEBSOCKET_MAX_CONNECTIONS", default_value = "1000",
+          value_parser = parse_with::<usize>("WEBSOCKET_MAX_CONNECTIONS", "a whole number"))]
+    pub max_connections: usize,
+    /// Read buffer per connection, bytes.
+    #[arg(long = "websocket-read-buffer-size", env = "WEBSOCKET_READ_BUFFER_SIZE", default_value = "1024",
+          value_parser = parse_with::<usize>("WEBSOCKET_READ_BUFFER_SIZE", "a size in bytes"))]
+    pub read_buffer_size: usize,
+    /// Write buffer per connection, bytes.
+    #[arg(long = "websocket-write-buffer-size", env = "WEBSOCKET_WRITE_BUFFER_SIZE", default_value = "1024",
+          value_parser = parse_with::<usize>("WEBSOCKET_WRITE_BUFFER_SIZE", "a size in bytes"))]
+    pub write_buffer_size: usize,
+    /// Largest message a client may send, bytes; bigger closes with 1009.
+    #[arg(long = "websocket-max-message-size", env = "WEBSOCKET_MAX_MESSAGE_SIZE", default_value = "4096",
+          value_parser = parse_with::<usize>("WEBSOCKET_MAX_MESSAGE_SIZE", "a size in bytes"))]
+    pub max_message_size: usize,
+    /// Longest a write may take.
+    #[arg(long = "websocket-write-wait", env = "WEBSOCKET_WRITE_WAIT", default_value = "10s",
+          value_parser = duration_var("WEBSOCKET_WRITE_WAIT"))]
+    pub write_wait: Duration,
+    /// Longest the server waits for any frame (pongs included) from a client.
+    #[arg(long = "websocket-pong-wait", env = "WEBSOCKET_PONG_WAIT", default_value = "60s",
+          value_parser = duration_var("WEBSOCKET_PONG_WAIT"))]
+    pub pong_wait: Duration,
+    /// How often the server sends a protocol ping.
+    #[arg(long = "websocket-ping-period", env = "WEBSOCKET_PING_PERIOD", default_value = "54s",
+          value_parser = duration_var("WEBSOCKET_PING_PERIOD"))]
+    pub ping_period: Duration,
+    /// Browser origins allowed to connect, comma-separated; `*` for any.
+    #[arg(long = "websocket-allowed-origins", env = "WEBSOCKET_ALLOWED_ORIGINS", default_value = "*")]
+    pub allowed_origins: String,
+    /// Refuse guests on `/ws` and `/ws/{room}` (the `/ws/auth` endpoints always require a token).
+    #[arg(long = "websocket-require-auth", env = "WEBSOCKET_REQUIRE_AUTH", default_value = "false",
+          value_parser = bool_var("WEBSOCKET_REQUIRE_AUTH"), action = clap::ArgAction::Set)]
+    pub require_auth: bool,
+    /// How often a `{"type":"ping"}` envelope is sent to native clients; 0 turns it off.
+    #[arg(long = "websocket-heartbeat-interval", env = "WEBSOCKET_HEARTBEAT_INTERVAL", default_value = "30s",
+          value_parser = duration_var("WEBSOCKET_HEARTBEAT_INTERVAL"))]
+    pub heartbeat_interval: Duration,
+    /// Close a client that sent no message (a `pong` counts) for this long; 0 turns it off.
+    #[arg(long = "websocket-connection-timeout", env = "WEBSOCKET_CONNECTION_TIMEOUT", default_value = "0s",
+          value_parser = duration_var("WEBSOCKET_CONNECTION_TIMEOUT"))]
+    pub connection_timeout: Duration,
+}
+
+/// `roomcast token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// The display name (`username`); defaults to the id.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Lifetime.
+    #[arg(long, default_value = "1h", value_parser = duration_var("--ttl"))]
+    pub ttl: Duration,
+    /// Signing keys and claims, as `serve` reads them.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+/// A value parser for `T: FromStr` whose error names `variable` and what was expected.
+fn parse_with<T>(
+    variable: &'static str,
+    expected: &'static str,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static
+where
+    T: std::str::FromStr,
+{
+    move |value| {
+        value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{variable}: expected {expected}, got {value:?}"))
+    }
+}
+
+/// Durations like `10s`, `54s`, `1m30s`, `250ms`; a bare `0` means zero.
+fn duration_var(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |value| {
+        let value = value.trim();
+        if value == "0" {
+            return Ok(Duration::ZERO);
+        }
+        humantime::parse_duration(value)
+            .map_err(|_| format!("{variable}: expected a duration like 60s, got {value:?}"))
+    }
+}
+
+fn bool_var(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync + 'static {
+    move |value| match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{variable}: expected true or false, got {value:?}")),
+    }
+}
+
+impl JwtArgs {
+    /// The authenticator these settings describe. On a loopback `listen` address a missing
+    /// HS256 secret is generated (and the log says so); elsewhere it is an error.
+    ///
+    /// # Errors
+    ///
+    /// A missing or unreadable key, naming the variable.
+    pub fn authenticator(&self, listen: Option<SocketAddr>) -> anyhow::Result<Authenticator> {
+        let auth = match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => {
+                let secret = match (&self.jwt_secret, listen) {
+                    (Some(secret), _) if secret.len() < 16 => {
+                        bail!("ROOMCAST_JWT_SECRET: must be at least 16 bytes (32 or more recommended)")
+                    }
+                    (Some(secret), _) => secret.clone(),
+                    (None, Some(addr)) if addr.ip().is_loopback() => {
+                        tracing::warn!(
+                            "ROOMCAST_JWT_SECRET is not set: generated a random secret for this run. \
+                             Tokens from other processes (`roomcast token`) will not validate; \
+                             set ROOMCAST_JWT_SECRET to keep tokens across restarts."
+                        );
+                        random_secret()?
+                    }
+                    (None, Some(addr)) => bail!(
+                        "ROOMCAST_JWT_SECRET: required when listening on a non-loopback address ({addr})"
+                    ),
+                    (None, None) => bail!("ROOMCAST_JWT_SECRET: required to sign tokens"),
+                };
+                Authenticator::hs256(secret)
+            }
+            algorithm @ (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256) => {
+                let path = self.jwt_public_key.as_ref().context(
+                    "ROOMCAST_JWT_PUBLIC_KEY: required with ROOMCAST_JWT_ALGORITHM=RS256 or ES256",
+                )?;
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("ROOMCAST_JWT_PUBLIC_KEY: cannot read {}", path.display()))?;
+                let auth = if algorithm == JwtAlgorithm::Rs256 {
+                    Authenticator::rs256_pem(&pem)
+                } else {
+                    Authenticator::es256_pem(&pem)
+                };
+                auth.context("ROOMCAST_JWT_PUBLIC_KEY")?
+            }
+        };
+        let mut auth = auth.leeway(self.jwt_leeway);
+        if let Some(issuer) = &self.jwt_issuer {
+            auth = auth.issuer(issuer);
+        }
+        if let Some(audience) = &self.jwt_audience {
+            auth = auth.audience(audience);
+        }
+        Ok(auth)
+    }
+}
+
+fn random_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|err| anyhow::anyhow!("no system randomness: {err}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl WebSocketArgs {
+    /// The library's session configuration.
+    ///
+    /// # Errors
+    ///
+    /// Values that cannot work together, naming the variable.
+    pub fn session_config(&self) -> anyhow::Result<SessionConfig> {
+        let config = SessionConfig {
+            max_connections: self.max_connections,
+            read_buffer_bytes: self.read_buffer_size,
+            write_buffer_bytes: self.write_buffer_size,
+            max_message_bytes: self.max_message_size,
+            write_wait: self.write_wait,
+            pong_wait: self.pong_wait,
+            ping_period: self.ping_period,
+            heartbeat_interval: self.heartbeat_interval,
+            connection_timeout: self.connection_timeout,
+            ..SessionConfig::default()
+        };
+        config.validate().map_err(|err| {
+            let variable = match err.field {
+                "max_connections" => "WEBSOCKET_MAX_CONNECTIONS",
+                "read_buffer_bytes" => "WEBSOCKET_READ_BUFFER_SIZE",
+                "max_message_bytes" => "WEBSOCKET_MAX_MESSAGE_SIZE",
+                "write_wait" => "WEBSOCKET_WRITE_WAIT",
+                "ping_period" => "WEBSOCKET_PING_PERIOD",
+                "pong_wait" => "WEBSOCKET_PONG_WAIT (must be longer than WEBSOCKET_PING_PERIOD)",
+                other => other,
+            };
+            anyhow::anyhow!("{variable}: {}", err.problem)
+        })?;
+        Ok(config)
+    }
+}
+
+impl ServeArgs {
+    /// The server configuration these arguments describe.
+    ///
+    /// # Errors
+    ///
+    /// A bad or inconsistent value, naming the variable.
+    pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        Ok(ServerConfig {
+            listen: self.listen,
+            session: self.websocket.session_config()?,
+            auth: self.jwt.authenticator(Some(self.listen))?,
+            websocket_enabled: self.websocket.enabled,
+            require_auth: self.websocket.require_auth,
+            allowed_origins: AllowedOrigins::parse(&self.websocket.allowed_origins),
+            echo_endpoint: self.echo_endpoint,
+            shutdown_timeout: self.shutdown_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["roomcast", "serve"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(args) => *args,
+            Command::Token(_) => unreachable!("parsed serve"),
+        })
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let args = serve(&[]).unwrap();
+        assert_eq!(args.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(args.websocket.ping_period, Duration::from_secs(54));
+        assert_eq!(args.websocket.pong_wait, Duration::from_secs(60));
+        assert_eq!(args.websocket.write_wait, Duration::from_secs(10));
+        assert!(args.websocket.enabled);
+        assert!(!args.websocket.require_auth);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = serve(&["--websocket-pong-wait", "soon"]).unwrap_err().to_string();
+        assert!(err.contains("WEBSOCKET_PONG_WAIT"), "{err}");
+        let err = serve(&["--websocket-max-connections", "many"]).unwrap_err().to_string();
+        assert!(err.contains("WEBSOCKET_MAX_CONNECTIONS"), "{err}");
+        let err = serve(&["--websocket-require-auth", "maybe"]).unwrap_err().to_string();
+        assert!(err.contains("WEBSOCKET_REQUIRE_AUTH"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_values_name_the_variable() {
+        let args = serve(&["--websocket-pong-wait", "10s", "--websocket-ping-period", "20s"]).unwrap();
+        let err = args.into_config().unwrap_err().to_string();
+        assert!(err.contains("WEBSOCKET_PONG_WAIT"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_secret_is_refused_off_loopback() {
+        let args = serve(&["--listen", "0.0.0.0:8080"]).unwrap();
+        let err = args.into_config().unwrap_err().to_string();
+        assert!(err.contains("ROOMCAST_JWT_SECRET"), "{err}");
+        assert!(serve(&[]).unwrap().into_config().is_ok(), "generated on loopback");
+    }
+}

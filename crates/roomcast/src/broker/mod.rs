@@ -1,0 +1,70 @@
+//! Moving room events between nodes.
+//!
+//! A [`Broker`] carries [`RoomEvent`]s from the node where they happened to every other node
+//! with members in the room. The [`Hub`](crate::Hub) delivers locally at once, publishes, and
+//! drops its own events when they come back (each carries its origin [`NodeId`]). It subscribes
+//! to a room when its first local member joins and unsubscribes when the last leaves.
+//!
+//! A hub built without a broker is a single node and publishes nothing. [`memory::MemoryBus`]
+//! joins several hubs in one process (tests, embedding). A Redis broker comes later behind a
+//! feature; the trait is object-safe so the hub holds an `Arc<dyn Broker>` chosen at start-up.
+
+pub mod memory;
+
+use tokio::sync::mpsc;
+
+pub use crate::auth::BoxFuture;
+use crate::ids::{NodeId, RoomName, UserId};
+use crate::protocol::Event;
+
+/// Who an event is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The members of a room.
+    Room(RoomName),
+    /// Every connection on every node.
+    All,
+    /// These users' connections.
+    Users(Vec<UserId>),
+}
+
+/// An event on its way between nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomEvent {
+    /// The node where it happened.
+    pub origin: NodeId,
+    /// Who it is for.
+    pub target: Target,
+    /// Users who must not receive it.
+    pub exclude: Vec<UserId>,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Why a broker call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker is closed or its connection is gone; events are not crossing nodes.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Carries room events between nodes. Object-safe: hubs hold an `Arc<dyn Broker>`.
+pub trait Broker: Send + Sync + 'static {
+    /// Starts delivering events addressed to `node` into `deliver`. Called once by the hub.
+    fn start(
+        &self,
+        node: NodeId,
+        deliver: mpsc::Sender<RoomEvent>,
+    ) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Sends `event` to the other nodes it concerns.
+    fn publish(&self, event: RoomEvent) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// This node now has members in `room`.
+    fn subscribe(&self, room: RoomName) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// This node no longer has members in `room`.
+    fn unsubscribe(&self, room: RoomName) -> BoxFuture<'_, Result<(), BrokerError>>;
+}

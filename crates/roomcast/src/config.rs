@@ -1,0 +1,115 @@
+//! [`SessionConfig`]: the sizes and durations every connection of a [`Hub`](crate::Hub) obeys.
+//!
+//! The names follow the seed's environment variables (`WEBSOCKET_*`), with units in the field
+//! names. The server maps each variable onto a field; library users set them directly.
+
+use std::time::Duration;
+
+/// Per-connection limits and timers. Every field has a documented default.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = roomcast::SessionConfig {
+///     max_message_bytes: 16 * 1024,
+///     ping_period: Duration::from_secs(20),
+///     pong_wait: Duration::from_secs(25),
+///     ..Default::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Most connections served at once; one more is closed with 1013 "server full".
+    /// `WEBSOCKET_MAX_CONNECTIONS`, default 1000.
+    pub max_connections: usize,
+    /// Size of the WebSocket layer's read buffer per connection, in bytes.
+    /// `WEBSOCKET_READ_BUFFER_SIZE`, default 1024 (tungstenite's own default is 128 KiB, allocated
+    /// for every connection).
+    pub read_buffer_bytes: usize,
+    /// Bytes the WebSocket layer buffers before writing to the socket; a flush writes earlier.
+    /// `WEBSOCKET_WRITE_BUFFER_SIZE`, default 1024.
+    pub write_buffer_bytes: usize,
+    /// Largest message accepted from a client; a bigger one closes the connection with 1009.
+    /// `WEBSOCKET_MAX_MESSAGE_SIZE`, default 4096.
+    pub max_message_bytes: usize,
+    /// Longest a single write (or a batch of queued frames and its flush) may take.
+    /// `WEBSOCKET_WRITE_WAIT`, default 10 s.
+    pub write_wait: Duration,
+    /// Longest the server waits for any frame (a pong included) before it gives up on the peer.
+    /// `WEBSOCKET_PONG_WAIT`, default 60 s. Must be longer than `ping_period`.
+    pub pong_wait: Duration,
+    /// How often the server sends a protocol ping. `WEBSOCKET_PING_PERIOD`, default 54 s.
+    pub ping_period: Duration,
+    /// How often an application-level heartbeat frame (the dialect's `ping`) is sent, for
+    /// clients such as browsers that cannot see protocol pings. Zero turns it off.
+    /// `WEBSOCKET_HEARTBEAT_INTERVAL`, default 30 s.
+    pub heartbeat_interval: Duration,
+    /// Longest a client may send no data message (text or binary, the reply to a heartbeat
+    /// included) before it is closed with 1001. Zero turns it off.
+    /// `WEBSOCKET_CONNECTION_TIMEOUT`, default 0 (off), so clients that never answer heartbeats
+    /// are not cut off unless the operator asks for it.
+    pub connection_timeout: Duration,
+    /// Frames that may wait in one connection's outbound queue; one more closes it with 1013
+    /// "slow consumer". Default 256.
+    pub outbound_capacity: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            read_buffer_bytes: 1024,
+            write_buffer_bytes: 1024,
+            max_message_bytes: 4096,
+            write_wait: Duration::from_secs(10),
+            pong_wait: Duration::from_secs(60),
+            ping_period: Duration::from_secs(54),
+            heartbeat_interval: Duration::from_secs(30),
+            connection_timeout: Duration::ZERO,
+            outbound_capacity: 256,
+        }
+    }
+}
+
+/// A [`SessionConfig`] whose values cannot work together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct ConfigError {
+    /// The field (and so the variable) at fault.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
+}
+
+impl SessionConfig {
+    /// Checks that the values can work together.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] names the first field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, problem| Err(ConfigError { field, problem });
+        if self.max_connections == 0 {
+            return fail("max_connections", "must be at least 1");
+        }
+        if self.read_buffer_bytes == 0 {
+            return fail("read_buffer_bytes", "must be at least 1");
+        }
+        if self.max_message_bytes == 0 {
+            return fail("max_message_bytes", "must be at least 1");
+        }
+        if self.outbound_capacity == 0 {
+            return fail("outbound_capacity", "must be at least 1");
+        }
+        if self.write_wait.is_zero() {
+            return fail("write_wait", "must be longer than zero");
+        }
+        if self.ping_period.is_zero() {
+            return fail("ping_period", "must be longer than zero");
+        }
+        if self.pong_wait <= self.ping_period {
+            return fail("pong_wait", "must be longer than ping_period");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,586 @@
+//! [`Hub`]: the node-local registry of connections, rooms and presence, and the handle every
+//! send goes through.
+//!
+//! `Hub` is an `Arc` around [`Shared`]: one `std::sync::Mutex<State>` (see [`state`]) plus the
+//! configuration, the broker, the shutdown token and counters. Methods that only read or change
+//! the registry are plain `fn`s; methods that may reach other nodes are `async` and take the
+//! lock only for their synchronous part: lock, change, collect what must happen next, unlock,
+//! then await the broker.
+
+mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::auth::Identity;
+use crate::broker::{Broker, BrokerError, RoomEvent, Target};
+use crate::config::SessionConfig;
+use crate::frame::{CloseReason, Frame};
+use crate::ids::{ConnId, NodeId, RoomName, UserId};
+use crate::protocol::{Dialect, Event, UserInfo, now_ms};
+use crate::session::Outbound;
+use crate::shutdown::Shutdown;
+use state::{Delivery, State};
+
+/// Handle to the node's connections and rooms. Cheap to clone: clones share one registry.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> roomcast::Result<()> {
+/// use roomcast::{Hub, RoomName, SessionConfig, UserId};
+/// let hub = Hub::new(SessionConfig::default());
+/// assert_eq!(hub.connection_count(), 0);
+/// assert!(!hub.is_connected(&UserId::from("alice")));
+/// assert!(hub.room_members(&RoomName::new("general").unwrap()).is_empty());
+/// // Sending to nobody is not an error: it reaches zero connections.
+/// assert_eq!(hub.broadcast("hello", &[]).await?, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Connections, rooms and users; never locked across an `.await`.
+    state: Mutex<State>,
+    config: SessionConfig,
+    node: NodeId,
+    /// `None` on a single node: nothing is published.
+    broker: Option<Arc<dyn Broker>>,
+    /// Cancelled on shutdown; every session holds a clone and a tracker token.
+    shutdown: Shutdown,
+    /// Admission: one permit per connection, `max_connections` in all.
+    permits: Arc<Semaphore>,
+    next_conn: AtomicU64,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    slow_consumers: AtomicU64,
+    messages_received: AtomicU64,
+    frames_queued: AtomicU64,
+}
+
+/// A snapshot of the hub's counters, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct HubStats {
+    /// Connections open now.
+    pub connections: usize,
+    /// Rooms with at least one local connection.
+    pub rooms: usize,
+    /// Users with at least one connection.
+    pub users: usize,
+    /// Connections accepted since start.
+    pub accepted_total: u64,
+    /// Connections refused (auth, origin, full) since start.
+    pub refused_total: u64,
+    /// Connections closed as slow consumers (1013) since start.
+    pub slow_consumers_total: u64,
+    /// Data messages received from clients since start.
+    pub messages_received_total: u64,
+    /// Frames queued to connections since start.
+    pub frames_queued_total: u64,
+}
+
+/// Builds a [`Hub`] with a broker (for several nodes) or a fixed node id.
+#[must_use]
+pub struct HubBuilder {
+    config: SessionConfig,
+    broker: Option<Arc<dyn Broker>>,
+    node: Option<NodeId>,
+}
+
+impl HubBuilder {
+    /// Joins other nodes through `broker`.
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Uses `node` as this hub's node id (default: random).
+    pub fn node_id(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// Builds the hub and, with a broker, starts its receive loop. Must run inside a Tokio
+    /// runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError`] when the broker cannot start delivering to this node.
+    pub async fn build(self) -> Result<Hub, BrokerError> {
+        let node = self.node.unwrap_or_else(NodeId::random);
+        let hub = Hub::with_parts(self.config, node, self.broker.clone());
+        if let Some(broker) = self.broker {
+            // Bounded: a node that cannot keep up slows the publisher's broker, not memory.
+            let (deliver_tx, deliver_rx) = mpsc::channel(1024);
+            broker.start(node, deliver_tx).await?;
+            tokio::spawn(receive_loop(
+                Arc::downgrade(&hub.shared),
+                deliver_rx,
+                hub.shared.shutdown.token(),
+            ));
+        }
+        Ok(hub)
+    }
+}
+
+/// Delivers other nodes' events locally until the broker or the hub goes away.
+async fn receive_loop(
+    hub: Weak<Shared>,
+    mut deliver_rx: mpsc::Receiver<RoomEvent>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            // Shutdown ends the loop even if the broker never closes the channel.
+            () = shutdown.cancelled() => return,
+            event = deliver_rx.recv() => event,
+        };
+        let (Some(event), Some(shared)) = (event, hub.upgrade()) else {
+            return;
+        };
+        let hub = Hub { shared };
+        if event.origin == hub.shared.node {
+            continue;
+        }
+        hub.deliver_local(&event.target, &event.event, &event.exclude, None);
+    }
+}
+
+/// What [`Hub::join_room`] and a session's join changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct JoinOutcome {
+    /// The connection was already in the room; nothing changed.
+    pub already_member: bool,
+    /// The user was not in the room before: their join was announced.
+    pub announced: bool,
+}
+
+impl Hub {
+    /// A single-node hub (no broker). Must be created inside a Tokio runtime only if sessions
+    /// will run on it.
+    pub fn new(config: SessionConfig) -> Self {
+        Self::with_parts(config, NodeId::random(), None)
+    }
+
+    /// A builder, for a hub that joins other nodes through a broker.
+    pub fn builder(config: SessionConfig) -> HubBuilder {
+        HubBuilder {
+            config,
+            broker: None,
+            node: None,
+        }
+    }
+
+    fn with_parts(config: SessionConfig, node: NodeId, broker: Option<Arc<dyn Broker>>) -> Self {
+        let permits = Arc::new(Semaphore::new(config.max_connections));
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                config,
+                node,
+                broker,
+                shutdown: Shutdown::new(),
+                permits,
+                next_conn: AtomicU64::new(1),
+                stats: Counters::default(),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // State changes cannot panic halfway (no user code runs under the lock), so a poisoned
+        // lock still guards consistent maps.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The per-connection configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.shared.config
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node
+    }
+
+    // ---- queries (seed 000's connection management) ----
+
+    /// Every user with at least one connection on this node.
+    pub fn connected_users(&self) -> Vec<UserId> {
+        self.state().connected_users()
+    }
+
+    /// Whether `user` has at least one connection on this node.
+    pub fn is_connected(&self, user: &UserId) -> bool {
+        self.state().is_connected(user)
+    }
+
+    /// The users in `room` (each once, however many connections they have in it).
+    pub fn room_members(&self, room: &RoomName) -> Vec<UserId> {
+        self.room_users(room).into_iter().map(|u| u.id).collect()
+    }
+
+    /// The users in `room` with their display names.
+    pub fn room_users(&self, room: &RoomName) -> Vec<UserInfo> {
+        let mut users = self.state().room_members(room);
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        users
+    }
+
+    /// Whether `user` is in `room` through any of their connections.
+    pub fn is_member(&self, user: &UserId, room: &RoomName) -> bool {
+        self.state().is_member(user, room)
+    }
+
+    /// The rooms `user` is in, through any of their connections.
+    pub fn user_rooms(&self, user: &UserId) -> Vec<RoomName> {
+        self.state().user_rooms(user)
+    }
+
+    /// Rooms with at least one connection on this node.
+    pub fn rooms(&self) -> Vec<RoomName> {
+        self.state().rooms()
+    }
+
+    /// Connections open on this node.
+    pub fn connection_count(&self) -> usize {
+        self.state().connection_count()
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> HubStats {
+        let (connections, rooms, users) = {
+            let state = self.state();
+            (
+                state.connection_count(),
+                state.rooms().len(),
+                state.connected_users().len(),
+            )
+        };
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        HubStats {
+            connections,
+            rooms,
+            users,
+            accepted_total: load(&stats.accepted),
+            refused_total: load(&stats.refused),
+            slow_consumers_total: load(&stats.slow_consumers),
+            messages_received_total: load(&stats.messages_received),
+            frames_queued_total: load(&stats.frames_queued),
+        }
+    }
+
+    // ---- sends (seed 001's ChatBase) ----
+
+    /// Sends `frame` to every connection on every node, except `exclude`'s.
+    /// Returns the number of local connections reached.
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError`](crate::Error::Broker) when other nodes could not be reached; local
+    /// delivery has happened by then.
+    pub async fn broadcast(
+        &self,
+        frame: impl Into<Frame>,
+        exclude: &[UserId],
+    ) -> crate::Result<usize> {
+        self.send(Target::All, Event::Frame(frame.into()), exclude, None)
+            .await
+    }
+
+    /// Sends `frame` to every connection of `user`. Returns the local connections reached.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::broadcast`].
+    pub async fn send_to(&self, user: &UserId, frame: impl Into<Frame>) -> crate::Result<usize> {
+        self.send_to_many(std::slice::from_ref(user), frame).await
+    }
+
+    /// Sends `frame` to every connection of each of `users`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::broadcast`].
+    pub async fn send_to_many(
+        &self,
+        users: &[UserId],
+        frame: impl Into<Frame>,
+    ) -> crate::Result<usize> {
+        let target = Target::Users(users.to_vec());
+        self.send(target, Event::Frame(frame.into()), &[], None).await
+    }
+
+    /// Sends `frame` to every connection in `room`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::broadcast`].
+    pub async fn broadcast_to_room(
+        &self,
+        room: &RoomName,
+        frame: impl Into<Frame>,
+    ) -> crate::Result<usize> {
+        let target = Target::Room(room.clone());
+        self.send(target, Event::Frame(frame.into()), &[], None).await
+    }
+
+    /// Publishes `event` to `room`: each recipient's dialect encodes it (once per dialect), on
+    /// every node. Returns the local connections reached.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::broadcast`].
+    pub async fn publish(
+        &self,
+        room: &RoomName,
+        event: Event,
+        exclude: &[UserId],
+    ) -> crate::Result<usize> {
+        self.send(Target::Room(room.clone()), event, exclude, None)
+            .await
+    }
+
+    async fn send(
+        &self,
+        target: Target,
+        event: Event,
+        exclude: &[UserId],
+        exclude_conn: Option<ConnId>,
+    ) -> crate::Result<usize> {
+        let sent = self.deliver_local(&target, &event, exclude, exclude_conn);
+        if let Some(broker) = &self.shared.broker {
+            broker
+                .publish(RoomEvent {
+                    origin: self.shared.node,
+                    target,
+                    exclude: exclude.to_vec(),
+                    event,
+                })
+                .await?;
+        }
+        Ok(sent)
+    }
+
+    fn deliver_local(
+        &self,
+        target: &Target,
+        event: &Event,
+        exclude: &[UserId],
+        exclude_conn: Option<ConnId>,
+    ) -> usize {
+        let Delivery { sent, slow } = self
+            .state()
+            .deliver(target, event, exclude, exclude_conn);
+        let stats = &self.shared.stats;
+        stats.frames_queued.fetch_add(sent as u64, Ordering::Relaxed);
+        if slow > 0 {
+            stats.slow_consumers.fetch_add(slow as u64, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    // ---- membership ----
+
+    /// Puts every connection of `user` on this node in `room`. Returns true when the user was
+    /// not in the room before (the join is then announced to the room).
+    ///
+    /// # Errors
+    ///
+    /// [`BrokerError`](crate::Error::Broker) when the broker could not subscribe or publish.
+    pub async fn join_room(&self, user: &UserId, room: &RoomName) -> crate::Result<bool> {
+        let conns = self.state().user_conns(user);
+        let mut announced = false;
+        for conn in conns {
+            announced |= self.join_conn(conn, room).await?.announced;
+        }
+        Ok(announced)
+    }
+
+    /// Takes every connection of `user` on this node out of `room`. Returns true when the user
+    /// was in it (the leave is then announced).
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::join_room`].
+    pub async fn leave_room(&self, user: &UserId, room: &RoomName) -> crate::Result<bool> {
+        let conns = self.state().user_conns(user);
+        let mut was_member = false;
+        for conn in conns {
+            was_member |= self.leave_conn(conn, room).await?;
+        }
+        Ok(was_member)
+    }
+
+    pub(crate) async fn join_conn(
+        &self,
+        conn: ConnId,
+        room: &RoomName,
+    ) -> crate::Result<JoinOutcome> {
+        let (joined, user) = {
+            let mut state = self.state();
+            let Some(joined) = state.join(conn, room) else {
+                return Err(crate::session::SendError::Closed.into());
+            };
+            (joined, state.conn_user(conn))
+        };
+        if joined.room_created
+            && let Some(broker) = &self.shared.broker
+        {
+            broker.subscribe(room.clone()).await?;
+        }
+        if joined.user_joined
+            && let Some(user) = user
+        {
+            let event = Event::Joined {
+                room: room.clone(),
+                user,
+                timestamp_ms: now_ms(),
+            };
+            self.send(Target::Room(room.clone()), event, &[], None)
+                .await?;
+        }
+        Ok(JoinOutcome {
+            already_member: joined.already,
+            announced: joined.user_joined,
+        })
+    }
+
+    pub(crate) async fn leave_conn(&self, conn: ConnId, room: &RoomName) -> crate::Result<bool> {
+        let (left, user) = {
+            let mut state = self.state();
+            let user = state.conn_user(conn);
+            (state.leave(conn, room).unwrap_or_default(), user)
+        };
+        if let Some(user) = user.filter(|_| left.user_left) {
+            self.announce_left(room, user).await?;
+        }
+        if left.room_emptied
+            && let Some(broker) = &self.shared.broker
+        {
+            broker.unsubscribe(room.clone()).await?;
+        }
+        Ok(left.was_member)
+    }
+
+    async fn announce_left(&self, room: &RoomName, user: UserInfo) -> crate::Result<usize> {
+        let event = Event::Left {
+            room: room.clone(),
+            user,
+            timestamp_ms: now_ms(),
+        };
+        self.send(Target::Room(room.clone()), event, &[], None)
+            .await
+    }
+
+    pub(crate) fn conn_rooms(&self, conn: ConnId) -> Vec<RoomName> {
+        self.state().conn_rooms(conn)
+    }
+
+    pub(crate) fn conn_in_room(&self, conn: ConnId, room: &RoomName) -> bool {
+        self.state().conn_in_room(conn, room)
+    }
+
+    // ---- connection life cycle (used by the route and the session) ----
+
+    pub(crate) fn permits(&self) -> &Arc<Semaphore> {
+        &self.shared.permits
+    }
+
+    pub(crate) fn shutdown(&self) -> &Shutdown {
+        &self.shared.shutdown
+    }
+
+    pub(crate) fn count_refused(&self) {
+        self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_message(&self) {
+        self.shared
+            .stats
+            .messages_received
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_slow_consumer(&self) {
+        self.shared
+            .stats
+            .slow_consumers
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn register(
+        &self,
+        identity: &Identity,
+        dialect: &'static dyn Dialect,
+        outbound: Outbound,
+    ) -> ConnId {
+        let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::Relaxed));
+        self.state().add_conn(conn, identity, dialect, outbound.clone());
+        self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        // Shutdown cancels first, then closes every registered connection: a connection
+        // registered in between is caught here.
+        if self.is_shutting_down() {
+            outbound.close(CloseReason::going_away());
+        }
+        conn
+    }
+
+    /// Removes a connection and announces the rooms its user left. Returns whether it was
+    /// still registered.
+    pub(crate) async fn unregister(&self, conn: ConnId) -> bool {
+        let Some(removed) = self.state().remove_conn(conn) else {
+            return false;
+        };
+        for room in removed.user_left {
+            if let Err(err) = self.announce_left(&room, removed.user.clone()).await {
+                tracing::warn!(%room, error = %err, "could not announce a leave to other nodes");
+            }
+        }
+        if let Some(broker) = &self.shared.broker {
+            for room in removed.emptied {
+                if let Err(err) = broker.unsubscribe(room.clone()).await {
+                    tracing::warn!(%room, error = %err, "could not unsubscribe");
+                }
+            }
+        }
+        true
+    }
+
+    /// Stops the node: refuses new connections, closes every session with 1001 and waits up to
+    /// `deadline` for them to finish. Returns false when some were still running then.
+    pub async fn shutdown_sessions(&self, deadline: Duration) -> bool {
+        self.shared.shutdown.cancel();
+        self.state().close_all(&CloseReason::going_away());
+        self.shared.shutdown.wait(deadline).await
+    }
+
+    /// Whether [`Hub::shutdown_sessions`] has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.is_cancelled()
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("node", &self.shared.node)
+            .field("connections", &self.connection_count())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,361 @@
+//! The hub's registry: connections, rooms and users under one lock, so they never disagree.
+//!
+//! Everything here is plain synchronous data manipulation. [`super::Hub`] takes the lock, calls
+//! one of these methods, releases the lock, and only then does anything that waits (broker
+//! calls, hooks). Delivery happens under the lock because it never waits: each recipient gets a
+//! `try_send` of a frame that was encoded once per dialect.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::auth::Identity;
+use crate::broker::Target;
+use crate::frame::Frame;
+use crate::ids::{ConnId, RoomName, UserId};
+use crate::protocol::{Dialect, Event, UserInfo};
+use crate::session::{Outbound, SendError};
+
+#[derive(Default)]
+pub(crate) struct State {
+    conns: HashMap<ConnId, Conn>,
+    rooms: HashMap<RoomName, Room>,
+    users: HashMap<UserId, User>,
+}
+
+struct Conn {
+    user: UserId,
+    /// Encodes events for this connection's clients.
+    dialect: &'static dyn Dialect,
+    /// The session holds the other clone and drains it.
+    outbound: Outbound,
+    /// Rooms this connection is in; few, so a `Vec`.
+    rooms: Vec<RoomName>,
+}
+
+#[derive(Default)]
+struct Room {
+    conns: HashSet<ConnId>,
+    /// Connections per user in this room: join is announced on 0 → 1, leave on 1 → 0.
+    users: HashMap<UserId, u32>,
+}
+
+struct User {
+    username: Arc<str>,
+    conns: Vec<ConnId>,
+}
+
+/// What removing a connection changed.
+pub(crate) struct Removed {
+    pub(crate) user: UserInfo,
+    /// Rooms the user is no longer in at all (announce a leave).
+    pub(crate) user_left: Vec<RoomName>,
+    /// Rooms with no local connection left (unsubscribe from the broker).
+    pub(crate) emptied: Vec<RoomName>,
+}
+
+/// What a join changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Joined {
+    /// The connection was already in the room.
+    pub(crate) already: bool,
+    /// The user was not in the room before (announce it).
+    pub(crate) user_joined: bool,
+    /// The room had no local connection before (subscribe to the broker).
+    pub(crate) room_created: bool,
+}
+
+/// What a leave changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Left {
+    /// The connection was in the room.
+    pub(crate) was_member: bool,
+    /// The user has no connection left in the room (announce it).
+    pub(crate) user_left: bool,
+    /// The room has no local connection left (unsubscribe).
+    pub(crate) room_emptied: bool,
+}
+
+/// What a delivery did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Delivery {
+    pub(crate) sent: usize,
+    pub(crate) slow: usize,
+}
+
+/// Encodes an event at most once per dialect name.
+struct EncodeOnce<'e> {
+    event: &'e Event,
+    encoded: Vec<(&'static str, Option<Frame>)>,
+}
+
+impl<'e> EncodeOnce<'e> {
+    fn new(event: &'e Event) -> Self {
+        Self {
+            event,
+            encoded: Vec::new(),
+        }
+    }
+
+    fn frame_for(&mut self, dialect: &dyn Dialect) -> Option<Frame> {
+        if let Event::Frame(frame) = self.event {
+            return Some(frame.clone());
+        }
+        let name = dialect.name();
+        if let Some((_, frame)) = self.encoded.iter().find(|(n, _)| *n == name) {
+            return frame.clone();
+        }
+        let frame = dialect.encode(self.event);
+        self.encoded.push((name, frame.clone()));
+        frame
+    }
+}
+
+impl State {
+    /// Registers a connection. Returns true when this is the user's first connection.
+    pub(crate) fn add_conn(
+        &mut self,
+        conn: ConnId,
+        identity: &Identity,
+        dialect: &'static dyn Dialect,
+        outbound: Outbound,
+    ) -> bool {
+        self.conns.insert(
+            conn,
+            Conn {
+                user: identity.user_id.clone(),
+                dialect,
+                outbound,
+                rooms: Vec::new(),
+            },
+        );
+        let user = self
+            .users
+            .entry(identity.user_id.clone())
+            .or_insert_with(|| User {
+                username: identity.username.clone(),
+                conns: Vec::new(),
+            });
+        user.conns.push(conn);
+        user.conns.len() == 1
+    }
+
+    /// Removes a connection from every room and from its user.
+    pub(crate) fn remove_conn(&mut self, conn: ConnId) -> Option<Removed> {
+        let entry = self.conns.remove(&conn)?;
+        let username = self.username(&entry.user);
+        let mut removed = Removed {
+            user: UserInfo {
+                id: entry.user.clone(),
+                username,
+            },
+            user_left: Vec::new(),
+            emptied: Vec::new(),
+        };
+        for room in entry.rooms {
+            let left = self.remove_from_room(conn, &entry.user, &room);
+            if left.user_left {
+                removed.user_left.push(room.clone());
+            }
+            if left.room_emptied {
+                removed.emptied.push(room);
+            }
+        }
+        if let Some(user) = self.users.get_mut(&entry.user) {
+            user.conns.retain(|c| *c != conn);
+            if user.conns.is_empty() {
+                self.users.remove(&entry.user);
+            }
+        }
+        Some(removed)
+    }
+
+    fn username(&self, user: &UserId) -> Arc<str> {
+        self.users
+            .get(user)
+            .map_or_else(|| user.as_str().into(), |u| u.username.clone())
+    }
+
+    pub(crate) fn user_info(&self, user: &UserId) -> UserInfo {
+        UserInfo {
+            id: user.clone(),
+            username: self.username(user),
+        }
+    }
+
+    pub(crate) fn conn_user(&self, conn: ConnId) -> Option<UserInfo> {
+        self.conns.get(&conn).map(|c| self.user_info(&c.user))
+    }
+
+    /// Puts a connection in a room. `None` when the connection is gone.
+    pub(crate) fn join(&mut self, conn: ConnId, room: &RoomName) -> Option<Joined> {
+        let entry = self.conns.get_mut(&conn)?;
+        if entry.rooms.contains(room) {
+            return Some(Joined {
+                already: true,
+                ..Joined::default()
+            });
+        }
+        entry.rooms.push(room.clone());
+        let user = entry.user.clone();
+        let room_created = !self.rooms.contains_key(room);
+        let members = self.rooms.entry(room.clone()).or_default();
+        members.conns.insert(conn);
+        let count = members.users.entry(user).or_insert(0);
+        *count += 1;
+        Some(Joined {
+            already: false,
+            user_joined: *count == 1,
+            room_created,
+        })
+    }
+
+    /// Takes a connection out of a room. `None` when the connection is gone.
+    pub(crate) fn leave(&mut self, conn: ConnId, room: &RoomName) -> Option<Left> {
+        let entry = self.conns.get_mut(&conn)?;
+        let Some(at) = entry.rooms.iter().position(|r| r == room) else {
+            return Some(Left::default());
+        };
+        entry.rooms.swap_remove(at);
+        let user = entry.user.clone();
+        Some(self.remove_from_room(conn, &user, room))
+    }
+
+    fn remove_from_room(&mut self, conn: ConnId, user: &UserId, room: &RoomName) -> Left {
+        let mut left = Left {
+            was_member: true,
+            ..Left::default()
+        };
+        let Some(members) = self.rooms.get_mut(room) else {
+            return left;
+        };
+        members.conns.remove(&conn);
+        if let Some(count) = members.users.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                members.users.remove(user);
+                left.user_left = true;
+            }
+        }
+        if members.conns.is_empty() {
+            self.rooms.remove(room);
+            left.room_emptied = true;
+        }
+        left
+    }
+
+    pub(crate) fn user_conns(&self, user: &UserId) -> Vec<ConnId> {
+        self.users
+            .get(user)
+            .map(|u| u.conns.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn connected_users(&self) -> Vec<UserId> {
+        self.users.keys().cloned().collect()
+    }
+
+    pub(crate) fn is_connected(&self, user: &UserId) -> bool {
+        self.users.contains_key(user)
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub(crate) fn room_members(&self, room: &RoomName) -> Vec<UserInfo> {
+        self.rooms
+            .get(room)
+            .map(|r| r.users.keys().map(|u| self.user_info(u)).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn is_member(&self, user: &UserId, room: &RoomName) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.users.contains_key(user))
+    }
+
+    pub(crate) fn conn_rooms(&self, conn: ConnId) -> Vec<RoomName> {
+        self.conns
+            .get(&conn)
+            .map(|c| c.rooms.clone())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn conn_in_room(&self, conn: ConnId, room: &RoomName) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.rooms.contains(room))
+    }
+
+    pub(crate) fn user_rooms(&self, user: &UserId) -> Vec<RoomName> {
+        let mut rooms: Vec<RoomName> = self
+            .users
+            .get(user)
+            .into_iter()
+            .flat_map(|u| &u.conns)
+            .filter_map(|c| self.conns.get(c))
+            .flat_map(|c| c.rooms.iter().cloned())
+            .collect();
+        rooms.sort();
+        rooms.dedup();
+        rooms
+    }
+
+    pub(crate) fn rooms(&self) -> Vec<RoomName> {
+        self.rooms.keys().cloned().collect()
+    }
+
+    /// Queues `event` for every local connection `target` names, except the excluded users
+    /// and connection. Encodes once per dialect; never waits.
+    pub(crate) fn deliver(
+        &self,
+        target: &Target,
+        event: &Event,
+        exclude: &[UserId],
+        exclude_conn: Option<ConnId>,
+    ) -> Delivery {
+        let mut encoder = EncodeOnce::new(event);
+        let mut delivery = Delivery::default();
+        let mut send = |conn_id: &ConnId| {
+            if Some(*conn_id) == exclude_conn {
+                return;
+            }
+            let Some(conn) = self.conns.get(conn_id) else {
+                return;
+            };
+            if exclude.contains(&conn.user) {
+                return;
+            }
+            let Some(frame) = encoder.frame_for(conn.dialect) else {
+                return;
+            };
+            match conn.outbound.try_send(frame) {
+                Ok(()) => delivery.sent += 1,
+                Err(SendError::Full) => delivery.slow += 1,
+                Err(SendError::Closed) => {}
+            }
+        };
+        match target {
+            Target::Room(room) => {
+                if let Some(members) = self.rooms.get(room) {
+                    members.conns.iter().for_each(&mut send);
+                }
+            }
+            Target::All => self.conns.keys().for_each(&mut send),
+            Target::Users(users) => {
+                for user in users {
+                    if let Some(user) = self.users.get(user) {
+                        user.conns.iter().for_each(&mut send);
+                    }
+                }
+            }
+        }
+        delivery
+    }
+
+    /// Asks every connection to close with `reason`.
+    pub(crate) fn close_all(&self, reason: &crate::frame::CloseReason) {
+        for conn in self.conns.values() {
+            conn.outbound.close(reason.clone());
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! # roomcast
+//!
+//! JWT-authenticated WebSocket rooms for [axum]: hooks, presence, broadcasting and targeted
+//! messages, heartbeats and limits. The Rust counterpart of the `BaseWebSocket` / `ChatBase`
+//! classes: write a [`Handler`], mount a route, and reach connections through the [`Hub`].
+//!
+//! ```no_run
+//! use roomcast::{Authenticator, Handler, Hub, Incoming, Session, SessionConfig};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
+//!         cx.send_json(&serde_json::json!({ "echo": msg.text() }))
+//!     }
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let hub = Hub::new(SessionConfig::default());
+//! let auth = Authenticator::hs256(std::env::var("JWT_SECRET").unwrap());
+//! let app = axum::Router::new().route("/ws", roomcast::route(hub.clone(), auth, Echo));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`route`] / [`Endpoint`]: the upgrade handler. Finds the token (`?token=`, the
+//!   `access_token` or `token` cookie, `Authorization: Bearer`, `Sec-WebSocket-Protocol:
+//!   token.<jwt>`), validates it with the [`Authenticator`], checks the origin, takes a
+//!   connection permit, upgrades. Refusals close with 4001, 1008 or 1013.
+//! - [`session`]: one task per connection selecting over the socket, a bounded outbound queue
+//!   of encoded [`Frame`]s and one timer (ping, heartbeat, deadlines). Hooks run there.
+//! - [`Hub`]: connections by user, room membership and local presence under one lock that is
+//!   never held across an `.await`. Broadcasts encode once per [`protocol::Dialect`] and share
+//!   the bytes; a full queue closes that one connection with 1013.
+//! - [`broker`]: carries room events between nodes ([`broker::memory`] in one process).
+//! - [`protocol`]: the wire formats ([`protocol::native`] is seed 002's envelope).
+//! - [`Error`] and [`close_code`]: every failure knows the close code it ends a connection with.
+
+pub mod auth;
+pub mod broker;
+mod config;
+mod error;
+mod frame;
+mod handler;
+mod hub;
+mod ids;
+pub mod protocol;
+mod route;
+pub mod session;
+mod shutdown;
+
+pub use auth::{AuthError, Authenticator, Claims, Identity, TrustTokens, UserDirectory};
+pub use config::{ConfigError, SessionConfig};
+pub use error::{Error, Result};
+pub use frame::{CloseReason, Frame, close_code};
+pub use handler::Handler;
+pub use hub::{Hub, HubBuilder, HubStats, JoinOutcome};
+pub use ids::{ConnId, InvalidRoomName, MAX_ROOM_NAME_BYTES, NodeId, RoomName, UserId};
+pub use route::{AllowedOrigins, Endpoint, route};
+pub use session::{Incoming, SendError, Session};
+
+/// Re-exported so applications name the same `Utf8Bytes` and `Bytes` the frames hold.
+pub use axum::extract::ws::Utf8Bytes;
+pub use bytes::Bytes;

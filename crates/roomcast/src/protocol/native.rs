@@ -1,0 +1,373 @@
+//! The native envelope of seed 002.
+//!
+//! Every frame is one JSON object:
+//!
+//! ```text
+//! {"type": "...", "room": "...", "content": "...", "user_id": "...", "username": "...",
+//!  "timestamp": 1234567890, "data": {...}}
+//! ```
+//!
+//! Client → server: `join` (optional `since`), `leave`, `message` (optional `data`,
+//! `client_msg_id`), `ping`, `pong`, `user_list` (asks for a room's members again).
+//! Server → client: `join` and `leave` announcements, `message` (with `id`, and `seq` when
+//! persisted), `user_list` (`data` is the list of user ids, `users` adds their names), `pong`,
+//! `ping` (the heartbeat), `error` (`content` says what was wrong; the connection stays open).
+//! `user_id`, `username`, `timestamp`, `id` and `seq` always come from the server: whatever a
+//! client puts there is ignored. `timestamp` is seconds since the Unix epoch, as in the seed.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Dialect, Event, UserInfo};
+use crate::frame::Frame;
+use crate::ids::{InvalidRoomName, RoomName};
+
+/// The native dialect. Use the [`NATIVE`] instance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Native;
+
+/// The native dialect, as endpoints take it.
+pub static NATIVE: Native = Native;
+
+/// A request a client sent, decoded and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Join a room; with `since`, replay what was said after that sequence number first.
+    Join {
+        /// The room.
+        room: RoomName,
+        /// Replay messages after this sequence number.
+        since: Option<u64>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room.
+        room: RoomName,
+    },
+    /// Say something in a room.
+    Message {
+        /// The room.
+        room: RoomName,
+        /// The text.
+        content: String,
+        /// Optional structured payload.
+        data: Option<serde_json::Value>,
+        /// The client's idempotency key.
+        client_msg_id: Option<String>,
+    },
+    /// Application-level ping; answered with `pong`.
+    Ping,
+    /// Application-level pong (the answer to the server's heartbeat).
+    Pong,
+    /// Ask for a room's member list again.
+    UserList {
+        /// The room.
+        room: RoomName,
+    },
+}
+
+/// Why a client frame could not be understood. Answered with an `error` envelope; the
+/// connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a JSON object of the envelope's shape.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A `type` this endpoint does not take.
+    #[error("unsupported message type: {0}")]
+    UnknownType(String),
+    /// The type needs a `room`.
+    #[error("'{0}' needs a room")]
+    MissingRoom(&'static str),
+    /// The room name is not valid.
+    #[error("invalid room: {0}")]
+    InvalidRoom(#[from] InvalidRoomName),
+    /// A `message` without `content`.
+    #[error("'message' needs a content")]
+    MissingContent,
+    /// A binary frame on a text protocol.
+    #[error("binary frames are not supported on this endpoint; send JSON text")]
+    Binary,
+}
+
+#[derive(Deserialize)]
+struct RawRequest {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    room: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+}
+
+/// Decodes one client frame.
+///
+/// ```
+/// use roomcast::protocol::native::{decode, Request};
+/// let request = decode(r#"{"type":"join","room":"general"}"#).unwrap();
+/// assert!(matches!(request, Request::Join { since: None, .. }));
+/// assert!(decode("not json").is_err());
+/// ```
+///
+/// # Errors
+///
+/// [`DecodeError`] says what was wrong, in words fit for the `error` envelope.
+pub fn decode(text: &str) -> Result<Request, DecodeError> {
+    let raw: RawRequest =
+        serde_json::from_str(text).map_err(|err| DecodeError::Malformed(err.to_string()))?;
+    let room = |kind: &'static str| -> Result<RoomName, DecodeError> {
+        let name = raw.room.as_deref().ok_or(DecodeError::MissingRoom(kind))?;
+        Ok(RoomName::new(name)?)
+    };
+    Ok(match raw.kind.as_str() {
+        "join" => Request::Join {
+            room: room("join")?,
+            since: raw.since,
+        },
+        "leave" => Request::Leave {
+            room: room("leave")?,
+        },
+        "message" => Request::Message {
+            room: room("message")?,
+            content: raw.content.clone().ok_or(DecodeError::MissingContent)?,
+            data: raw.data.clone(),
+            client_msg_id: raw.client_msg_id.clone(),
+        },
+        "user_list" => Request::UserList {
+            room: room("user_list")?,
+        },
+        "ping" => Request::Ping,
+        "pong" => Request::Pong,
+        other => {
+            let mut kind = other.to_owned();
+            kind.truncate(64);
+            return Err(DecodeError::UnknownType(kind));
+        }
+    })
+}
+
+/// One server envelope. Absent fields are left out of the JSON.
+#[derive(Serialize, Default)]
+struct Envelope<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    users: Option<Vec<UserEntry<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_msg_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct UserEntry<'a> {
+    user_id: &'a str,
+    username: &'a str,
+}
+
+fn seconds(timestamp_ms: i64) -> i64 {
+    timestamp_ms.div_euclid(1000)
+}
+
+fn encode(envelope: &Envelope<'_>) -> Frame {
+    Frame::json(envelope).expect("envelopes hold only strings, numbers and JSON values")
+}
+
+/// A `user_list` envelope: `data` is the list of user ids, `users` pairs ids with names.
+pub fn user_list(room: &RoomName, users: &[UserInfo]) -> Frame {
+    let ids: serde_json::Value = users.iter().map(|u| u.id.as_str()).collect();
+    encode(&Envelope {
+        kind: "user_list",
+        room: Some(room.as_str()),
+        data: Some(&ids),
+        users: Some(
+            users
+                .iter()
+                .map(|u| UserEntry {
+                    user_id: u.id.as_str(),
+                    username: &u.username,
+                })
+                .collect(),
+        ),
+        timestamp: seconds(super::now_ms()),
+        ..Default::default()
+    })
+}
+
+/// An `error` envelope; `content` says what was wrong.
+pub fn error(message: &str, room: Option<&RoomName>) -> Frame {
+    encode(&Envelope {
+        kind: "error",
+        room: room.map(RoomName::as_str),
+        content: Some(message),
+        timestamp: seconds(super::now_ms()),
+        ..Default::default()
+    })
+}
+
+/// A `pong` envelope, the answer to a client's `ping`.
+pub fn pong() -> Frame {
+    encode(&Envelope {
+        kind: "pong",
+        timestamp: seconds(super::now_ms()),
+        ..Default::default()
+    })
+}
+
+/// An `ack` envelope telling the sender its message was accepted, with its `id` and `seq`.
+pub fn ack(
+    room: &RoomName,
+    id: &str,
+    seq: Option<u64>,
+    client_msg_id: Option<&str>,
+    timestamp_ms: i64,
+) -> Frame {
+    encode(&Envelope {
+        kind: "ack",
+        room: Some(room.as_str()),
+        id: Some(id),
+        seq,
+        client_msg_id,
+        timestamp: seconds(timestamp_ms),
+        ..Default::default()
+    })
+}
+
+impl Dialect for Native {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    fn encode(&self, event: &Event) -> Option<Frame> {
+        Some(match event {
+            Event::Joined {
+                room,
+                user,
+                timestamp_ms,
+            }
+            | Event::Left {
+                room,
+                user,
+                timestamp_ms,
+            } => encode(&Envelope {
+                kind: if matches!(event, Event::Joined { .. }) {
+                    "join"
+                } else {
+                    "leave"
+                },
+                room: Some(room.as_str()),
+                user_id: Some(user.id.as_str()),
+                username: Some(&user.username),
+                timestamp: seconds(*timestamp_ms),
+                ..Default::default()
+            }),
+            Event::Message(message) => encode(&Envelope {
+                kind: "message",
+                room: Some(message.room.as_str()),
+                content: Some(&message.content),
+                user_id: Some(message.sender.id.as_str()),
+                username: Some(&message.sender.username),
+                timestamp: seconds(message.timestamp_ms),
+                data: message.data.as_ref(),
+                id: Some(&message.id),
+                seq: message.seq,
+                ..Default::default()
+            }),
+            Event::Frame(frame) => frame.clone(),
+        })
+    }
+
+    fn heartbeat(&self) -> Option<Frame> {
+        Some(Frame::from(r#"{"type":"ping"}"#))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ChatMessage;
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+
+    fn parse(frame: &Frame) -> Value {
+        serde_json::from_str(frame.as_text().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_client_type_decodes() {
+        let room = RoomName::new("r1").unwrap();
+        let cases = [
+            (json!({"type": "join", "room": "r1", "since": 4}), Request::Join { room: room.clone(), since: Some(4) }),
+            (json!({"type": "leave", "room": "r1"}), Request::Leave { room: room.clone() }),
+            (json!({"type": "user_list", "room": "r1"}), Request::UserList { room: room.clone() }),
+            (json!({"type": "ping"}), Request::Ping),
+            (json!({"type": "pong"}), Request::Pong),
+            (
+                json!({"type": "message", "room": "r1", "content": "hi", "user_id": "mallory", "username": "Admin"}),
+                Request::Message { room: room.clone(), content: "hi".into(), data: None, client_msg_id: None },
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(decode(&input.to_string()), Ok(expected));
+        }
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        assert!(matches!(decode("{"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode("[]"), Err(DecodeError::Malformed(_))));
+        assert_eq!(decode(r#"{"type":"dance"}"#), Err(DecodeError::UnknownType("dance".into())));
+        assert_eq!(decode(r#"{"type":"join"}"#), Err(DecodeError::MissingRoom("join")));
+        assert_eq!(decode(r#"{"type":"message","room":"a"}"#), Err(DecodeError::MissingContent));
+        assert_eq!(
+            decode(r#"{"type":"join","room":"a b"}"#),
+            Err(DecodeError::InvalidRoom(InvalidRoomName::BadCharacter))
+        );
+    }
+
+    #[test]
+    fn message_envelope_has_the_seed_fields() {
+        let message = ChatMessage {
+            id: "m1".into(),
+            seq: Some(7),
+            room: RoomName::new("r1").unwrap(),
+            sender: UserInfo { id: "u1".into(), username: "Ann".into() },
+            content: "hello".into(),
+            data: Some(json!({"k": 1})),
+            timestamp_ms: 1_234_567_890_123,
+        };
+        let value = parse(&NATIVE.encode(&Event::Message(Arc::new(message))).unwrap());
+        assert_eq!(
+            value,
+            json!({"type": "message", "room": "r1", "content": "hello", "user_id": "u1",
+                   "username": "Ann", "timestamp": 1_234_567_890, "data": {"k": 1}, "id": "m1", "seq": 7})
+        );
+    }
+
+    #[test]
+    fn user_list_carries_ids_in_data() {
+        let users = [UserInfo { id: "u1".into(), username: "Ann".into() }];
+        let value = parse(&user_list(&RoomName::new("r").unwrap(), &users));
+        assert_eq!(value["type"], "user_list");
+        assert_eq!(value["data"], json!(["u1"]));
+        assert_eq!(value["users"], json!([{"user_id": "u1", "username": "Ann"}]));
+    }
+}

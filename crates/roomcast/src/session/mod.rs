@@ -1,0 +1,210 @@
+//! One connection: [`Session`] (what hooks see), its [`Outbound`] queue, the task that serves
+//! the socket ([`driver`]), and the guard that unregisters it whatever happens.
+//!
+//! A connection is served by one task that selects over the socket, its outbound queue and one
+//! timer (protocol ping, application heartbeat, read and idle deadlines). Hooks run on that
+//! task, so a connection's messages stay in order and a slow hook slows only its own
+//! connection. One task instead of a reader/writer pair saves a task and a lock per connection
+//! (~0.9 KB, `PERFORMANCE-NOTES.md`).
+
+pub(crate) mod driver;
+mod guard;
+mod outbound;
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::auth::Identity;
+use crate::frame::{CloseReason, Frame};
+use crate::hub::{Hub, JoinOutcome};
+use crate::ids::{ConnId, RoomName, UserId};
+use crate::protocol::UserInfo;
+pub(crate) use guard::ConnGuard;
+pub(crate) use outbound::Outbound;
+pub use outbound::SendError;
+
+/// A message a client sent: text or binary, as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text frame (valid UTF-8).
+    Text(Utf8Bytes),
+    /// A binary frame.
+    Binary(Bytes),
+}
+
+impl Incoming {
+    /// The text, if this is a text message.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Self::Text(text) => Some(text.as_str()),
+            Self::Binary(_) => None,
+        }
+    }
+
+    /// The payload's bytes, text or binary.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Text(text) => text.as_bytes(),
+            Self::Binary(bytes) => bytes,
+        }
+    }
+
+    /// Parses the payload as JSON.
+    ///
+    /// # Errors
+    ///
+    /// When the payload is not JSON of type `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(self.as_bytes())
+    }
+
+    /// The same payload as an outgoing frame (for echoing), sharing the bytes.
+    pub fn to_frame(&self) -> Frame {
+        match self {
+            Self::Text(text) => Frame::Text(text.clone()),
+            Self::Binary(bytes) => Frame::Binary(bytes.clone()),
+        }
+    }
+}
+
+/// The connection a hook is called for: who it is, what it may do.
+///
+/// Sends never wait: they queue the frame. If this connection's queue is full it is being
+/// closed with 1013 and the send fails with [`SendError::Full`].
+pub struct Session {
+    hub: Hub,
+    conn: ConnId,
+    user: UserInfo,
+    guest: bool,
+    outbound: Outbound,
+    /// The route's path parameters (`/ws/{room}`); empty for most routes, so no allocation.
+    params: Vec<(String, String)>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        hub: Hub,
+        conn: ConnId,
+        identity: Identity,
+        outbound: Outbound,
+        params: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            hub,
+            conn,
+            user: UserInfo {
+                id: identity.user_id,
+                username: identity.username,
+            },
+            guest: identity.guest,
+            outbound,
+            params,
+        }
+    }
+
+    /// The user's id (the token's `sub`, or a generated guest id).
+    pub fn user_id(&self) -> &UserId {
+        &self.user.id
+    }
+
+    /// The user's display name.
+    pub fn username(&self) -> &str {
+        &self.user.username
+    }
+
+    /// Id and display name together.
+    pub fn user(&self) -> &UserInfo {
+        &self.user
+    }
+
+    /// Whether the connection is an unauthenticated guest.
+    pub fn is_guest(&self) -> bool {
+        self.guest
+    }
+
+    /// This connection's id.
+    pub fn conn_id(&self) -> ConnId {
+        self.conn
+    }
+
+    /// The hub this connection belongs to.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// A path parameter of the route, e.g. `room` for `/ws/{room}`.
+    pub fn path_param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The rooms this connection is in.
+    pub fn rooms(&self) -> Vec<RoomName> {
+        self.hub.conn_rooms(self.conn)
+    }
+
+    /// Whether this connection is in `room`.
+    pub fn is_in_room(&self, room: &RoomName) -> bool {
+        self.hub.conn_in_room(self.conn, room)
+    }
+
+    /// Queues `frame` for this connection.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`] when the queue is full (the connection is being closed with 1013),
+    /// [`SendError::Closed`] when it is closing.
+    pub fn send(&self, frame: impl Into<Frame>) -> Result<(), SendError> {
+        let sent = self.outbound.try_send(frame.into());
+        if sent == Err(SendError::Full) {
+            self.hub.count_slow_consumer();
+        }
+        sent
+    }
+
+    /// Encodes `value` as JSON and queues it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Json`](crate::Error::Json) when `value` cannot be encoded, or a send error.
+    pub fn send_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> crate::Result<()> {
+        self.send(Frame::json(value)?)?;
+        Ok(())
+    }
+
+    /// Puts this connection in `room`; the join is announced when the user was not in it.
+    ///
+    /// # Errors
+    ///
+    /// A broker error, or [`SendError::Closed`] when the connection is gone.
+    pub async fn join(&self, room: &RoomName) -> crate::Result<JoinOutcome> {
+        self.hub.join_conn(self.conn, room).await
+    }
+
+    /// Takes this connection out of `room`. Returns whether it was in it.
+    ///
+    /// # Errors
+    ///
+    /// A broker error.
+    pub async fn leave(&self, room: &RoomName) -> crate::Result<bool> {
+        self.hub.leave_conn(self.conn, room).await
+    }
+
+    /// Closes the connection with `reason` after the frames already queued are written.
+    pub fn close(&self, reason: CloseReason) {
+        self.outbound.close(reason);
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("conn", &self.conn)
+            .field("user", &self.user.id)
+            .field("guest", &self.guest)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,168 @@
+//! [`Outbound`]: one connection's bounded queue of encoded frames, and its close signal.
+//!
+//! Everyone who sends to a connection (broadcasts, direct sends, its own hooks) calls
+//! [`Outbound::try_send`], which never waits: a full queue records "slow consumer" (1013) as the
+//! close reason and wakes the session, which closes; it never slows the sender. The session task
+//! is the only consumer: it swaps the queue out and writes the batch, then flushes once.
+//!
+//! Why not `tokio::sync::mpsc`: its first block of 32 slots is allocated when the channel is
+//! created, ~1.3 KB per idle connection for `Frame`s (`PERFORMANCE-NOTES.md`). This queue is a
+//! `VecDeque` that allocates on the first frame, plus a `Notify`; the whole contract (bounded,
+//! non-blocking, 1013 on overflow, batch then flush) lives in this one type so the choice stays
+//! local.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::frame::{CloseReason, Frame};
+
+/// Why a frame could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection's queue was full: it reads too slowly and is being closed with 1013.
+    #[error("connection queue full (slow consumer); it is being closed")]
+    Full,
+    /// The connection is closing or gone.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// One connection's outbound queue. Cheap to clone; the hub holds one clone, the session one.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Frames and the close reason under one short lock: never held across an `.await`.
+    queue: Mutex<Queue>,
+    /// Wakes the session when a frame is queued or a close is requested. A `notify_one` with no
+    /// waiter stores a permit, so a wake-up between two polls is not lost.
+    wake: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    /// Set once: the first reason wins.
+    close: Option<CloseReason>,
+}
+
+/// Above this many slots an emptied queue gives its memory back (an idle connection should not
+/// keep a burst's buffer).
+const KEEP_CAPACITY: usize = 16;
+
+impl Outbound {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                wake: Notify::new(),
+                capacity,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue inconsistent (push/swap only).
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `frame` without waiting.
+    pub(crate) fn try_send(&self, frame: Frame) -> Result<(), SendError> {
+        let mut queue = self.lock();
+        if queue.close.is_some() {
+            return Err(SendError::Closed);
+        }
+        if queue.frames.len() >= self.shared.capacity {
+            queue.close = Some(CloseReason::slow_consumer());
+            queue.frames = VecDeque::new();
+            drop(queue);
+            self.shared.wake.notify_one();
+            return Err(SendError::Full);
+        }
+        queue.frames.push_back(frame);
+        drop(queue);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Asks the session to close with `reason`. Returns false when a reason was already set.
+    pub(crate) fn close(&self, reason: CloseReason) -> bool {
+        let mut queue = self.lock();
+        if queue.close.is_some() {
+            return false;
+        }
+        queue.close = Some(reason);
+        drop(queue);
+        self.shared.wake.notify_one();
+        true
+    }
+
+    /// Waits until something was queued or a close was requested.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: a wake-up that arrives while no one waits is kept for the next call.
+    pub(crate) async fn ready(&self) {
+        self.shared.wake.notified().await;
+    }
+
+    /// Moves every queued frame into `batch` (which must be empty) by swapping buffers, so
+    /// neither side allocates in steady state. Returns the close reason, if one was recorded;
+    /// frames queued before a close are still handed over to be written first.
+    pub(crate) fn take(&self, batch: &mut VecDeque<Frame>) -> Option<CloseReason> {
+        debug_assert!(batch.is_empty());
+        if batch.capacity() > KEEP_CAPACITY {
+            *batch = VecDeque::new();
+        }
+        let mut queue = self.lock();
+        std::mem::swap(&mut queue.frames, batch);
+        queue.close.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_records_slow_consumer_and_refuses_more() {
+        let outbound = Outbound::new(2);
+        assert_eq!(outbound.try_send(Frame::from("a")), Ok(()));
+        assert_eq!(outbound.try_send(Frame::from("b")), Ok(()));
+        assert_eq!(outbound.try_send(Frame::from("c")), Err(SendError::Full));
+        assert_eq!(outbound.try_send(Frame::from("d")), Err(SendError::Closed));
+        let mut batch = VecDeque::new();
+        assert_eq!(outbound.take(&mut batch), Some(CloseReason::slow_consumer()));
+        assert!(batch.is_empty(), "a slow consumer's backlog is dropped");
+    }
+
+    #[test]
+    fn take_hands_over_frames_in_order_and_the_first_close_wins() {
+        let outbound = Outbound::new(8);
+        outbound.try_send(Frame::from("a")).unwrap();
+        outbound.try_send(Frame::from("b")).unwrap();
+        assert!(outbound.close(CloseReason::normal()));
+        assert!(!outbound.close(CloseReason::going_away()));
+        let mut batch = VecDeque::new();
+        assert_eq!(outbound.take(&mut batch), Some(CloseReason::normal()));
+        assert_eq!(batch, [Frame::from("a"), Frame::from("b")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_before_waiting_is_not_lost() {
+        let outbound = Outbound::new(8);
+        outbound.try_send(Frame::from("a")).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbound.ready())
+            .await
+            .expect("the stored permit wakes the next wait");
+    }
+}

@@ -1,0 +1,49 @@
+//! The cancellation token and task tracker every session of a hub shares.
+//!
+//! axum's graceful shutdown stops accepting but does not wait for upgraded sockets, so the hub
+//! cancels its sessions itself (each writes a 1001 close) and waits for the tracker to empty.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+/// One node's stop signal and the sessions it waits for.
+#[derive(Debug, Default)]
+pub(crate) struct Shutdown {
+    /// Cancelled once; sessions hold clones and select on it.
+    token: CancellationToken,
+    /// Each session holds a tracker token for its lifetime (axum spawns the session task, so we
+    /// track it by token instead of spawning it ourselves).
+    tracker: TaskTracker,
+}
+
+impl Shutdown {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    pub(crate) fn track(&self) -> TaskTrackerToken {
+        self.tracker.token()
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.token.cancel();
+        self.tracker.close();
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub(crate) async fn wait(&self, deadline: Duration) -> bool {
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}
