@@ -19,8 +19,9 @@ pub struct NativeChat;
 impl Handler for NativeChat {
     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
         if let Some(room) = cx.path_param("room") {
-            let room = RoomName::new(room)
-                .map_err(|err| roomcast::Error::close(close_code::ROOM_NOT_FOUND, err.to_string()))?;
+            let room = RoomName::new(room).map_err(|err| {
+                roomcast::Error::close(close_code::ROOM_NOT_FOUND, err.to_string())
+            })?;
             join(cx, &room).await?;
         }
         Ok(())

@@ -64,11 +64,20 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
     /// HS256 secret. If unset on a loopback address, a random one is generated for this run.
-    #[arg(long = "jwt-secret", env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "jwt-secret",
+        env = "ROOMCAST_JWT_SECRET",
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<String>,
 
     /// Signing algorithm accepted (only this one).
-    #[arg(long = "jwt-algorithm", env = "ROOMCAST_JWT_ALGORITHM", default_value = "HS256", ignore_case = true)]
+    #[arg(
+        long = "jwt-algorithm",
+        env = "ROOMCAST_JWT_ALGORITHM",
+        default_value = "HS256",
+        ignore_case = true
+    )]
     pub jwt_algorithm: JwtAlgorithm,
 
     /// PEM file with the public key, for RS256 and ES256.
@@ -141,7 +150,11 @@ pub struct WebSocketArgs {
           value_parser = duration_var("WEBSOCKET_PING_PERIOD"))]
     pub ping_period: Duration,
     /// Browser origins allowed to connect, comma-separated; `*` for any.
-    #[arg(long = "websocket-allowed-origins", env = "WEBSOCKET_ALLOWED_ORIGINS", default_value = "*")]
+    #[arg(
+        long = "websocket-allowed-origins",
+        env = "WEBSOCKET_ALLOWED_ORIGINS",
+        default_value = "*"
+    )]
     pub allowed_origins: String,
     /// Refuse guests on `/ws` and `/ws/{room}` (the `/ws/auth` endpoints always require a token).
     #[arg(long = "websocket-require-auth", env = "WEBSOCKET_REQUIRE_AUTH", default_value = "false",
@@ -226,7 +239,9 @@ impl JwtArgs {
             JwtAlgorithm::Hs256 => {
                 let secret = match (&self.jwt_secret, listen) {
                     (Some(secret), _) if secret.len() < 16 => {
-                        bail!("ROOMCAST_JWT_SECRET: must be at least 16 bytes (32 or more recommended)")
+                        bail!(
+                            "ROOMCAST_JWT_SECRET: must be at least 16 bytes (32 or more recommended)"
+                        )
                     }
                     (Some(secret), _) => secret.clone(),
                     (None, Some(addr)) if addr.ip().is_loopback() => {
@@ -248,8 +263,9 @@ impl JwtArgs {
                 let path = self.jwt_public_key.as_ref().context(
                     "ROOMCAST_JWT_PUBLIC_KEY: required with ROOMCAST_JWT_ALGORITHM=RS256 or ES256",
                 )?;
-                let pem = std::fs::read(path)
-                    .with_context(|| format!("ROOMCAST_JWT_PUBLIC_KEY: cannot read {}", path.display()))?;
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("ROOMCAST_JWT_PUBLIC_KEY: cannot read {}", path.display())
+                })?;
                 let auth = if algorithm == JwtAlgorithm::Rs256 {
                     Authenticator::rs256_pem(&pem)
                 } else {
@@ -356,17 +372,29 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_variable() {
-        let err = serve(&["--websocket-pong-wait", "soon"]).unwrap_err().to_string();
+        let err = serve(&["--websocket-pong-wait", "soon"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("WEBSOCKET_PONG_WAIT"), "{err}");
-        let err = serve(&["--websocket-max-connections", "many"]).unwrap_err().to_string();
+        let err = serve(&["--websocket-max-connections", "many"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("WEBSOCKET_MAX_CONNECTIONS"), "{err}");
-        let err = serve(&["--websocket-require-auth", "maybe"]).unwrap_err().to_string();
+        let err = serve(&["--websocket-require-auth", "maybe"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("WEBSOCKET_REQUIRE_AUTH"), "{err}");
     }
 
     #[test]
     fn inconsistent_values_name_the_variable() {
-        let args = serve(&["--websocket-pong-wait", "10s", "--websocket-ping-period", "20s"]).unwrap();
+        let args = serve(&[
+            "--websocket-pong-wait",
+            "10s",
+            "--websocket-ping-period",
+            "20s",
+        ])
+        .unwrap();
         let err = args.into_config().unwrap_err().to_string();
         assert!(err.contains("WEBSOCKET_PONG_WAIT"), "{err}");
     }
@@ -376,6 +404,9 @@ mod tests {
         let args = serve(&["--listen", "0.0.0.0:8080"]).unwrap();
         let err = args.into_config().unwrap_err().to_string();
         assert!(err.contains("ROOMCAST_JWT_SECRET"), "{err}");
-        assert!(serve(&[]).unwrap().into_config().is_ok(), "generated on loopback");
+        assert!(
+            serve(&[]).unwrap().into_config().is_ok(),
+            "generated on loopback"
+        );
     }
 }

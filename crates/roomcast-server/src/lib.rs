@@ -132,7 +132,11 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await?;
         // axum's graceful shutdown does not wait for upgraded sockets: close them ourselves.
-        if !self.hub.shutdown_sessions(self.config.shutdown_timeout).await {
+        if !self
+            .hub
+            .shutdown_sessions(self.config.shutdown_timeout)
+            .await
+        {
             tracing::warn!("some sessions were still closing at the shutdown deadline");
         }
         tracing::info!("roomcast stopped");

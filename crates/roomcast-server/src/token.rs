@@ -20,23 +20,37 @@ impl TokenArgs {
                 let secret = self.jwt.jwt_secret.as_ref().context(
                     "ROOMCAST_JWT_SECRET: set it to the secret the server uses, to sign the token",
                 )?;
-                (Algorithm::HS256, EncodingKey::from_secret(secret.as_bytes()))
+                (
+                    Algorithm::HS256,
+                    EncodingKey::from_secret(secret.as_bytes()),
+                )
             }
             algorithm => {
-                let path = self.jwt.jwt_private_key.as_ref().context(
-                    "ROOMCAST_JWT_PRIVATE_KEY: required to sign RS256 or ES256 tokens",
-                )?;
+                let path =
+                    self.jwt.jwt_private_key.as_ref().context(
+                        "ROOMCAST_JWT_PRIVATE_KEY: required to sign RS256 or ES256 tokens",
+                    )?;
                 let pem = std::fs::read(path).with_context(|| {
                     format!("ROOMCAST_JWT_PRIVATE_KEY: cannot read {}", path.display())
                 })?;
                 if algorithm == JwtAlgorithm::Rs256 {
-                    (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem).context("ROOMCAST_JWT_PRIVATE_KEY")?)
+                    (
+                        Algorithm::RS256,
+                        EncodingKey::from_rsa_pem(&pem).context("ROOMCAST_JWT_PRIVATE_KEY")?,
+                    )
                 } else {
-                    (Algorithm::ES256, EncodingKey::from_ec_pem(&pem).context("ROOMCAST_JWT_PRIVATE_KEY")?)
+                    (
+                        Algorithm::ES256,
+                        EncodingKey::from_ec_pem(&pem).context("ROOMCAST_JWT_PRIVATE_KEY")?,
+                    )
                 }
             }
         };
-        let mut claims = access_claims(&self.sub, self.username.as_deref().unwrap_or(&self.sub), self.ttl);
+        let mut claims = access_claims(
+            &self.sub,
+            self.username.as_deref().unwrap_or(&self.sub),
+            self.ttl,
+        );
         if let Some(issuer) = &self.jwt.jwt_issuer {
             claims["iss"] = json!(issuer);
         }

@@ -42,11 +42,7 @@ pub trait Handler: Send + Sync + 'static {
 
     /// After the connection has closed, before it leaves its rooms (so `cx.rooms()` still
     /// lists them). Default: nothing.
-    fn on_disconnect(
-        &self,
-        cx: &Session,
-        reason: &CloseReason,
-    ) -> impl Future<Output = ()> + Send {
+    fn on_disconnect(&self, cx: &Session, reason: &CloseReason) -> impl Future<Output = ()> + Send {
         let _ = (cx, reason);
         async {}
     }

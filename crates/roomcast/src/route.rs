@@ -17,9 +17,9 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{RawPathParams, RawQuery, State};
-use axum::extract::rejection::RawPathParamsRejection;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
@@ -224,7 +224,11 @@ async fn upgrade<H: Handler>(
         // A client may not make the server buffer more than a few messages' worth.
         .max_write_buffer_size(config.write_buffer_bytes.max(config.max_message_bytes) * 4)
         .max_message_size(config.max_message_bytes)
-        .max_frame_size(config.max_message_bytes);
+        // A frame somewhat over the message limit is read whole and then refused with 1009, so
+        // the stream stays in sync and the close frame reaches the client; only a frame far
+        // beyond it is cut off at its header (the connection is then dropped, maybe with a
+        // reset). 64 KiB bounds what a hostile client can make us buffer.
+        .max_frame_size(config.max_message_bytes.saturating_mul(4).max(64 * 1024));
 
     let found = find_token(&headers, query.as_deref());
     if let Some(found) = &found
@@ -274,11 +278,7 @@ async fn upgrade<H: Handler>(
     })
 }
 
-async fn admit<H>(
-    inner: &EndpointInner<H>,
-    headers: &HeaderMap,
-    token: Option<String>,
-) -> Verdict {
+async fn admit<H>(inner: &EndpointInner<H>, headers: &HeaderMap, token: Option<String>) -> Verdict {
     if inner.hub.is_shutting_down() {
         return Verdict::Refuse(CloseReason::going_away());
     }
@@ -290,7 +290,11 @@ async fn admit<H>(
         }
     }
     let identity = match (token, inner.admission) {
-        (Some(token), _) => inner.auth.authenticate(&token).await.map(|(identity, _)| identity),
+        (Some(token), _) => inner
+            .auth
+            .authenticate(&token)
+            .await
+            .map(|(identity, _)| identity),
         (None, Admission::GuestsAllowed) => Ok(Identity::guest()),
         (None, Admission::Required) => Err(AuthError::Missing),
     };

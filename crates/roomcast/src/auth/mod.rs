@@ -54,7 +54,9 @@ impl AuthError {
     /// The close code and reason sent to the client.
     pub fn close_reason(&self) -> CloseReason {
         match self {
-            Self::Directory(_) => CloseReason::new(close_code::INTERNAL, "authentication unavailable"),
+            Self::Directory(_) => {
+                CloseReason::new(close_code::INTERNAL, "authentication unavailable")
+            }
             Self::Missing => CloseReason::new(close_code::UNAUTHORIZED, "token required"),
             Self::Expired => CloseReason::new(close_code::UNAUTHORIZED, "token expired"),
             Self::NotYetValid => CloseReason::new(close_code::UNAUTHORIZED, "token not yet valid"),
@@ -301,17 +303,19 @@ impl Authenticator {
     pub fn validate(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.inner.key, &self.inner.validation)
             .map_err(|err| match err.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::Invalid("algorithm not allowed")
-                }
-                ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
-                ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
-                ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing claim"),
-                _ => AuthError::Invalid("malformed token"),
-            })?;
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::Invalid("algorithm not allowed")
+            }
+            ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+            ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
+            ErrorKind::MissingRequiredClaim(_) | ErrorKind::Json(_) => {
+                AuthError::Invalid("missing or malformed claim")
+            }
+            _ => AuthError::Invalid("malformed token"),
+        })?;
         let claims = data.claims;
         if claims.token_type.as_deref() != Some("access") {
             return Err(AuthError::WrongType);
@@ -359,12 +363,20 @@ mod tests {
     }
 
     fn sign(claims: serde_json::Value, secret: &[u8]) -> String {
-        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret)).unwrap()
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
     }
 
     #[test]
     fn valid_access_token_is_accepted() {
-        let token = sign(json!({"sub": "u1", "username": "Ann", "type": "access", "exp": now() + 60}), SECRET);
+        let token = sign(
+            json!({"sub": "u1", "username": "Ann", "type": "access", "exp": now() + 60}),
+            SECRET,
+        );
         let claims = Authenticator::hs256(SECRET).validate(&token).unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.display_name(), "Ann");
@@ -372,23 +384,60 @@ mod tests {
 
     #[test]
     fn name_claim_is_the_fallback_display_name() {
-        let token = sign(json!({"sub": "u1", "name": "Bo", "type": "access", "exp": now() + 60}), SECRET);
-        assert_eq!(Authenticator::hs256(SECRET).validate(&token).unwrap().display_name(), "Bo");
+        let token = sign(
+            json!({"sub": "u1", "name": "Bo", "type": "access", "exp": now() + 60}),
+            SECRET,
+        );
+        assert_eq!(
+            Authenticator::hs256(SECRET)
+                .validate(&token)
+                .unwrap()
+                .display_name(),
+            "Bo"
+        );
     }
 
     #[test]
     fn each_broken_rule_has_its_error() {
         let auth = Authenticator::hs256(SECRET).leeway(Duration::ZERO);
         let cases = [
-            (json!({"sub": "u", "type": "access", "exp": now() - 10}), SECRET, AuthError::Expired),
-            (json!({"sub": "u", "type": "access", "exp": now() + 60, "nbf": now() + 30}), SECRET, AuthError::NotYetValid),
-            (json!({"sub": "u", "type": "refresh", "exp": now() + 60}), SECRET, AuthError::WrongType),
-            (json!({"sub": "u", "exp": now() + 60}), SECRET, AuthError::WrongType),
-            (json!({"sub": "u", "type": "access", "exp": now() + 60}), b"another-secret-another-secret-1234".as_slice(), AuthError::Invalid("bad signature")),
-            (json!({"type": "access", "exp": now() + 60}), SECRET, AuthError::Invalid("missing claim")),
+            (
+                json!({"sub": "u", "type": "access", "exp": now() - 10}),
+                SECRET,
+                AuthError::Expired,
+            ),
+            (
+                json!({"sub": "u", "type": "access", "exp": now() + 60, "nbf": now() + 30}),
+                SECRET,
+                AuthError::NotYetValid,
+            ),
+            (
+                json!({"sub": "u", "type": "refresh", "exp": now() + 60}),
+                SECRET,
+                AuthError::WrongType,
+            ),
+            (
+                json!({"sub": "u", "exp": now() + 60}),
+                SECRET,
+                AuthError::WrongType,
+            ),
+            (
+                json!({"sub": "u", "type": "access", "exp": now() + 60}),
+                b"another-secret-another-secret-1234".as_slice(),
+                AuthError::Invalid("bad signature"),
+            ),
+            (
+                json!({"type": "access", "exp": now() + 60}),
+                SECRET,
+                AuthError::Invalid("missing or malformed claim"),
+            ),
         ];
         for (claims, secret, expected) in cases {
-            assert_eq!(auth.validate(&sign(claims.clone(), secret)), Err(expected), "{claims}");
+            assert_eq!(
+                auth.validate(&sign(claims.clone(), secret)),
+                Err(expected),
+                "{claims}"
+            );
         }
     }
 
@@ -399,18 +448,36 @@ mod tests {
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let body = b64.encode(json!({"sub": "u", "type": "access", "exp": now() + 60}).to_string());
         let token = format!("{header}.{body}.");
-        assert!(matches!(Authenticator::hs256(SECRET).validate(&token), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            Authenticator::hs256(SECRET).validate(&token),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]
     fn issuer_and_audience_are_checked_when_configured() {
         let auth = Authenticator::hs256(SECRET).issuer("me").audience("chat");
-        let good = sign(json!({"sub": "u", "type": "access", "exp": now() + 60, "iss": "me", "aud": "chat"}), SECRET);
-        let bad_iss = sign(json!({"sub": "u", "type": "access", "exp": now() + 60, "iss": "you", "aud": "chat"}), SECRET);
-        let bad_aud = sign(json!({"sub": "u", "type": "access", "exp": now() + 60, "iss": "me", "aud": "mail"}), SECRET);
+        let good = sign(
+            json!({"sub": "u", "type": "access", "exp": now() + 60, "iss": "me", "aud": "chat"}),
+            SECRET,
+        );
+        let bad_iss = sign(
+            json!({"sub": "u", "type": "access", "exp": now() + 60, "iss": "you", "aud": "chat"}),
+            SECRET,
+        );
+        let bad_aud = sign(
+            json!({"sub": "u", "type": "access", "exp": now() + 60, "iss": "me", "aud": "mail"}),
+            SECRET,
+        );
         assert!(auth.validate(&good).is_ok());
-        assert_eq!(auth.validate(&bad_iss), Err(AuthError::Invalid("wrong issuer")));
-        assert_eq!(auth.validate(&bad_aud), Err(AuthError::Invalid("wrong audience")));
+        assert_eq!(
+            auth.validate(&bad_iss),
+            Err(AuthError::Invalid("wrong issuer"))
+        );
+        assert_eq!(
+            auth.validate(&bad_aud),
+            Err(AuthError::Invalid("wrong audience"))
+        );
     }
 
     #[test]

@@ -112,12 +112,42 @@ mod tests {
     #[test]
     fn every_location_is_found() {
         let cases = [
-            (headers(&[]), Some("token=q.q.q"), "q.q.q", TokenSource::Query),
-            (headers(&[(header::COOKIE, "a=1; access_token=c.c.c")]), None, "c.c.c", TokenSource::AccessTokenCookie),
-            (headers(&[(header::COOKIE, "token=\"t.t.t\"; other=x")]), None, "t.t.t", TokenSource::TokenCookie),
-            (headers(&[(header::AUTHORIZATION, "Bearer b.b.b")]), None, "b.b.b", TokenSource::Bearer),
-            (headers(&[(header::AUTHORIZATION, "bearer   b.b.b ")]), None, "b.b.b", TokenSource::Bearer),
-            (headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "chat, token.s.s.s")]), None, "s.s.s", TokenSource::Subprotocol),
+            (
+                headers(&[]),
+                Some("token=q.q.q"),
+                "q.q.q",
+                TokenSource::Query,
+            ),
+            (
+                headers(&[(header::COOKIE, "a=1; access_token=c.c.c")]),
+                None,
+                "c.c.c",
+                TokenSource::AccessTokenCookie,
+            ),
+            (
+                headers(&[(header::COOKIE, "token=\"t.t.t\"; other=x")]),
+                None,
+                "t.t.t",
+                TokenSource::TokenCookie,
+            ),
+            (
+                headers(&[(header::AUTHORIZATION, "Bearer b.b.b")]),
+                None,
+                "b.b.b",
+                TokenSource::Bearer,
+            ),
+            (
+                headers(&[(header::AUTHORIZATION, "bearer   b.b.b ")]),
+                None,
+                "b.b.b",
+                TokenSource::Bearer,
+            ),
+            (
+                headers(&[(header::SEC_WEBSOCKET_PROTOCOL, "chat, token.s.s.s")]),
+                None,
+                "s.s.s",
+                TokenSource::Subprotocol,
+            ),
         ];
         for (map, query, token, source) in cases {
             let found = find_token(&map, query).unwrap();

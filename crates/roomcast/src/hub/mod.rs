@@ -323,7 +323,8 @@ impl Hub {
         frame: impl Into<Frame>,
     ) -> crate::Result<usize> {
         let target = Target::Users(users.to_vec());
-        self.send(target, Event::Frame(frame.into()), &[], None).await
+        self.send(target, Event::Frame(frame.into()), &[], None)
+            .await
     }
 
     /// Sends `frame` to every connection in `room`.
@@ -337,7 +338,8 @@ impl Hub {
         frame: impl Into<Frame>,
     ) -> crate::Result<usize> {
         let target = Target::Room(room.clone());
-        self.send(target, Event::Frame(frame.into()), &[], None).await
+        self.send(target, Event::Frame(frame.into()), &[], None)
+            .await
     }
 
     /// Publishes `event` to `room`: each recipient's dialect encodes it (once per dialect), on
@@ -384,13 +386,15 @@ impl Hub {
         exclude: &[UserId],
         exclude_conn: Option<ConnId>,
     ) -> usize {
-        let Delivery { sent, slow } = self
-            .state()
-            .deliver(target, event, exclude, exclude_conn);
+        let Delivery { sent, slow } = self.state().deliver(target, event, exclude, exclude_conn);
         let stats = &self.shared.stats;
-        stats.frames_queued.fetch_add(sent as u64, Ordering::Relaxed);
+        stats
+            .frames_queued
+            .fetch_add(sent as u64, Ordering::Relaxed);
         if slow > 0 {
-            stats.slow_consumers.fetch_add(slow as u64, Ordering::Relaxed);
+            stats
+                .slow_consumers
+                .fetch_add(slow as u64, Ordering::Relaxed);
         }
         sent
     }
@@ -531,7 +535,8 @@ impl Hub {
         outbound: Outbound,
     ) -> ConnId {
         let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::Relaxed));
-        self.state().add_conn(conn, identity, dialect, outbound.clone());
+        self.state()
+            .add_conn(conn, identity, dialect, outbound.clone());
         self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
         // Shutdown cancels first, then closes every registered connection: a connection
         // registered in between is caught here.

@@ -283,7 +283,9 @@ impl State {
     }
 
     pub(crate) fn conn_in_room(&self, conn: ConnId, room: &RoomName) -> bool {
-        self.conns.get(&conn).is_some_and(|c| c.rooms.contains(room))
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.rooms.contains(room))
     }
 
     pub(crate) fn user_rooms(&self, user: &UserId) -> Vec<RoomName> {

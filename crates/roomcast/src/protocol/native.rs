@@ -315,14 +315,31 @@ mod tests {
     fn every_client_type_decodes() {
         let room = RoomName::new("r1").unwrap();
         let cases = [
-            (json!({"type": "join", "room": "r1", "since": 4}), Request::Join { room: room.clone(), since: Some(4) }),
-            (json!({"type": "leave", "room": "r1"}), Request::Leave { room: room.clone() }),
-            (json!({"type": "user_list", "room": "r1"}), Request::UserList { room: room.clone() }),
+            (
+                json!({"type": "join", "room": "r1", "since": 4}),
+                Request::Join {
+                    room: room.clone(),
+                    since: Some(4),
+                },
+            ),
+            (
+                json!({"type": "leave", "room": "r1"}),
+                Request::Leave { room: room.clone() },
+            ),
+            (
+                json!({"type": "user_list", "room": "r1"}),
+                Request::UserList { room: room.clone() },
+            ),
             (json!({"type": "ping"}), Request::Ping),
             (json!({"type": "pong"}), Request::Pong),
             (
                 json!({"type": "message", "room": "r1", "content": "hi", "user_id": "mallory", "username": "Admin"}),
-                Request::Message { room: room.clone(), content: "hi".into(), data: None, client_msg_id: None },
+                Request::Message {
+                    room: room.clone(),
+                    content: "hi".into(),
+                    data: None,
+                    client_msg_id: None,
+                },
             ),
         ];
         for (input, expected) in cases {
@@ -334,9 +351,18 @@ mod tests {
     fn bad_requests_say_what_is_wrong() {
         assert!(matches!(decode("{"), Err(DecodeError::Malformed(_))));
         assert!(matches!(decode("[]"), Err(DecodeError::Malformed(_))));
-        assert_eq!(decode(r#"{"type":"dance"}"#), Err(DecodeError::UnknownType("dance".into())));
-        assert_eq!(decode(r#"{"type":"join"}"#), Err(DecodeError::MissingRoom("join")));
-        assert_eq!(decode(r#"{"type":"message","room":"a"}"#), Err(DecodeError::MissingContent));
+        assert_eq!(
+            decode(r#"{"type":"dance"}"#),
+            Err(DecodeError::UnknownType("dance".into()))
+        );
+        assert_eq!(
+            decode(r#"{"type":"join"}"#),
+            Err(DecodeError::MissingRoom("join"))
+        );
+        assert_eq!(
+            decode(r#"{"type":"message","room":"a"}"#),
+            Err(DecodeError::MissingContent)
+        );
         assert_eq!(
             decode(r#"{"type":"join","room":"a b"}"#),
             Err(DecodeError::InvalidRoom(InvalidRoomName::BadCharacter))
@@ -349,7 +375,10 @@ mod tests {
             id: "m1".into(),
             seq: Some(7),
             room: RoomName::new("r1").unwrap(),
-            sender: UserInfo { id: "u1".into(), username: "Ann".into() },
+            sender: UserInfo {
+                id: "u1".into(),
+                username: "Ann".into(),
+            },
             content: "hello".into(),
             data: Some(json!({"k": 1})),
             timestamp_ms: 1_234_567_890_123,
@@ -364,10 +393,16 @@ mod tests {
 
     #[test]
     fn user_list_carries_ids_in_data() {
-        let users = [UserInfo { id: "u1".into(), username: "Ann".into() }];
+        let users = [UserInfo {
+            id: "u1".into(),
+            username: "Ann".into(),
+        }];
         let value = parse(&user_list(&RoomName::new("r").unwrap(), &users));
         assert_eq!(value["type"], "user_list");
         assert_eq!(value["data"], json!(["u1"]));
-        assert_eq!(value["users"], json!([{"user_id": "u1", "username": "Ann"}]));
+        assert_eq!(
+            value["users"],
+            json!([{"user_id": "u1", "username": "Ann"}])
+        );
     }
 }

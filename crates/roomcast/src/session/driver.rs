@@ -28,6 +28,9 @@ use crate::handler::Handler;
 use crate::hub::Hub;
 use crate::protocol::Dialect;
 
+/// Longest a closing session waits for the peer's close reply.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// How a connection ended.
 pub(crate) struct End {
     pub(crate) reason: CloseReason,
@@ -113,11 +116,16 @@ impl Conn<'_> {
         tokio::pin!(timer);
 
         loop {
-            let wake = [Some(next_ping), Some(read_deadline), next_heartbeat, idle_deadline]
-                .into_iter()
-                .flatten()
-                .min()
-                .expect("the ping and read deadlines are always set");
+            let wake = [
+                Some(next_ping),
+                Some(read_deadline),
+                next_heartbeat,
+                idle_deadline,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("the ping and read deadlines are always set");
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
@@ -205,7 +213,11 @@ impl Conn<'_> {
 
     /// Writes every frame of the batch, then flushes once, within `write_wait`.
     async fn write_batch(&mut self) -> Result<(), End> {
-        let Self { socket, batch, config } = self;
+        let Self {
+            socket,
+            batch,
+            config,
+        } = self;
         let write = async {
             while let Some(frame) = batch.pop_front() {
                 socket.feed(frame.into_message()).await?;
@@ -238,9 +250,21 @@ impl Conn<'_> {
         if self.write_batch().await.is_err() {
             return;
         }
-        let _ = self.send(end.reason.to_message()).await;
-        // Close our side; the peer's close reply is not awaited past `write_wait`.
-        let _ = timeout(self.config.write_wait, self.socket.close()).await;
+        if self.send(end.reason.to_message()).await.is_err() {
+            return;
+        }
+        // Wait briefly for the peer's close reply, reading (and discarding) what it still
+        // sends. Dropping a socket with unread input makes the kernel send a reset, which can
+        // destroy our close frame before the peer reads it.
+        let linger = self.config.write_wait.min(CLOSE_LINGER);
+        let _ = timeout(linger, async {
+            while let Some(Ok(message)) = self.socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -251,7 +275,10 @@ async fn bounded(
     match timeout(limit, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::gone(CloseReason::new(1006, "write failed"))),
-        Err(_) => Err(End::gone(CloseReason::new(close_code::GOING_AWAY, "write timeout"))),
+        Err(_) => Err(End::gone(CloseReason::new(
+            close_code::GOING_AWAY,
+            "write timeout",
+        ))),
     }
 }
 

@@ -41,7 +41,9 @@ impl Drop for ConnGuard {
                     hub.unregister(conn).await;
                 });
             }
-            Err(_) => tracing::error!(%conn, "connection dropped outside a runtime; not unregistered"),
+            Err(_) => {
+                tracing::error!(%conn, "connection dropped outside a runtime; not unregistered")
+            }
         }
     }
 }

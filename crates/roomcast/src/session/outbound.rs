@@ -141,7 +141,10 @@ mod tests {
         assert_eq!(outbound.try_send(Frame::from("c")), Err(SendError::Full));
         assert_eq!(outbound.try_send(Frame::from("d")), Err(SendError::Closed));
         let mut batch = VecDeque::new();
-        assert_eq!(outbound.take(&mut batch), Some(CloseReason::slow_consumer()));
+        assert_eq!(
+            outbound.take(&mut batch),
+            Some(CloseReason::slow_consumer())
+        );
         assert!(batch.is_empty(), "a slow consumer's backlog is dropped");
     }
 

@@ -1,0 +1,272 @@
+//! The test harness: a real server on an ephemeral loopback port, real WebSocket clients, and
+//! tokens of every kind. Every wait is bounded and fails saying what it expected.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{EncodingKey, Header};
+use roomcast::{Authenticator, Hub};
+use roomcast_server::{Server, ServerConfig};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "roomcast-test-secret-0123456789abcdef";
+/// Long enough for a loaded CI machine, short enough to fail fast.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn sign(claims: &Value) -> String {
+    sign_with(claims, SECRET.as_bytes())
+}
+
+pub fn sign_with(claims: &Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &Header::default(),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// A valid access token for `sub` with display name `username`.
+pub fn token(sub: &str, username: &str) -> String {
+    sign(&json!({"sub": sub, "username": username, "type": "access", "exp": now() + 600}))
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts the real server (`roomcast_server::Server::run`, as `main` does) after `edit`
+    /// adjusted the configuration.
+    pub async fn start_with(edit: impl FnOnce(&mut ServerConfig)) -> Self {
+        // `RUST_LOG=roomcast=debug cargo test …` shows the server's log for a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+        let mut config = ServerConfig::new(Authenticator::hs256(SECRET).leeway(Duration::ZERO));
+        config.session.heartbeat_interval = Duration::ZERO;
+        edit(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::new(config);
+        let hub = server.hub().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Connects to `path` (which may carry a query) with no credentials.
+    pub async fn connect(&self, path: &str) -> TestClient {
+        self.try_connect(self.url(path).into_client_request().unwrap())
+            .await
+            .unwrap_or_else(|err| panic!("connecting to {path}: {err}"))
+    }
+
+    /// Connects to `path` as `user` (token in the query) and waits until the server has
+    /// registered the connection.
+    pub async fn connect_as(&self, path: &str, user: &str) -> TestClient {
+        let before = self.hub.connection_count();
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let client = self
+            .connect(&format!(
+                "{path}{sep}token={}",
+                token(user, &capitalize(user))
+            ))
+            .await;
+        self.wait_for(|hub| hub.connection_count() > before).await;
+        client
+    }
+
+    pub async fn try_connect(
+        &self,
+        request: tungstenite::handshake::client::Request,
+    ) -> Result<TestClient, tungstenite::Error> {
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("handshake timed out")?;
+        Ok(TestClient { ws, response })
+    }
+
+    /// Waits (bounded) until `condition` holds for the hub.
+    pub async fn wait_for(&self, condition: impl Fn(&Hub) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !condition(&self.hub) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hub condition not reached in {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("server did not stop")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn capitalize(user: &str) -> String {
+    let mut chars = user.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+pub struct TestClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub response: tungstenite::handshake::client::Response,
+}
+
+impl TestClient {
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text))
+            .await
+            .expect("send failed");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .expect("send failed");
+    }
+
+    /// The next data message, as JSON. Protocol pings and pongs are skipped.
+    pub async fn recv_json(&mut self) -> Value {
+        match self.recv().await {
+            Message::Text(text) => serde_json::from_str(&text).expect("server sent invalid JSON"),
+            other => panic!("expected a JSON text message, got {other:?}"),
+        }
+    }
+
+    /// The next data or close message; protocol pings and pongs are skipped.
+    pub async fn recv(&mut self) -> Message {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no message within {WAIT:?}"));
+            match next {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(message)) => return message,
+                Some(Err(err)) => panic!("connection failed while waiting for a message: {err}"),
+                None => panic!("connection ended while waiting for a message"),
+            }
+        }
+    }
+
+    /// Reads messages until one has `"type": kind`, and returns it. Fails on a close.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let value = self.recv_json().await;
+            if value["type"] == kind {
+                return value;
+            }
+        }
+    }
+
+    /// Reads until the close frame and checks its code. Data messages before it are skipped.
+    pub async fn expect_close(&mut self, code: u16) -> CloseFrame {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no close {code} within {WAIT:?}"));
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    assert_eq!(
+                        u16::from(frame.code),
+                        code,
+                        "close reason: {:?}",
+                        frame.reason
+                    );
+                    return frame;
+                }
+                Some(Ok(Message::Close(None))) => panic!("closed without a code, expected {code}"),
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => panic!("connection failed before close {code}: {err}"),
+                None => panic!("connection ended without close {code}"),
+            }
+        }
+    }
+
+    /// Asserts no data message arrives within `duration`.
+    pub async fn expect_silence(&mut self, duration: Duration) {
+        let deadline = tokio::time::Instant::now() + duration;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// Joins `room` and reads up to the `user_list` the server sends the joiner.
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send_json(json!({"type": "join", "room": room})).await;
+        self.recv_type("user_list").await
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Drain until the server's close reply, so the server sees a clean close.
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}

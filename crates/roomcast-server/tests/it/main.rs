@@ -1,0 +1,11 @@
+//! Integration tests of `roomcast serve`: a real server on an ephemeral loopback port, real
+//! WebSocket clients. One binary (link time on 2 cores), one module per area.
+
+// Test helpers are `pub` for the sibling modules, not an API.
+#![allow(unreachable_pub, missing_docs)]
+mod auth;
+mod common;
+mod heartbeat;
+mod lifecycle;
+mod limits;
+mod native;
