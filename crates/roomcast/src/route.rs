@@ -26,7 +26,7 @@ use axum::routing::{MethodRouter, get};
 use futures_util::SinkExt;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::auth::token::{TokenSource, find_token};
+use crate::auth::token::{SUBPROTOCOL_PREFIX, find_token, subprotocol_token};
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::frame::{CloseReason, close_code};
 use crate::handler::Handler;
@@ -231,11 +231,11 @@ async fn upgrade<H: Handler>(
         .max_frame_size(config.max_message_bytes.saturating_mul(4).max(64 * 1024));
 
     let found = find_token(&headers, query.as_deref());
-    if let Some(found) = &found
-        && found.source == TokenSource::Subprotocol
-        && let Ok(protocol) = HeaderValue::from_str(&format!("token.{}", found.token))
+    // Browsers drop a connection whose requested subprotocol is not selected, whichever
+    // source the token was finally taken from (a cookie wins over the subprotocol).
+    if let Some(token) = subprotocol_token(&headers)
+        && let Ok(protocol) = HeaderValue::from_str(&format!("{SUBPROTOCOL_PREFIX}{token}"))
     {
-        // Browsers drop a connection whose requested subprotocol is not selected.
         ws.set_selected_protocol(protocol);
     }
 

@@ -10,7 +10,7 @@
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -20,7 +20,7 @@ use crate::broker::{Broker, BrokerError, RoomEvent, Target};
 use crate::config::SessionConfig;
 use crate::frame::{CloseReason, Frame};
 use crate::ids::{ConnId, NodeId, RoomName, UserId};
-use crate::protocol::{Dialect, Event, UserInfo, now_ms};
+use crate::protocol::{ChatMessage, Dialect, Event, UserInfo, now_ms};
 use crate::session::Outbound;
 use crate::shutdown::Shutdown;
 use state::{Delivery, State};
@@ -50,6 +50,8 @@ struct Shared {
     node: NodeId,
     /// `None` on a single node: nothing is published.
     broker: Option<Arc<dyn Broker>>,
+    /// Feeds [`Hub::publish_now`]'s events to the broker in order, from one task.
+    ordered_tx: OnceLock<mpsc::UnboundedSender<RoomEvent>>,
     /// Cancelled on shutdown; every session holds a clone and a tracker token.
     shutdown: Shutdown,
     /// Admission: one permit per connection, `max_connections` in all.
@@ -128,6 +130,17 @@ impl HubBuilder {
                 deliver_rx,
                 hub.shared.shutdown.token(),
             ));
+            // Unbounded, but fed only by `publish_now`, whose callers (the store's commit
+            // path) are themselves bounded; one task keeps the publishes in order.
+            let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<RoomEvent>();
+            let _ = hub.shared.ordered_tx.set(ordered_tx);
+            tokio::spawn(async move {
+                while let Some(event) = ordered_rx.recv().await {
+                    if let Err(err) = broker.publish(event).await {
+                        tracing::warn!(error = %err, "could not publish to other nodes");
+                    }
+                }
+            });
         }
         Ok(hub)
     }
@@ -190,6 +203,7 @@ impl Hub {
                 config,
                 node,
                 broker,
+                ordered_tx: OnceLock::new(),
                 shutdown: Shutdown::new(),
                 permits,
                 next_conn: AtomicU64::new(1),
@@ -358,6 +372,24 @@ impl Hub {
             .await
     }
 
+    /// Publishes `event` to `room` at once, without waiting: local connections get it before
+    /// this returns, other nodes through the broker in the order of the calls. For events
+    /// whose order matters (persisted messages, published in `seq` order by the store's commit
+    /// path). Returns the local connections reached.
+    pub fn publish_now(&self, room: &RoomName, event: Event, exclude: &[UserId]) -> usize {
+        let target = Target::Room(room.clone());
+        let sent = self.deliver_local(&target, &event, exclude, None);
+        if let Some(ordered_tx) = self.shared.ordered_tx.get() {
+            let _ = ordered_tx.send(RoomEvent {
+                origin: self.shared.node,
+                target,
+                exclude: exclude.to_vec(),
+                event,
+            });
+        }
+        sent
+    }
+
     async fn send(
         &self,
         target: Target,
@@ -443,6 +475,16 @@ impl Hub {
             };
             (joined, state.conn_user(conn))
         };
+        self.after_join(room, joined, user).await
+    }
+
+    /// Subscribes and announces, as a join requires.
+    async fn after_join(
+        &self,
+        room: &RoomName,
+        joined: state::Joined,
+        user: Option<UserInfo>,
+    ) -> crate::Result<JoinOutcome> {
         if joined.room_created
             && let Some(broker) = &self.shared.broker
         {
@@ -490,6 +532,46 @@ impl Hub {
         };
         self.send(Target::Room(room.clone()), event, &[], None)
             .await
+    }
+
+    /// Joins `conn` to `room` and replays history to it before any live message: live
+    /// messages are held while `fetch` runs, then the replay (everything after `since`, in
+    /// `seq` order) is queued, then the held messages, each `seq` exactly once.
+    pub(crate) async fn join_replaying<F>(
+        &self,
+        conn: ConnId,
+        room: &RoomName,
+        since: u64,
+        fetch: F,
+    ) -> crate::Result<(JoinOutcome, usize)>
+    where
+        F: Future<Output = crate::Result<Vec<Arc<ChatMessage>>>>,
+    {
+        // Hold first if already a member (a resume on a joined room); a new member is held
+        // from the moment it joins, inside `join_conn`'s lock scope.
+        let outcome = self.join_conn_holding(conn, room).await?;
+        let history = match fetch.await {
+            Ok(history) => history,
+            Err(err) => {
+                // Go live with what was held, so nothing is lost, then report the failure.
+                let _ = self.state().finish_replay(conn, room, since, Vec::new());
+                return Err(err);
+            }
+        };
+        let replayed = self.state().finish_replay(conn, room, since, history)?;
+        Ok((outcome, replayed))
+    }
+
+    async fn join_conn_holding(&self, conn: ConnId, room: &RoomName) -> crate::Result<JoinOutcome> {
+        let (joined, user) = {
+            let mut state = self.state();
+            let Some(joined) = state.join(conn, room) else {
+                return Err(crate::session::SendError::Closed.into());
+            };
+            state.hold(conn, room);
+            (joined, state.conn_user(conn))
+        };
+        self.after_join(room, joined, user).await
     }
 
     pub(crate) fn conn_rooms(&self, conn: ConnId) -> Vec<RoomName> {

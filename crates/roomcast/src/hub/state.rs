@@ -12,7 +12,7 @@ use crate::auth::Identity;
 use crate::broker::Target;
 use crate::frame::Frame;
 use crate::ids::{ConnId, RoomName, UserId};
-use crate::protocol::{Dialect, Event, UserInfo};
+use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
 use crate::session::{Outbound, SendError};
 
 #[derive(Default)]
@@ -29,7 +29,32 @@ struct Conn {
     /// The session holds the other clone and drains it.
     outbound: Outbound,
     /// Rooms this connection is in; few, so a `Vec`.
-    rooms: Vec<RoomName>,
+    rooms: Vec<ConnRoom>,
+}
+
+/// One room of one connection.
+struct ConnRoom {
+    name: RoomName,
+    /// Highest message `seq` queued to this connection in this room: a message at or below
+    /// it was already sent (by a history replay) and is skipped, so a resume never duplicates.
+    watermark: u64,
+    /// While a history replay is being fetched, live messages wait here instead of being
+    /// queued, so the replay comes first and nothing falls in between.
+    held: Option<Vec<Arc<ChatMessage>>>,
+}
+
+impl ConnRoom {
+    fn new(name: RoomName) -> Self {
+        Self {
+            name,
+            watermark: 0,
+            held: None,
+        }
+    }
+}
+
+fn find_room<'r>(rooms: &'r mut [ConnRoom], room: &RoomName) -> Option<&'r mut ConnRoom> {
+    rooms.iter_mut().find(|r| r.name == *room)
 }
 
 #[derive(Default)]
@@ -151,7 +176,7 @@ impl State {
             user_left: Vec::new(),
             emptied: Vec::new(),
         };
-        for room in entry.rooms {
+        for ConnRoom { name: room, .. } in entry.rooms {
             let left = self.remove_from_room(conn, &entry.user, &room);
             if left.user_left {
                 removed.user_left.push(room.clone());
@@ -189,13 +214,13 @@ impl State {
     /// Puts a connection in a room. `None` when the connection is gone.
     pub(crate) fn join(&mut self, conn: ConnId, room: &RoomName) -> Option<Joined> {
         let entry = self.conns.get_mut(&conn)?;
-        if entry.rooms.contains(room) {
+        if entry.rooms.iter().any(|r| r.name == *room) {
             return Some(Joined {
                 already: true,
                 ..Joined::default()
             });
         }
-        entry.rooms.push(room.clone());
+        entry.rooms.push(ConnRoom::new(room.clone()));
         let user = entry.user.clone();
         let room_created = !self.rooms.contains_key(room);
         let members = self.rooms.entry(room.clone()).or_default();
@@ -212,7 +237,7 @@ impl State {
     /// Takes a connection out of a room. `None` when the connection is gone.
     pub(crate) fn leave(&mut self, conn: ConnId, room: &RoomName) -> Option<Left> {
         let entry = self.conns.get_mut(&conn)?;
-        let Some(at) = entry.rooms.iter().position(|r| r == room) else {
+        let Some(at) = entry.rooms.iter().position(|r| r.name == *room) else {
             return Some(Left::default());
         };
         entry.rooms.swap_remove(at);
@@ -278,14 +303,14 @@ impl State {
     pub(crate) fn conn_rooms(&self, conn: ConnId) -> Vec<RoomName> {
         self.conns
             .get(&conn)
-            .map(|c| c.rooms.clone())
+            .map(|c| c.rooms.iter().map(|r| r.name.clone()).collect())
             .unwrap_or_default()
     }
 
     pub(crate) fn conn_in_room(&self, conn: ConnId, room: &RoomName) -> bool {
         self.conns
             .get(&conn)
-            .is_some_and(|c| c.rooms.contains(room))
+            .is_some_and(|c| c.rooms.iter().any(|r| r.name == *room))
     }
 
     pub(crate) fn user_rooms(&self, user: &UserId) -> Vec<RoomName> {
@@ -295,7 +320,7 @@ impl State {
             .into_iter()
             .flat_map(|u| &u.conns)
             .filter_map(|c| self.conns.get(c))
-            .flat_map(|c| c.rooms.iter().cloned())
+            .flat_map(|c| c.rooms.iter().map(|r| r.name.clone()))
             .collect();
         rooms.sort();
         rooms.dedup();
@@ -309,7 +334,7 @@ impl State {
     /// Queues `event` for every local connection `target` names, except the excluded users
     /// and connection. Encodes once per dialect; never waits.
     pub(crate) fn deliver(
-        &self,
+        &mut self,
         target: &Target,
         event: &Event,
         exclude: &[UserId],
@@ -317,15 +342,41 @@ impl State {
     ) -> Delivery {
         let mut encoder = EncodeOnce::new(event);
         let mut delivery = Delivery::default();
+        // A persisted room message is sequenced: each connection's watermark drops what a
+        // replay already sent, and a connection being replayed to holds it for later.
+        let sequenced = match (target, event) {
+            (Target::Room(room), Event::Message(message)) => {
+                message.seq.map(|seq| (room, seq, message))
+            }
+            _ => None,
+        };
+        // Broadcasts to everyone are rare: list the ids first, since delivering needs `&mut`.
+        let everyone: Vec<ConnId> = match target {
+            Target::All => self.conns.keys().copied().collect(),
+            _ => Vec::new(),
+        };
+        let conns = &mut self.conns;
         let mut send = |conn_id: &ConnId| {
             if Some(*conn_id) == exclude_conn {
                 return;
             }
-            let Some(conn) = self.conns.get(conn_id) else {
+            let Some(conn) = conns.get_mut(conn_id) else {
                 return;
             };
             if exclude.contains(&conn.user) {
                 return;
+            }
+            if let Some((room, seq, message)) = sequenced
+                && let Some(entry) = find_room(&mut conn.rooms, room)
+            {
+                if let Some(held) = &mut entry.held {
+                    held.push(message.clone());
+                    return;
+                }
+                if seq <= entry.watermark {
+                    return;
+                }
+                entry.watermark = seq;
             }
             let Some(frame) = encoder.frame_for(conn.dialect) else {
                 return;
@@ -342,7 +393,7 @@ impl State {
                     members.conns.iter().for_each(&mut send);
                 }
             }
-            Target::All => self.conns.keys().for_each(&mut send),
+            Target::All => everyone.iter().for_each(&mut send),
             Target::Users(users) => {
                 for user in users {
                     if let Some(user) = self.users.get(user) {
@@ -352,6 +403,56 @@ impl State {
             }
         }
         delivery
+    }
+
+    /// Starts holding `room`'s live messages for `conn` (a history replay is being fetched).
+    /// Returns false when the connection is not in the room.
+    pub(crate) fn hold(&mut self, conn: ConnId, room: &RoomName) -> bool {
+        let Some(entry) = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| find_room(&mut c.rooms, room))
+        else {
+            return false;
+        };
+        entry.held.get_or_insert_with(Vec::new);
+        true
+    }
+
+    /// Queues the replay (`history`, in `seq` order, everything after `since`) and then the
+    /// messages held meanwhile, each `seq` once, and goes live. One lock scope: no live
+    /// message can fall between the replay and the held ones.
+    pub(crate) fn finish_replay(
+        &mut self,
+        conn: ConnId,
+        room: &RoomName,
+        since: u64,
+        history: Vec<Arc<ChatMessage>>,
+    ) -> Result<usize, SendError> {
+        let Some(entry) = self.conns.get_mut(&conn) else {
+            return Err(SendError::Closed);
+        };
+        let dialect = entry.dialect;
+        let outbound = entry.outbound.clone();
+        let Some(room_entry) = find_room(&mut entry.rooms, room) else {
+            return Err(SendError::Closed);
+        };
+        let held = room_entry.held.take().unwrap_or_default();
+        room_entry.watermark = room_entry.watermark.max(since);
+        let mut frames = Vec::with_capacity(history.len() + held.len());
+        for message in history.into_iter().chain(held) {
+            let Some(seq) = message.seq else { continue };
+            if seq <= room_entry.watermark {
+                continue;
+            }
+            room_entry.watermark = seq;
+            if let Some(frame) = dialect.encode(&Event::Message(message)) {
+                frames.push(frame);
+            }
+        }
+        let count = frames.len();
+        outbound.push_replay(frames)?;
+        Ok(count)
     }
 
     /// Asks every connection to close with `reason`.

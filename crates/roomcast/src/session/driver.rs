@@ -285,9 +285,16 @@ async fn bounded(
 /// Maps a read error to how the connection ends: an oversized message closes with 1009,
 /// a protocol violation with 1002, bad UTF-8 with 1007; a broken socket just ends.
 fn read_error(err: axum::Error) -> End {
-    use tungstenite::error::{CapacityError, Error as WsError};
+    use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
     let inner = err.into_inner();
     match inner.downcast_ref::<WsError>() {
+        // The peer vanished without a close frame (crashed tab, lost network): not a
+        // protocol violation, and there is no one left to send a close frame to.
+        Some(
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
+            | WsError::ConnectionClosed
+            | WsError::AlreadyClosed,
+        ) => End::gone(CloseReason::new(1006, "connection lost")),
         Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
             End::close(CloseReason::new(close_code::TOO_BIG, "message too big"))
         }

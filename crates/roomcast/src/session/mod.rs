@@ -184,6 +184,29 @@ impl Session {
         self.hub.join_conn(self.conn, room).await
     }
 
+    /// Puts this connection in `room` and replays history first: `fetch` returns the messages
+    /// after `since` (0 for "the recent ones") in `seq` order; they are queued before any live
+    /// message of the room, each `seq` exactly once, even when messages arrive meanwhile.
+    /// Returns the join outcome and how many messages were replayed.
+    ///
+    /// # Errors
+    ///
+    /// `fetch`'s error (the connection then goes live without a replay), a broker error, or
+    /// [`SendError::Closed`] when the connection is gone.
+    pub async fn join_replaying<F>(
+        &self,
+        room: &RoomName,
+        since: u64,
+        fetch: F,
+    ) -> crate::Result<(JoinOutcome, usize)>
+    where
+        F: std::future::Future<
+                Output = crate::Result<Vec<std::sync::Arc<crate::protocol::ChatMessage>>>,
+            >,
+    {
+        self.hub.join_replaying(self.conn, room, since, fetch).await
+    }
+
     /// Takes this connection out of `room`. Returns whether it was in it.
     ///
     /// # Errors

@@ -48,6 +48,9 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Queue {
     frames: VecDeque<Frame>,
+    /// Frames of a history replay still queued: they may exceed `capacity` (a replay is
+    /// bounded by its own limit), and live frames get the usual room on top of them.
+    replay: usize,
     /// Set once: the first reason wins.
     close: Option<CloseReason>,
 }
@@ -81,7 +84,7 @@ impl Outbound {
         if queue.close.is_some() {
             return Err(SendError::Closed);
         }
-        if queue.frames.len() >= self.shared.capacity {
+        if queue.frames.len() >= self.shared.capacity + queue.replay {
             queue.close = Some(CloseReason::slow_consumer());
             queue.frames = VecDeque::new();
             drop(queue);
@@ -89,6 +92,19 @@ impl Outbound {
             return Err(SendError::Full);
         }
         queue.frames.push_back(frame);
+        drop(queue);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues a history replay without counting it against the capacity.
+    pub(crate) fn push_replay(&self, frames: Vec<Frame>) -> Result<(), SendError> {
+        let mut queue = self.lock();
+        if queue.close.is_some() {
+            return Err(SendError::Closed);
+        }
+        queue.replay += frames.len();
+        queue.frames.extend(frames);
         drop(queue);
         self.shared.wake.notify_one();
         Ok(())
@@ -125,6 +141,7 @@ impl Outbound {
         }
         let mut queue = self.lock();
         std::mem::swap(&mut queue.frames, batch);
+        queue.replay = 0;
         queue.close.clone()
     }
 }
