@@ -1,20 +1,39 @@
 //! The native dialect's handler (seed 002) and the echo handler.
 //!
 //! [`NativeChat`] decodes each envelope, checks it against the session (a client speaks only
-//! for itself and only in rooms it joined) and answers through the hub: `join` and `leave` are
-//! announced to the room by the hub, the joiner gets the `user_list`, a `message` is published
-//! to the room with the server's identity, id and time. Anything malformed gets an `error`
-//! envelope and the connection stays open.
+//! for itself and only in rooms it joined) and answers through the hub and the store:
+//!
+//! - `join`: the room is created on first use (public) or checked (a private room needs
+//!   membership); the join is announced by the hub; the joiner gets the room's recent history
+//!   (or, with `since`, every message after that seq) before any live message, then the
+//!   `user_list`.
+//! - `message`: persisted first (the store assigns `id` and `seq`, and de-duplicates a retried
+//!   `client_msg_id`); the store's writer broadcasts each new message right after its commit,
+//!   in `seq` order; then the sender gets an `ack` with `id` and `seq`.
+//!
+//! Anything malformed gets an `error` envelope and the connection stays open.
 
 use std::sync::Arc;
 
 use roomcast::protocol::native::{self, NATIVE, Request};
-use roomcast::protocol::{ChatMessage, Dialect, Event, now_ms};
+use roomcast::protocol::{ChatMessage, Dialect, Event, UserInfo, now_ms};
 use roomcast::{Handler, Incoming, RoomName, Session, close_code};
+use roomcast_store::{NewMessage, Seq, StoreError, StoredMessage};
 
-/// Seed 002's chat over the native envelope.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NativeChat;
+use crate::AppState;
+
+/// Seed 002's chat over the native envelope, persisted in the store.
+#[derive(Clone)]
+pub struct NativeChat {
+    state: AppState,
+}
+
+impl NativeChat {
+    /// A handler over the server's shared state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
 
 impl Handler for NativeChat {
     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
@@ -22,7 +41,9 @@ impl Handler for NativeChat {
             let room = RoomName::new(room).map_err(|err| {
                 roomcast::Error::close(close_code::ROOM_NOT_FOUND, err.to_string())
             })?;
-            join(cx, &room).await?;
+            if let Err(refusal) = self.join(cx, &room, None).await? {
+                return Err(roomcast::Error::close(close_code::ROOM_NOT_FOUND, refusal));
+            }
         }
         Ok(())
     }
@@ -37,46 +58,33 @@ impl Handler for NativeChat {
             Err(err) => return Ok(cx.send(native::error(&err.to_string(), None))?),
         };
         match request {
-            Request::Join { room, since: _ } => join(cx, &room).await,
-            Request::Leave { room } => {
-                if cx.leave(&room).await? {
-                    // The hub tells the others; the leaver gets the same envelope as a receipt.
-                    let left = Event::Left {
-                        room,
-                        user: cx.user().clone(),
-                        timestamp_ms: now_ms(),
-                    };
-                    if let Some(frame) = NATIVE.encode(&left) {
-                        cx.send(frame)?;
-                    }
-                    Ok(())
-                } else {
-                    Ok(cx.send(native::error(&not_in_room(&room), Some(&room)))?)
+            Request::Join { room, since } => {
+                if let Err(refusal) = self.join(cx, &room, since).await? {
+                    cx.send(native::error(&refusal, Some(&room)))?;
                 }
+                Ok(())
+            }
+            Request::Leave { room } => {
+                if !cx.leave(&room).await? {
+                    return Ok(cx.send(native::error(&not_in_room(&room), Some(&room)))?);
+                }
+                // The hub tells the others; the leaver gets the same envelope as a receipt.
+                let left = Event::Left {
+                    room,
+                    user: cx.user().clone(),
+                    timestamp_ms: now_ms(),
+                };
+                if let Some(frame) = NATIVE.encode(&left) {
+                    cx.send(frame)?;
+                }
+                Ok(())
             }
             Request::Message {
                 room,
                 content,
                 data,
-                client_msg_id: _,
-            } => {
-                if !cx.is_in_room(&room) {
-                    return Ok(cx.send(native::error(&not_in_room(&room), Some(&room)))?);
-                }
-                let message = ChatMessage {
-                    id: uuid::Uuid::now_v7().to_string().into(),
-                    seq: None,
-                    room: room.clone(),
-                    sender: cx.user().clone(),
-                    content,
-                    data,
-                    timestamp_ms: now_ms(),
-                };
-                cx.hub()
-                    .publish(&room, Event::Message(Arc::new(message)), &[])
-                    .await?;
-                Ok(())
-            }
+                client_msg_id,
+            } => self.message(cx, room, content, data, client_msg_id).await,
             Request::UserList { room } => {
                 if cx.is_in_room(&room) {
                     Ok(cx.send(native::user_list(&room, &cx.hub().room_users(&room)))?)
@@ -90,12 +98,125 @@ impl Handler for NativeChat {
     }
 }
 
-/// Joins `room` (announced by the hub when the user is new there), then sends the joiner the
-/// room's member list.
-async fn join(cx: &Session, room: &RoomName) -> roomcast::Result<()> {
-    cx.join(room).await?;
-    cx.send(native::user_list(room, &cx.hub().room_users(room)))?;
-    Ok(())
+impl NativeChat {
+    /// Joins `room`: checks or creates it, replays history, sends the member list.
+    /// `Ok(Err(reason))` is a refusal to report to the client.
+    async fn join(
+        &self,
+        cx: &Session,
+        room: &RoomName,
+        since: Option<u64>,
+    ) -> roomcast::Result<Result<(), String>> {
+        let store = &self.state.store;
+        match store.room(room.as_str()).await {
+            Ok(Some(record)) if record.private => {
+                let member = store
+                    .is_member(room.as_str(), cx.user_id().as_str())
+                    .await
+                    .map_err(internal)?;
+                if !member {
+                    return Ok(Err(format!("room '{room}' is private")));
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => match store
+                .create_room(room.as_str(), false, Some(cx.user_id().as_str()))
+                .await
+            {
+                // Someone else created it meanwhile: fine.
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(err) => return Err(internal(err)),
+            },
+            Err(err) => return Err(internal(err)),
+        }
+        let (history_limit, replay_limit) = (self.state.history_limit, self.state.replay_limit);
+        let fetch = async {
+            let messages = match since {
+                Some(since) => {
+                    store
+                        .messages_since(room.as_str(), Seq(since), replay_limit)
+                        .await
+                }
+                None => store.history(room.as_str(), None, history_limit).await,
+            };
+            Ok(messages
+                .map_err(internal)?
+                .into_iter()
+                .map(|stored| to_chat(room, stored))
+                .collect())
+        };
+        cx.join_replaying(room, since.unwrap_or(0), fetch).await?;
+        cx.send(native::user_list(room, &cx.hub().room_users(room)))?;
+        Ok(Ok(()))
+    }
+
+    /// Persists, broadcasts (from the store's commit path, in seq order), then acks.
+    async fn message(
+        &self,
+        cx: &Session,
+        room: RoomName,
+        content: String,
+        data: Option<serde_json::Value>,
+        client_msg_id: Option<String>,
+    ) -> roomcast::Result<()> {
+        if !cx.is_in_room(&room) {
+            return Ok(cx.send(native::error(&not_in_room(&room), Some(&room)))?);
+        }
+        let new = NewMessage {
+            room: room.as_str().to_owned(),
+            user_id: cx.user_id().as_str().to_owned(),
+            username: cx.username().to_owned(),
+            content,
+            data,
+            client_msg_id,
+        };
+        let hub = cx.hub().clone();
+        let broadcast_room = room.clone();
+        let appended = self
+            .state
+            .store
+            .append_message_with(new, move |stored| {
+                let message = to_chat(&broadcast_room, stored.clone());
+                hub.publish_now(&broadcast_room, Event::Message(message), &[]);
+            })
+            .await;
+        match appended {
+            Ok((stored, _)) => Ok(cx.send(native::ack(
+                &room,
+                &stored.id.0,
+                Some(stored.seq.0),
+                stored.client_msg_id.as_deref(),
+                stored.created_at,
+            ))?),
+            Err(StoreError::Invalid(reason)) => Ok(cx.send(native::error(&reason, Some(&room)))?),
+            Err(err) => {
+                tracing::error!(error = %err, %room, "could not persist a message");
+                let reason = "the message could not be saved; retry with the same client_msg_id";
+                Ok(cx.send(native::error(reason, Some(&room)))?)
+            }
+        }
+    }
+}
+
+/// A stored message as the hub's dialect-neutral event payload.
+fn to_chat(room: &RoomName, stored: StoredMessage) -> Arc<ChatMessage> {
+    Arc::new(ChatMessage {
+        id: stored.id.0.into(),
+        seq: Some(stored.seq.0),
+        room: room.clone(),
+        sender: UserInfo {
+            id: stored.user_id.into(),
+            username: stored.username.into(),
+        },
+        content: stored.content,
+        data: stored.data,
+        timestamp_ms: stored.created_at,
+    })
+}
+
+fn internal(err: StoreError) -> roomcast::Error {
+    tracing::error!(error = %err, "store failed");
+    roomcast::Error::other(err)
 }
 
 fn not_in_room(room: &RoomName) -> String {

@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use roomcast::{AllowedOrigins, Authenticator, SessionConfig};
 
-use crate::ServerConfig;
+use crate::token::TokenIssuer;
+use crate::{DirectoryMode, ServerConfig, StoreConfig};
 
 /// roomcast: authenticated real-time rooms over WebSocket.
 #[derive(Debug, Parser)]
@@ -29,7 +30,7 @@ pub enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
     /// Print an access token signed with the configured key, to try the server.
-    Token(TokenArgs),
+    Token(Box<TokenArgs>),
 }
 
 /// `roomcast serve`.
@@ -50,6 +51,45 @@ pub struct ServeArgs {
     #[arg(long = "shutdown-timeout", env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = duration_var("ROOMCAST_SHUTDOWN_TIMEOUT"))]
     pub shutdown_timeout: Duration,
+
+    /// Where users, rooms and messages are kept: `sqlite://FILE` (created if missing) or
+    /// `postgres://…`.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "sqlite://roomcast.db"
+    )]
+    pub database_url: String,
+
+    /// Messages sent to a joiner before live ones.
+    #[arg(long = "history-limit", env = "ROOMCAST_HISTORY_LIMIT", default_value = "50",
+          value_parser = parse_with::<usize>("ROOMCAST_HISTORY_LIMIT", "a whole number"))]
+    pub history_limit: usize,
+
+    /// Most messages replayed by a `join` with `since`.
+    #[arg(long = "replay-limit", env = "ROOMCAST_REPLAY_LIMIT", default_value = "1000",
+          value_parser = parse_with::<usize>("ROOMCAST_REPLAY_LIMIT", "a whole number"))]
+    pub replay_limit: usize,
+
+    /// Who decides that a token's user exists: `store` (a row in roomcast's users table) or
+    /// `token` (any valid token; for tokens from an external identity provider).
+    #[arg(
+        long = "user-directory",
+        env = "ROOMCAST_USER_DIRECTORY",
+        default_value = "store",
+        ignore_case = true
+    )]
+    pub user_directory: DirectoryMode,
+
+    /// Lifetime of access tokens issued by the accounts API.
+    #[arg(long = "access-token-ttl", env = "ROOMCAST_ACCESS_TOKEN_TTL", default_value = "15m",
+          value_parser = duration_var("ROOMCAST_ACCESS_TOKEN_TTL"))]
+    pub access_token_ttl: Duration,
+
+    /// Lifetime of refresh tokens issued by the accounts API.
+    #[arg(long = "refresh-token-ttl", env = "ROOMCAST_REFRESH_TOKEN_TTL", default_value = "30d",
+          value_parser = duration_var("ROOMCAST_REFRESH_TOKEN_TTL"))]
+    pub refresh_token_ttl: Duration,
 
     /// Token verification.
     #[command(flatten)]
@@ -182,6 +222,21 @@ pub struct TokenArgs {
     /// Lifetime.
     #[arg(long, default_value = "1h", value_parser = duration_var("--ttl"))]
     pub ttl: Duration,
+    /// The store where the user is created if missing (unless ROOMCAST_USER_DIRECTORY=token).
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "sqlite://roomcast.db"
+    )]
+    pub database_url: String,
+    /// As for `serve`: with `token`, no user row is created.
+    #[arg(
+        long = "user-directory",
+        env = "ROOMCAST_USER_DIRECTORY",
+        default_value = "store",
+        ignore_case = true
+    )]
+    pub user_directory: DirectoryMode,
     /// Signing keys and claims, as `serve` reads them.
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -234,8 +289,11 @@ impl JwtArgs {
     /// # Errors
     ///
     /// A missing or unreadable key, naming the variable.
-    pub fn authenticator(&self, listen: Option<SocketAddr>) -> anyhow::Result<Authenticator> {
-        let auth = match self.jwt_algorithm {
+    pub fn keys(
+        &self,
+        listen: Option<SocketAddr>,
+    ) -> anyhow::Result<(Authenticator, Option<TokenIssuer>)> {
+        let (auth, issuer) = match self.jwt_algorithm {
             JwtAlgorithm::Hs256 => {
                 let secret = match (&self.jwt_secret, listen) {
                     (Some(secret), _) if secret.len() < 16 => {
@@ -257,7 +315,10 @@ impl JwtArgs {
                     ),
                     (None, None) => bail!("ROOMCAST_JWT_SECRET: required to sign tokens"),
                 };
-                Authenticator::hs256(secret)
+                (
+                    Authenticator::hs256(&secret),
+                    Some(TokenIssuer::hs256(secret.as_bytes())),
+                )
             }
             algorithm @ (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256) => {
                 let path = self.jwt_public_key.as_ref().context(
@@ -271,9 +332,17 @@ impl JwtArgs {
                 } else {
                     Authenticator::es256_pem(&pem)
                 };
-                auth.context("ROOMCAST_JWT_PUBLIC_KEY")?
+                (
+                    auth.context("ROOMCAST_JWT_PUBLIC_KEY")?,
+                    self.private_issuer(algorithm)?,
+                )
             }
         };
+        let issuer = issuer.map(|issuer| {
+            issuer
+                .with_issuer(self.jwt_issuer.clone())
+                .with_audience(self.jwt_audience.clone())
+        });
         let mut auth = auth.leeway(self.jwt_leeway);
         if let Some(issuer) = &self.jwt_issuer {
             auth = auth.issuer(issuer);
@@ -281,7 +350,31 @@ impl JwtArgs {
         if let Some(audience) = &self.jwt_audience {
             auth = auth.audience(audience);
         }
-        Ok(auth)
+        Ok((auth, issuer))
+    }
+
+    /// The signer for RS256 / ES256, when a private key is configured.
+    fn private_issuer(&self, algorithm: JwtAlgorithm) -> anyhow::Result<Option<TokenIssuer>> {
+        let Some(path) = &self.jwt_private_key else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path)
+            .with_context(|| format!("ROOMCAST_JWT_PRIVATE_KEY: cannot read {}", path.display()))?;
+        let (key, algorithm) = if algorithm == JwtAlgorithm::Rs256 {
+            (
+                jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+                jsonwebtoken::Algorithm::RS256,
+            )
+        } else {
+            (
+                jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+                jsonwebtoken::Algorithm::ES256,
+            )
+        };
+        Ok(Some(TokenIssuer::new(
+            key.context("ROOMCAST_JWT_PRIVATE_KEY")?,
+            algorithm,
+        )))
     }
 }
 
@@ -333,10 +426,28 @@ impl ServeArgs {
     ///
     /// A bad or inconsistent value, naming the variable.
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let (auth, issuer) = self.jwt.keys(Some(self.listen))?;
+        let issuer = issuer.map(|mut issuer| {
+            issuer.access_ttl = self.access_token_ttl;
+            issuer.refresh_ttl = self.refresh_token_ttl;
+            issuer
+        });
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        {
+            bail!(
+                "DATABASE_URL: expected sqlite://FILE or postgres://…, got {:?}",
+                self.database_url
+            );
+        }
         Ok(ServerConfig {
             listen: self.listen,
             session: self.websocket.session_config()?,
-            auth: self.jwt.authenticator(Some(self.listen))?,
+            auth,
+            issuer,
+            store: StoreConfig::new(self.database_url),
+            history_limit: self.history_limit,
+            replay_limit: self.replay_limit,
+            user_directory: self.user_directory,
             websocket_enabled: self.websocket.enabled,
             require_auth: self.websocket.require_auth,
             allowed_origins: AllowedOrigins::parse(&self.websocket.allowed_origins),

@@ -5,14 +5,19 @@
 //!
 //! ## Layout
 //!
-//! - [`config`]: flags and environment variables (`WEBSOCKET_*`, `ROOMCAST_*`), start-up checks.
-//! - [`chat`]: the native dialect's [`roomcast::Handler`] (seed 002): join, leave, message,
-//!   ping, user_list, errors.
-//! - [`token`]: minting access tokens (`roomcast token`).
-//! - this file: the router ([`Server::router`]) and the life cycle ([`Server::run`]).
+//! - [`config`]: flags and environment variables (`WEBSOCKET_*`, `ROOMCAST_*`, `DATABASE_URL`),
+//!   start-up checks.
+//! - [`chat`]: the native dialect's [`roomcast::Handler`] (seed 002): join with history and
+//!   resume, leave, message (persist, then broadcast, then ack), ping, user_list, errors.
+//! - [`token`]: signing tokens ([`token::TokenIssuer`], `roomcast token`).
+//! - `directory`: [`StoreDirectory`], the user directory backed by the store.
+//! - this file: shared state ([`AppState`]), the router ([`Server::router`]) and the life
+//!   cycle ([`Server::run`]).
 
+pub mod api;
 pub mod chat;
 pub mod config;
+mod directory;
 pub mod token;
 
 use std::future::Future;
@@ -23,7 +28,40 @@ use axum::Router;
 use axum::routing::get;
 use roomcast::protocol::native::NATIVE;
 use roomcast::{AllowedOrigins, Authenticator, Endpoint, Hub, SessionConfig};
+use roomcast_store::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
+
+pub use directory::StoreDirectory;
+use token::TokenIssuer;
+
+/// Who decides that a token's user exists (`ROOMCAST_USER_DIRECTORY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DirectoryMode {
+    /// The user must have a row in roomcast's store (accounts API or `roomcast token`).
+    #[default]
+    Store,
+    /// Any valid token's user exists: for tokens from an external identity provider.
+    Token,
+}
+
+/// Where the store lives and how it batches.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://FILE` or `postgres://…` (`DATABASE_URL`).
+    pub url: String,
+    /// Batching and, for tests, a PostgreSQL schema.
+    pub options: StoreOptions,
+}
+
+impl StoreConfig {
+    /// The store at `url` with default options.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            options: StoreOptions::default(),
+        }
+    }
+}
 
 /// Everything the server needs, already validated.
 #[derive(Debug, Clone)]
@@ -34,6 +72,16 @@ pub struct ServerConfig {
     pub session: SessionConfig,
     /// Token rules (`ROOMCAST_JWT_*`).
     pub auth: Authenticator,
+    /// Signs the tokens the accounts API hands out; `None` when only a public key is known.
+    pub issuer: Option<TokenIssuer>,
+    /// The store (`DATABASE_URL`).
+    pub store: StoreConfig,
+    /// Messages a joiner receives before live ones (`ROOMCAST_HISTORY_LIMIT`).
+    pub history_limit: usize,
+    /// Most messages a `join` with `since` replays (`ROOMCAST_REPLAY_LIMIT`).
+    pub replay_limit: usize,
+    /// Who decides that a token's user exists (`ROOMCAST_USER_DIRECTORY`).
+    pub user_directory: DirectoryMode,
     /// Serve the WebSocket endpoints (`WEBSOCKET_ENABLED`).
     pub websocket_enabled: bool,
     /// Refuse guests on `/ws` and `/ws/{room}` (`WEBSOCKET_REQUIRE_AUTH`).
@@ -47,18 +95,26 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Defaults for everything but the authenticator (what tests and embedders start from).
+    /// Defaults for everything but the HS256 secret and the store (what tests and embedders
+    /// start from).
     ///
     /// ```
-    /// let auth = roomcast::Authenticator::hs256(b"a secret of at least 32 bytes, please!");
-    /// let config = roomcast_server::ServerConfig::new(auth);
+    /// let config = roomcast_server::ServerConfig::new(
+    ///     b"a secret of at least 32 bytes, please!",
+    ///     roomcast_server::StoreConfig::new("sqlite://chat.db"),
+    /// );
     /// assert!(config.websocket_enabled);
     /// ```
-    pub fn new(auth: Authenticator) -> Self {
+    pub fn new(secret: &[u8], store: StoreConfig) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             session: SessionConfig::default(),
-            auth,
+            auth: Authenticator::hs256(secret),
+            issuer: Some(TokenIssuer::hs256(secret)),
+            store,
+            history_limit: 50,
+            replay_limit: 1000,
+            user_directory: DirectoryMode::Store,
             websocket_enabled: true,
             require_auth: false,
             allowed_origins: AllowedOrigins::Any,
@@ -68,32 +124,80 @@ impl ServerConfig {
     }
 }
 
-/// A server: its hub and its configuration. Build it, read [`Server::hub`] if needed, then
-/// [`Server::run`] it.
+/// What every route and handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// Connections and rooms.
+    pub hub: Hub,
+    /// Users, rooms, messages.
+    pub store: Store,
+    /// Signs tokens; `None` when only a public key is configured.
+    pub issuer: Option<TokenIssuer>,
+    /// Token rules (the user directory included), to read refresh tokens.
+    pub auth: Authenticator,
+    /// Messages a joiner receives before live ones.
+    pub history_limit: usize,
+    /// Most messages a resume replays.
+    pub replay_limit: usize,
+}
+
+/// A server: its hub, store and configuration. [`Server::start`] it, read [`Server::hub`] if
+/// needed, then [`Server::run`] it.
 pub struct Server {
-    hub: Hub,
+    state: AppState,
     config: ServerConfig,
 }
 
 impl Server {
-    /// A server with a single-node hub.
-    pub fn new(config: ServerConfig) -> Self {
-        let hub = Hub::new(config.session.clone());
-        Self { hub, config }
+    /// Connects the store (running its migrations) and builds a single-node hub.
+    ///
+    /// # Errors
+    ///
+    /// When the store cannot be opened or migrated.
+    pub async fn start(mut config: ServerConfig) -> Result<Self, StoreError> {
+        let store = Store::connect_with(&config.store.url, config.store.options.clone()).await?;
+        if config.user_directory == DirectoryMode::Store {
+            config.auth = config
+                .auth
+                .clone()
+                .directory(StoreDirectory::new(store.clone()));
+        }
+        let state = AppState {
+            hub: Hub::new(config.session.clone()),
+            store,
+            issuer: config.issuer.clone(),
+            auth: config.auth.clone(),
+            history_limit: config.history_limit,
+            replay_limit: config.replay_limit,
+        };
+        Ok(Self { state, config })
     }
 
     /// The hub: connections, rooms, sends.
     pub fn hub(&self) -> &Hub {
-        &self.hub
+        &self.state.hub
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// The shared state, for routes added by an embedding application.
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// The HTTP routes.
     pub fn router(&self) -> Router {
         let config = &self.config;
-        let mut router = Router::new().route("/healthz", get(healthz));
+        let mut router = Router::new()
+            .route("/healthz", get(healthz))
+            .merge(api::router(self.state.clone()));
         if config.websocket_enabled {
             let native = |guests: bool| {
-                Endpoint::new(self.hub.clone(), config.auth.clone(), chat::NativeChat)
+                let chat = chat::NativeChat::new(self.state.clone());
+                Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat)
                     .dialect(&NATIVE)
                     .allow_guests(guests)
                     .allowed_origins(config.allowed_origins.clone())
@@ -106,7 +210,7 @@ impl Server {
                 .route("/ws/auth", native(false))
                 .route("/ws/auth/{room}", native(false));
             if config.echo_endpoint {
-                let echo = Endpoint::new(self.hub.clone(), config.auth.clone(), chat::Echo)
+                let echo = Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat::Echo)
                     .allow_guests(true)
                     .allowed_origins(config.allowed_origins.clone());
                 router = router.route("/ws/echo", echo.into_route());
@@ -116,7 +220,7 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` completes; then stops accepting, closes every
-    /// session with 1001 and waits up to the shutdown timeout for them.
+    /// session with 1001, waits up to the shutdown timeout for them, and closes the store.
     ///
     /// # Errors
     ///
@@ -127,34 +231,35 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = self.router();
-        tracing::info!(addr = %listener.local_addr()?, "roomcast listening");
+        tracing::info!(addr = %listener.local_addr()?, store = self.state.store.backend_name(), "roomcast listening");
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;
         // axum's graceful shutdown does not wait for upgraded sockets: close them ourselves.
-        if !self
-            .hub
-            .shutdown_sessions(self.config.shutdown_timeout)
-            .await
-        {
+        let hub = &self.state.hub;
+        if !hub.shutdown_sessions(self.config.shutdown_timeout).await {
             tracing::warn!("some sessions were still closing at the shutdown deadline");
         }
+        // Every acknowledged message is committed already; this drains the writer and closes
+        // the pool.
+        self.state.store.close().await;
         tracing::info!("roomcast stopped");
         Ok(())
     }
 }
 
-/// Runs a server with `config` on `listener` until `shutdown` completes.
+/// Starts a server with `config` and runs it on `listener` until `shutdown` completes.
 ///
 /// # Errors
 ///
-/// I/O errors of the listener.
+/// Store errors at start, I/O errors of the listener.
 pub async fn run(
     config: ServerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    Server::new(config).run(listener, shutdown).await
+    let server = Server::start(config).await.map_err(std::io::Error::other)?;
+    server.run(listener, shutdown).await
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {

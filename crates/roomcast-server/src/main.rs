@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use roomcast_server::config::{Cli, Command};
+use roomcast_server::DirectoryMode;
+use roomcast_server::config::{Cli, Command, TokenArgs};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -22,9 +23,30 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("ROOMCAST_LISTEN: cannot listen on {}", config.listen))?;
             roomcast_server::run(config, listener, shutdown_signal()).await?;
         }
-        Command::Token(args) => println!("{}", args.mint()?),
+        Command::Token(args) => println!("{}", mint(args).await?),
     }
     Ok(())
+}
+
+/// `roomcast token`: signs an access token and, unless the user directory is `token`, creates
+/// the user in the store so the server accepts it.
+async fn mint(args: Box<TokenArgs>) -> anyhow::Result<String> {
+    let (_, issuer) = args.jwt.keys(None)?;
+    let issuer =
+        issuer.context("ROOMCAST_JWT_PRIVATE_KEY: required to sign RS256 or ES256 tokens")?;
+    let username = args.username.clone().unwrap_or_else(|| args.sub.clone());
+    if args.user_directory == DirectoryMode::Store {
+        let store = roomcast_store::Store::connect(&args.database_url)
+            .await
+            .with_context(|| format!("DATABASE_URL: cannot open {}", args.database_url))?;
+        store
+            .ensure_user(&args.sub, &username)
+            .await
+            .with_context(|| format!("creating user {:?}", args.sub))?;
+        store.close().await;
+    }
+    let ttl = args.ttl;
+    Ok(issuer.access_with(&args.sub, &username, ttl, serde_json::Map::new()))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

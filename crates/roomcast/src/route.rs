@@ -221,8 +221,9 @@ async fn upgrade<H: Handler>(
     ws = ws
         .read_buffer_size(config.read_buffer_bytes)
         .write_buffer_size(config.write_buffer_bytes)
-        // A client may not make the server buffer more than a few messages' worth.
-        .max_write_buffer_size(config.write_buffer_bytes.max(config.max_message_bytes) * 4)
+        // No cap on tungstenite's write buffer: what waits to be written is bounded by the
+        // outbound queue (frames) and `write_wait`, and a cap below one frame (a user_list of
+        // a big room) would drop the connection.
         .max_message_size(config.max_message_bytes)
         // A frame somewhat over the message limit is read whole and then refused with 1009, so
         // the stream stays in sync and the close frame reaches the client; only a frame far

@@ -31,6 +31,9 @@ async fn connects_as(
 #[tokio::test]
 async fn every_token_location_is_accepted() {
     let server = TestServer::start().await;
+    for sub in ["query", "cookie", "tcookie", "bearer", "proto"] {
+        server.add_user(sub).await;
+    }
     let t = |sub: &str| token(sub, &capitalize(sub));
     connects_as(
         &server,
@@ -72,7 +75,7 @@ async fn every_token_location_is_accepted() {
 #[tokio::test]
 async fn a_subprotocol_token_is_selected_in_the_answer() {
     let server = TestServer::start().await;
-    let protocol = format!("token.{}", token("ann", "Ann"));
+    let protocol = format!("token.{}", server.user_token("ann").await);
     let mut request = server.url("/ws/auth").into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",

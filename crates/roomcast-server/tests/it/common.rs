@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{EncodingKey, Header};
-use roomcast::{Authenticator, Hub};
-use roomcast_server::{Server, ServerConfig};
+use roomcast::Hub;
+use roomcast_server::{Server, ServerConfig, StoreConfig};
+use roomcast_store::Store;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -46,9 +47,23 @@ pub fn token(sub: &str, username: &str) -> String {
     sign(&json!({"sub": sub, "username": username, "type": "access", "exp": now() + 600}))
 }
 
+/// The server's router, for HTTP tests through `tower::ServiceExt::oneshot`; the directory
+/// holds its SQLite file and must outlive it.
+pub async fn test_app(edit: impl FnOnce(&mut ServerConfig)) -> (axum::Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("roomcast.db").display());
+    let mut config = ServerConfig::new(SECRET.as_bytes(), StoreConfig::new(url));
+    edit(&mut config);
+    let server = Server::start(config).await.expect("server starts");
+    (server.router(), dir)
+}
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub hub: Hub,
+    pub store: Store,
+    /// The SQLite file lives here; removed when the server is dropped.
+    _dir: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -66,13 +81,22 @@ impl TestServer {
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
-        let mut config = ServerConfig::new(Authenticator::hs256(SECRET).leeway(Duration::ZERO));
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("roomcast.db").display());
+        let mut config = ServerConfig::new(SECRET.as_bytes(), StoreConfig::new(url));
+        config.auth = config.auth.leeway(Duration::ZERO);
         config.session.heartbeat_interval = Duration::ZERO;
         edit(&mut config);
+        Self::start_config(config, Some(dir)).await
+    }
+
+    /// Starts the server with exactly `config`.
+    pub async fn start_config(config: ServerConfig, dir: Option<tempfile::TempDir>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = Server::new(config);
+        let server = Server::start(config).await.expect("server starts");
         let hub = server.hub().clone();
+        let store = server.store().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {
             let _ = stopped.await;
@@ -80,6 +104,8 @@ impl TestServer {
         Self {
             addr,
             hub,
+            store,
+            _dir: dir,
             stop: Some(stop),
             task: Some(task),
         }
@@ -96,17 +122,27 @@ impl TestServer {
             .unwrap_or_else(|err| panic!("connecting to {path}: {err}"))
     }
 
+    /// Makes sure `user` (display name: capitalized) exists in the store.
+    pub async fn add_user(&self, user: &str) {
+        self.store
+            .ensure_user(user, &capitalize(user))
+            .await
+            .expect("user created");
+    }
+
+    /// A valid token for `user`, who is added to the store.
+    pub async fn user_token(&self, user: &str) -> String {
+        self.add_user(user).await;
+        token(user, &capitalize(user))
+    }
+
     /// Connects to `path` as `user` (token in the query) and waits until the server has
     /// registered the connection.
     pub async fn connect_as(&self, path: &str, user: &str) -> TestClient {
         let before = self.hub.connection_count();
         let sep = if path.contains('?') { '&' } else { '?' };
-        let client = self
-            .connect(&format!(
-                "{path}{sep}token={}",
-                token(user, &capitalize(user))
-            ))
-            .await;
+        let token = self.user_token(user).await;
+        let client = self.connect(&format!("{path}{sep}token={token}")).await;
         self.wait_for(|hub| hub.connection_count() > before).await;
         client
     }

@@ -25,11 +25,8 @@ async fn shutdown_closes_every_socket_with_1001() {
 
 #[tokio::test]
 async fn healthz_answers_ok() {
-    let server = roomcast_server::Server::new(roomcast_server::ServerConfig::new(
-        roomcast::Authenticator::hs256(SECRET),
-    ));
-    let response = server
-        .router()
+    let (router, _dir) = test_app(|_| {}).await;
+    let response = router
         .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
         .await
         .unwrap();
@@ -38,14 +35,10 @@ async fn healthz_answers_ok() {
 
 #[tokio::test]
 async fn websocket_endpoints_are_absent_when_disabled() {
-    let server = roomcast_server::Server::new({
-        let mut config = roomcast_server::ServerConfig::new(roomcast::Authenticator::hs256(SECRET));
-        config.websocket_enabled = false;
-        config
-    });
+    let (router, _dir) = test_app(|config| config.websocket_enabled = false).await;
     for path in ["/ws", "/ws/lobby", "/ws/auth", "/ws/auth/lobby"] {
-        let response = server
-            .router()
+        let response = router
+            .clone()
             .oneshot(Request::get(path).body(Body::empty()).unwrap())
             .await
             .unwrap();

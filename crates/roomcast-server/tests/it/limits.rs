@@ -26,8 +26,8 @@ async fn an_oversized_message_closes_with_1009() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_receiving() {
-    // Bounded: enough 4 KiB messages to fill any loopback socket buffer many times over.
-    const MAX_MESSAGES: usize = 5000;
+    // Bounded: enough 32 KiB messages to fill any loopback socket buffer many times over.
+    const MAX_MESSAGES: usize = 2000;
     let server = TestServer::start_with(|config| {
         config.session.max_message_bytes = 64 * 1024;
         config.session.outbound_capacity = 16;
@@ -38,7 +38,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_recei
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
-    let url = server.url(&format!("/ws?token={}", token("slow", "Slow")));
+    let url = server.url(&format!("/ws?token={}", server.user_token("slow").await));
     let (ws, response) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
         .await
         .unwrap();
@@ -51,27 +51,32 @@ async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_recei
     slow.recv_type("join").await;
     slow.recv_type("join").await;
 
-    // The slow client stops reading. The publisher talks until the server gives up on it;
-    // the fast client receives every message meanwhile, in order.
-    let content = "y".repeat(4 * 1024);
+    // The slow client stops reading. The publisher talks, a burst at a time, until the server
+    // gives up on it; the fast client receives every message meanwhile, in order.
+    const BURST: usize = 8;
+    let content = "y".repeat(32 * 1024);
     let mut sent = 0;
     while server.hub.stats().slow_consumers_total == 0 {
         assert!(
             sent < MAX_MESSAGES,
             "no slow consumer detected after {sent} messages"
         );
-        let message =
-            json!({"type": "message", "room": "lobby", "content": format!("{sent}:{content}")});
-        publisher.send_json(message).await;
-        let got = fast.recv_type("message").await;
-        assert!(
-            got["content"]
-                .as_str()
-                .unwrap()
-                .starts_with(&format!("{sent}:"))
-        );
-        publisher.recv_type("message").await;
-        sent += 1;
+        for i in sent..sent + BURST {
+            let message =
+                json!({"type": "message", "room": "lobby", "content": format!("{i}:{content}")});
+            publisher.send_json(message).await;
+        }
+        for i in sent..sent + BURST {
+            let got = fast.recv_type("message").await;
+            assert!(
+                got["content"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&format!("{i}:"))
+            );
+            publisher.recv_type("ack").await;
+        }
+        sent += BURST;
     }
     // The room goes on without the slow client.
     publisher
@@ -94,7 +99,7 @@ async fn connections_beyond_the_limit_are_closed_with_1013() {
     let first = server.connect_as("/ws", "ann").await;
     let _second = server.connect_as("/ws", "bob").await;
     let mut third = server
-        .connect(&format!("/ws?token={}", token("cat", "Cat")))
+        .connect(&format!("/ws?token={}", server.user_token("cat").await))
         .await;
     let frame = third.expect_close(1013).await;
     assert_eq!(frame.reason.as_str(), "server full");

@@ -3,9 +3,11 @@
 
 // Test helpers are `pub` for the sibling modules, not an API.
 #![allow(unreachable_pub, missing_docs)]
+mod api;
 mod auth;
 mod common;
 mod heartbeat;
+mod history;
 mod lifecycle;
 mod limits;
 mod native;

@@ -51,7 +51,13 @@ async fn two_users_in_a_room_see_each_other_join_talk_and_leave() {
             message["id"].as_str().is_some_and(|id| !id.is_empty()),
             "every message has an id"
         );
+        assert_eq!(message["seq"], 1, "persisted: the room's first seq");
     }
+    let ack = bob.recv_json().await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["seq"].as_u64()),
+        (Some("ack"), Some(1))
+    );
 
     bob.send_json(json!({"type": "leave", "room": "lobby"}))
         .await;
@@ -76,7 +82,10 @@ async fn two_users_in_a_room_see_each_other_join_talk_and_leave() {
 async fn a_room_in_the_path_is_joined_at_connect() {
     let server = TestServer::start().await;
     let mut ann = server
-        .connect(&format!("/ws/auth/kitchen?token={}", token("ann", "Ann")))
+        .connect(&format!(
+            "/ws/auth/kitchen?token={}",
+            server.user_token("ann").await
+        ))
         .await;
     let joined = ann.recv_json().await;
     assert_eq!(
@@ -128,8 +137,10 @@ async fn one_user_in_two_rooms_gets_each_rooms_messages() {
         [("blue".into(), "b".into()), ("red".into(), "r".into())]
     );
     assert_eq!(bob.recv_type("message").await["content"], "r");
+    assert_eq!(bob.recv_json().await["type"], "ack");
     bob.expect_silence(QUIET).await;
     assert_eq!(cat.recv_type("message").await["content"], "b");
+    assert_eq!(cat.recv_json().await["type"], "ack");
     cat.expect_silence(QUIET).await;
 }
 
@@ -151,6 +162,7 @@ async fn a_user_with_two_connections_joins_once_and_leaves_after_the_last() {
     assert_eq!(bob_tab1.recv_type("message").await["content"], "both tabs");
     assert_eq!(bob_tab2.recv_type("message").await["content"], "both tabs");
     ann.recv_type("message").await;
+    ann.recv_type("ack").await;
 
     bob_tab1.close().await;
     server.wait_for(|hub| hub.connection_count() == 2).await;

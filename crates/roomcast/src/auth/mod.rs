@@ -175,6 +175,7 @@ pub struct Authenticator {
     inner: Arc<AuthInner>,
 }
 
+#[derive(Clone)]
 struct AuthInner {
     key: DecodingKey,
     validation: Validation,
@@ -247,37 +248,24 @@ impl Authenticator {
         Ok(Self::with_key(key, Algorithm::ES256))
     }
 
+    /// Changes this handle's rules; clones sharing the old rules keep them (copy on write).
     fn edit(mut self, change: impl FnOnce(&mut AuthInner)) -> Self {
-        let inner = Arc::get_mut(&mut self.inner)
-            .expect("builder methods run before the authenticator is cloned");
-        change(inner);
+        change(Arc::make_mut(&mut self.inner));
         self
     }
 
     /// Clock skew tolerated on `exp` and `nbf` (rounded down to seconds). Default 30 s.
-    ///
-    /// # Panics
-    ///
-    /// When called on a clone that is shared; configure before cloning.
     pub fn leeway(self, leeway: Duration) -> Self {
         self.edit(|inner| inner.validation.leeway = leeway.as_secs())
     }
 
     /// Requires `iss` to equal `issuer`.
-    ///
-    /// # Panics
-    ///
-    /// When called on a clone that is shared; configure before cloning.
     pub fn issuer(self, issuer: impl Into<String>) -> Self {
         let issuer = issuer.into();
         self.edit(|inner| inner.validation.set_issuer(&[issuer]))
     }
 
     /// Requires `aud` to contain `audience`.
-    ///
-    /// # Panics
-    ///
-    /// When called on a clone that is shared; configure before cloning.
     pub fn audience(self, audience: impl Into<String>) -> Self {
         let audience = audience.into();
         self.edit(|inner| {
@@ -287,10 +275,6 @@ impl Authenticator {
     }
 
     /// The directory that decides whether a token's user exists. Default [`TrustTokens`].
-    ///
-    /// # Panics
-    ///
-    /// When called on a clone that is shared; configure before cloning.
     pub fn directory(self, directory: impl UserDirectory) -> Self {
         self.edit(|inner| inner.directory = Arc::new(directory))
     }

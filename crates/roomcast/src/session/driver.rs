@@ -78,17 +78,19 @@ pub(crate) async fn serve<H: Handler>(
         config: hub.config(),
         batch: VecDeque::new(),
     };
-    let end = match handler.on_connect(&session).await {
+    let mut end = match handler.on_connect(&session).await {
         Ok(()) => conn.run(&session, &outbound, handler, dialect).await,
         Err(err) => End::close(err.close_reason()),
     };
+    // No more frames after this point: later sends fail with `Closed`. A reason recorded
+    // earlier (shutdown, slow consumer) is the real one: a hook that failed because the
+    // connection was already closing must not turn it into a 1000 or a 1011.
+    end.reason = outbound.close_first(end.reason).0;
     if end.reason.code() == close_code::TRY_AGAIN_LATER {
         tracing::info!(reason = %end.reason, "closing a slow consumer");
     } else {
         tracing::debug!(reason = %end.reason, "session ended");
     }
-    // No more frames after this point: later sends fail with `Closed`.
-    outbound.close(end.reason.clone());
     conn.finish(&outbound, &end).await;
     handler.on_disconnect(&session, &end.reason).await;
     guard.release().await;

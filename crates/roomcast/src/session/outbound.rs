@@ -112,14 +112,20 @@ impl Outbound {
 
     /// Asks the session to close with `reason`. Returns false when a reason was already set.
     pub(crate) fn close(&self, reason: CloseReason) -> bool {
+        self.close_first(reason).1
+    }
+
+    /// Records `reason` unless one was recorded first; returns the reason in force and
+    /// whether it is this one.
+    pub(crate) fn close_first(&self, reason: CloseReason) -> (CloseReason, bool) {
         let mut queue = self.lock();
-        if queue.close.is_some() {
-            return false;
+        if let Some(first) = &queue.close {
+            return (first.clone(), false);
         }
-        queue.close = Some(reason);
+        queue.close = Some(reason.clone());
         drop(queue);
         self.shared.wake.notify_one();
-        true
+        (reason, true)
     }
 
     /// Waits until something was queued or a close was requested.

@@ -1,0 +1,139 @@
+//! # roomcast-loadgen
+//!
+//! Load scenarios for roomcast, over the wire protocol only, like any client: it mints its own
+//! HS256 tokens, connects over loopback, joins rooms with native envelopes, publishes messages
+//! that carry their own id and send time, and counts every delivery. It also ships a bare
+//! reference server ([`reference`]) so that each figure can be read as a ratio to a plain
+//! broadcast server measured in the same invocation (`--baseline-url`).
+//!
+//! It targets loopback only (127.0.0.0/8, `::1`, `localhost`); every run is bounded in size and
+//! time and stops by itself.
+//!
+//! ## Layout
+//!
+//! - [`cli`]: subcommands and options, each with a default and a bound.
+//! - [`scenario`]: `fanout` / `rooms`, `sweep`, `idle`, `connect`, and [`scenario::compare`],
+//!   which runs one against the target and the baseline and prints both.
+//! - [`fleet`]: a run's clients: set-up with bounded concurrency, the publishing window, drain,
+//!   stop, accounting.
+//! - [`client`]: one connection's task (reads and counts; a publisher also sends on schedule).
+//! - [`target`]: loopback-only endpoints, source-address spreading, connect + join.
+//! - [`wire`]: the envelopes written and read, the message id format, the clock.
+//! - [`ledger`]: exact delivery accounting and latency (HdrHistogram).
+//! - [`token`]: HS256 access tokens.
+//! - [`procfs`]: CPU time and RSS from `/proc`, the file-descriptor limit.
+//! - [`report`]: the table and the JSON line.
+//! - [`progress`]: progress bars, hidden when stdout is not a terminal.
+//! - [`reference`]: the bare reference server.
+//!
+//! `docs/PERFORMANCE.md` at the repository root has the method, the commands and the results.
+
+pub mod cli;
+pub mod client;
+pub mod fleet;
+pub mod ledger;
+pub mod procfs;
+pub mod progress;
+pub mod reference;
+pub mod report;
+pub mod scenario;
+pub mod target;
+pub mod token;
+pub mod wire;
+
+use serde_json::json;
+
+use cli::{Cli, Command};
+use scenario::{compare, connect, fanout, idle, sweep};
+
+/// Runs the command line's scenario and prints its report.
+///
+/// # Errors
+///
+/// A scenario that could not run (server unreachable, clients refused, limits too low).
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Raise RLIMIT_NOFILE before anything opens sockets.
+    scenario::nofile_limit();
+    match cli.command {
+        Command::Reference(args) => reference::run_cli(args).await,
+        Command::Fanout(args) => run_fanout("fanout", args).await,
+        Command::Rooms(args) => run_fanout("rooms", args.into_fanout()).await,
+        Command::Sweep(args) => {
+            let plan = sweep::SweepPlan {
+                shape: args.shape(),
+                start_rate: args.start_rate,
+                factor: args.factor,
+                max_rate: args.max_rate,
+                step_duration: args.step_duration,
+                max_steps: args.max_steps,
+                refine: args.refine,
+                p99_limit: args.p99_limit,
+                pause: args.target.pause,
+            };
+            let targets = args.target.targets();
+            compare(
+                "sweep",
+                json!(plan),
+                &targets,
+                args.target.pause,
+                async |t, ns| Ok(sweep::report(&sweep::run(t, &plan, &ns).await?)),
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Idle(args) => {
+            let plan = idle::IdlePlan {
+                connections: args.connections,
+                rooms: args.rooms,
+                hold: args.hold,
+                broadcast: args.broadcast,
+                payload: args.payload,
+            };
+            let targets = args.target.targets();
+            compare(
+                "idle",
+                json!(plan),
+                &targets,
+                args.target.pause,
+                async |t, ns| idle::run(t, &plan, &ns).await,
+            )
+            .await?;
+            Ok(())
+        }
+        Command::Connect(args) => {
+            let plan = connect::ConnectPlan {
+                connections: args.connections,
+                concurrency: args.concurrency,
+                rooms: args.rooms,
+            };
+            let targets = args.target.targets();
+            compare(
+                "connect",
+                json!(plan),
+                &targets,
+                args.target.pause,
+                async |t, ns| connect::run(t, &plan, &ns).await,
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn run_fanout(name: &str, args: cli::FanoutArgs) -> anyhow::Result<()> {
+    let plan = fanout::FanoutPlan {
+        shape: args.shape(),
+        rate: args.rate,
+        duration: args.duration,
+    };
+    let targets = args.target.targets();
+    compare(
+        name,
+        json!(plan),
+        &targets,
+        args.target.pause,
+        async |t, ns| Ok(fanout::run(t, &plan, &ns).await?.report()),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The few native envelopes the load generator writes and reads, and the clock it stamps
+//! messages with.
+//!
+//! A published message carries its identity and send time in `content`:
+//!
+//! ```text
+//! {"type":"message","room":"lg-r0","content":"lg:3:1042:58211034:xxxxxxxx…"}
+//!                                              │  │    │        └ padding up to --payload bytes
+//!                                              │  │    └ scheduled send time, µs since this process's epoch
+//!                                              │  └ counter, per publisher
+//!                                              └ publisher
+//! ```
+//!
+//! Receivers live in the same process, so the time is read on one monotonic clock. Frames from
+//! the server are classified with a byte scan rather than a full JSON parse: the load generator
+//! shares the machine with the server, and parsing a million frames a second would take a core.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// The identity a receiver reads back from a message's `content`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsgId {
+    /// Which publisher sent it (global index).
+    pub publisher: u32,
+    /// The publisher's counter, from 0.
+    pub seq: u64,
+    /// Scheduled send time, µs since [`epoch`].
+    pub sent_us: u64,
+}
+
+/// What a server frame is, as far as the load generator cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound<'a> {
+    /// A `message`; `None` when its content is not one of ours.
+    Message(Option<MsgId>),
+    /// A `user_list` for `room`.
+    UserList {
+        /// The room listed.
+        room: &'a str,
+    },
+    /// An `error` envelope.
+    Error,
+    /// Any other envelope type (`join`, `leave`, `ping`, `pong`, …).
+    Other(&'a str),
+    /// Not an envelope.
+    Unknown,
+}
+
+/// The instant all timestamps count from (set on first use).
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// µs from [`epoch`] to `at` (0 if `at` is earlier).
+pub fn micros_since_epoch(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch()).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// µs since [`epoch`], now.
+pub fn now_us() -> u64 {
+    micros_since_epoch(Instant::now())
+}
+
+/// `{"type":"join","room":room}`.
+pub fn join(room: &str) -> String {
+    format!(r#"{{"type":"join","room":"{room}"}}"#)
+}
+
+/// The smallest `--payload` that holds any id (`lg:` + three 20-digit numbers + separators).
+pub const MIN_PAYLOAD_BYTES: usize = 3 + 10 + 1 + 20 + 1 + 20 + 1;
+
+/// A `message` envelope for `room` whose content is `id`, padded with `x` to `payload` bytes
+/// (an id longer than `payload` is sent whole).
+pub fn message(room: &str, id: MsgId, payload: usize) -> String {
+    let mut content = format!("lg:{}:{}:{}:", id.publisher, id.seq, id.sent_us);
+    let pad = payload.saturating_sub(content.len());
+    content.extend(std::iter::repeat_n('x', pad));
+    format!(r#"{{"type":"message","room":"{room}","content":"{content}"}}"#)
+}
+
+/// Reads a frame's type and, for messages, our id.
+///
+/// ```
+/// use roomcast_loadgen::wire::{classify, Inbound, MsgId};
+/// let frame = r#"{"type":"message","room":"r","content":"lg:1:2:3:xx","user_id":"u"}"#;
+/// let id = MsgId { publisher: 1, seq: 2, sent_us: 3 };
+/// assert_eq!(classify(frame), Inbound::Message(Some(id)));
+/// assert_eq!(classify(r#"{"type":"user_list","room":"r","data":[]}"#), Inbound::UserList { room: "r" });
+/// ```
+pub fn classify(text: &str) -> Inbound<'_> {
+    let Some(kind) = string_field(text, "\"type\":\"") else {
+        return Inbound::Unknown;
+    };
+    match kind {
+        "message" => Inbound::Message(string_field(text, "\"content\":\"").and_then(parse_id)),
+        "user_list" => match string_field(text, "\"room\":\"") {
+            Some(room) => Inbound::UserList { room },
+            None => Inbound::Other(kind),
+        },
+        "error" => Inbound::Error,
+        other => Inbound::Other(other),
+    }
+}
+
+/// The string value after the first occurrence of `key` (which ends with the opening quote),
+/// up to the next quote. A `"key":"` sequence cannot occur inside a JSON string (its quotes
+/// would be escaped), so the first match is a key. Values with escapes are not needed here.
+fn string_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let start = text.find(key)? + key.len();
+    let len = text[start..].find('"')?;
+    Some(&text[start..start + len])
+}
+
+/// `lg:{publisher}:{seq}:{sent_us}:…`.
+fn parse_id(content: &str) -> Option<MsgId> {
+    let mut parts = content.strip_prefix("lg:")?.splitn(4, ':');
+    let publisher = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let sent_us = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some(MsgId {
+        publisher,
+        seq,
+        sent_us,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_round_trips_through_the_server_envelope() {
+        let id = MsgId {
+            publisher: 4_000_000_000,
+            seq: u64::MAX,
+            sent_us: u64::MAX,
+        };
+        let sent = message("room-1", id, MIN_PAYLOAD_BYTES);
+        let value: serde_json::Value = serde_json::from_str(&sent).unwrap();
+        assert_eq!(value["type"], "message");
+        assert_eq!(value["room"], "room-1");
+        let content = value["content"].as_str().unwrap();
+        assert_eq!(content.len(), MIN_PAYLOAD_BYTES, "{content}");
+        // What roomcast sends back: the same content among server fields.
+        let echoed = serde_json::json!({
+            "type": "message", "room": "room-1", "content": content,
+            "user_id": "lg-a-1", "username": "lg-a-1", "timestamp": 1, "id": "0199"
+        })
+        .to_string();
+        assert_eq!(classify(&echoed), Inbound::Message(Some(id)));
+    }
+
+    #[test]
+    fn content_is_padded_to_the_payload() {
+        let id = MsgId {
+            publisher: 1,
+            seq: 2,
+            sent_us: 3,
+        };
+        let value: serde_json::Value = serde_json::from_str(&message("r", id, 200)).unwrap();
+        assert_eq!(value["content"].as_str().unwrap().len(), 200);
+    }
+
+    #[test]
+    fn other_frames_are_told_apart() {
+        assert_eq!(
+            classify(r#"{"type":"join","room":"r","user_id":"u","timestamp":1}"#),
+            Inbound::Other("join")
+        );
+        assert_eq!(
+            classify(r#"{"type":"error","content":"not in room"}"#),
+            Inbound::Error
+        );
+        assert_eq!(
+            classify(r#"{"type":"message","room":"r","content":"hello"}"#),
+            Inbound::Message(None)
+        );
+        assert_eq!(classify("[]"), Inbound::Unknown);
+        assert_eq!(
+            classify(r#"{"type":"user_list","room":"a","data":["u"],"users":[]}"#),
+            Inbound::UserList { room: "a" }
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! HTTP API: accounts, rooms, seed 003 room codes, history pages, OpenAPI.

@@ -1,0 +1,1 @@
+//! History, acks, idempotent retries and resume in the native dialect; crash safety.

@@ -1,0 +1,189 @@
+//! Messages: appending (through the writer task) and reading history (straight from the pool).
+//!
+//! `append_message` checks its input, queues it on the writer's bounded `mpsc` with a `oneshot`
+//! for the answer (and, from `append_message_with`, a hook to run after the commit), and waits;
+//! `writer.rs` does the SQL. Reads need no ordering with writes
+//! beyond what a committed transaction gives, so they use the pool directly.
+
+use tokio::sync::oneshot;
+
+use crate::error::{Result, StoreError};
+use crate::records::{Appended, MessageRow, NewMessage, Seq, StoredMessage, check_key, check_text};
+use crate::store::{Store, with_pool};
+use crate::users::could_exist;
+use crate::writer::{AppendRequest, OnCommit, Pending};
+
+/// The columns of a [`MessageRow`], from `messages m JOIN rooms r ON r.id = m.room_id`.
+pub(crate) const MESSAGE_COLUMNS: &str = "m.id AS id, r.name AS room, m.seq AS seq, \
+     m.user_id AS user_id, m.username AS username, m.content AS content, m.data AS data, \
+     m.client_msg_id AS client_msg_id, m.created_at AS created_at";
+
+impl Store {
+    /// Persists a message and returns it with its id and seq, once committed.
+    ///
+    /// The message joins the writer's next group commit (see the crate docs): it is committed
+    /// with up to `max_batch - 1` others in one transaction, and this returns after that commit,
+    /// so the caller may broadcast and ack at once. Seqs are assigned in commit order, one gap-free
+    /// sequence per room.
+    ///
+    /// With a `client_msg_id`, a second append with the same `(room, user_id, client_msg_id)`
+    /// stores nothing, uses no seq, and returns the first message with [`Appended::Duplicate`].
+    ///
+    /// Waits while the writer's queue is full (`queue_capacity`).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when the room does not exist; [`StoreError::Invalid`] for an
+    /// empty or over-long (255 bytes) room, user id, username or `client_msg_id`, or a NUL in any
+    /// text; [`StoreError::Closed`] after [`Store::close`]; [`StoreError::BatchFailed`] when the
+    /// whole group commit failed; [`StoreError::Backend`] when this message's own statements
+    /// failed. A failure of one message never fails the others in its batch.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: once queued, the message is committed even if this future is dropped,
+    /// and its seq is then unknown to the caller. Send a `client_msg_id` and retry to learn it.
+    pub async fn append_message(&self, message: NewMessage) -> Result<(StoredMessage, Appended)> {
+        self.queue_append(message, None).await
+    }
+
+    /// [`Store::append_message`], and `on_commit` is called with the message right after its
+    /// commit, if it was stored now ([`Appended::New`]; not for a retry).
+    ///
+    /// The hook is for broadcasting in seq order. It runs on the store's writer task, which
+    /// calls the hooks of a batch one after the other, in seq order within each room, before
+    /// answering any caller: so messages reach it in the order the room's clients must see
+    /// them, which callers woken in arbitrary order after `append_message` could not
+    /// guarantee. It must be quick and must not block: every write waits while it runs (hand
+    /// the message to bounded queues with `try_send`, say). A panic in it is caught and logged;
+    /// the message stays committed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::append_message`]; on an error the hook is not called.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Store::append_message`]: once queued, the message is committed and the hook called
+    /// even if this future is dropped.
+    pub async fn append_message_with<F>(
+        &self,
+        message: NewMessage,
+        on_commit: F,
+    ) -> Result<(StoredMessage, Appended)>
+    where
+        F: FnOnce(&StoredMessage) + Send + 'static,
+    {
+        self.queue_append(message, Some(Box::new(on_commit))).await
+    }
+
+    /// Checks `message`, queues it for the writer and waits for the answer.
+    async fn queue_append(
+        &self,
+        message: NewMessage,
+        on_commit: Option<OnCommit>,
+    ) -> Result<(StoredMessage, Appended)> {
+        check_key("room name", &message.room)?;
+        check_key("user id", &message.user_id)?;
+        check_key("username", &message.username)?;
+        check_text("content", &message.content)?;
+        if let Some(key) = &message.client_msg_id {
+            check_key("client_msg_id", key)?;
+        }
+        let data_json = message
+            .data
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|err| StoreError::Invalid(format!("data is not serializable: {err}")))?;
+
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let request = AppendRequest {
+            pending: Pending { message, data_json },
+            on_commit,
+            reply_tx,
+        };
+        // Both ends fail only when the writer is gone: closed, or (a bug) panicked.
+        self.append_tx()
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        reply_rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A page of a room's history: the newest `limit` messages with a seq below `before` (all
+    /// of them when `before` is `None`), returned in ascending seq order.
+    ///
+    /// To page back, pass the first (oldest) seq of the page as the next `before`. An unknown
+    /// room has no messages: the result is empty, not an error.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the database fails.
+    pub async fn history(
+        &self,
+        room: &str,
+        before: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        if !could_exist(room) || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let before = before.map_or(i64::MAX, Seq::to_db);
+        let sql = format!(
+            "SELECT * FROM ( \
+                 SELECT {MESSAGE_COLUMNS} FROM messages m JOIN rooms r ON r.id = m.room_id \
+                 WHERE r.name = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3 \
+             ) AS page ORDER BY seq"
+        );
+        let rows = with_pool!(self.backend(), |pool| {
+            sqlx::query_as::<_, MessageRow>(&sql)
+                .bind(room)
+                .bind(before)
+                .bind(db_limit(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.into_iter()
+            .map(|row| row.into_message().map_err(StoreError::from))
+            .collect()
+    }
+
+    /// The messages of a room after `since`, oldest first, at most `limit` of them: a reconnecting
+    /// client's replay. Call again with the last seq returned until fewer than `limit` come back.
+    /// An unknown room has no messages.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the database fails.
+    pub async fn messages_since(
+        &self,
+        room: &str,
+        since: Seq,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>> {
+        if !could_exist(room) || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN rooms r ON r.id = m.room_id \
+             WHERE r.name = $1 AND m.seq > $2 ORDER BY m.seq LIMIT $3"
+        );
+        let rows = with_pool!(self.backend(), |pool| {
+            sqlx::query_as::<_, MessageRow>(&sql)
+                .bind(room)
+                .bind(since.to_db())
+                .bind(db_limit(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.into_iter()
+            .map(|row| row.into_message().map_err(StoreError::from))
+            .collect()
+    }
+}
+
+/// A `LIMIT` for the database's signed integer, saturating.
+fn db_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

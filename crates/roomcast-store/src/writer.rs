@@ -1,0 +1,584 @@
+//! The writer task: group commit of appended messages.
+//!
+//! One task per store owns every message write. It receives `AppendRequest`s on the store's
+//! bounded `mpsc` (each carrying a `oneshot` for its answer), takes whatever is queued, up to
+//! `max_batch`, writes it all in one transaction, commits, and only then answers each request.
+//!
+//! ```text
+//! append_message ─┐                           ┌─ BEGIN
+//! append_message ─┼─▶ mpsc ─▶ recv_many ────▶ ├─ lock the batch's rooms, read their last_seq
+//! append_message ─┘  (bounded)  (≤ max_batch) ├─ look up retried client_msg_ids
+//!        ▲                                    ├─ INSERT every new message (one statement)
+//!        │                                    ├─ UPDATE the rooms' last_seq (one statement)
+//!        └────────── oneshot answers ◀─────── └─ COMMIT
+//! ```
+//!
+//! A batch costs the same four statements however many messages and rooms it holds: lists go
+//! to the database as one JSON array parameter, unpacked by `json_each` (SQLite) or
+//! `json_to_recordset` (PostgreSQL), so the SQL text is fixed and stays in the statement cache.
+//! Each statement is a round trip (to the SQLite driver's thread, or to the server), which is
+//! why the batch is not written message by message.
+//!
+//! Seqs are assigned here, in arrival order within each room, from `last_seq` read under the
+//! room rows' locks, and written back before the commit: gap-free, and one sequence per room
+//! across every process sharing the database. Retries (a known `client_msg_id`) take no seq.
+//! On PostgreSQL the rows are locked in room-name order (`ORDER BY name FOR UPDATE`), so
+//! writers on several nodes cannot deadlock; on SQLite `BEGIN IMMEDIATE` already holds the
+//! database's single write lock.
+//!
+//! Failures stay with their messages. An unknown room fails its own messages without any
+//! failing statement. Should a statement fail anyway, the transaction is rolled back and the
+//! batch written again in smaller units: first one per room (in name order), then, for the
+//! room that failed, one per message; a single message that still fails gets its error and is
+//! left out of the next attempt. Each attempt splits or removes a unit, so the retries end.
+//! Only `BEGIN` or `COMMIT` failing fails the whole batch (`StoreError::BatchFailed`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::error::{Result, StoreError};
+use crate::messages::MESSAGE_COLUMNS;
+use crate::records::{Appended, MessageId, MessageRow, NewMessage, Seq, StoredMessage, now_ms};
+use crate::store::{Backend, with_pool};
+
+/// A hook `append_message_with` runs on the writer task after the message's commit.
+pub(crate) type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
+
+/// One `append_message` call waiting for the writer.
+pub(crate) struct AppendRequest {
+    /// What to write.
+    pub(crate) pending: Pending,
+    /// Called after the commit if the message was stored now (`append_message_with`).
+    pub(crate) on_commit: Option<OnCommit>,
+    /// Where the answer goes; the caller waits on the other end.
+    pub(crate) reply_tx: oneshot::Sender<Result<(StoredMessage, Appended)>>,
+}
+
+/// The part of an `AppendRequest` that is written. Kept apart from the hook and the reply
+/// sender while the batch is written: the writes borrow it across awaits, so it must be `Sync`,
+/// which a caller's hook need not be.
+pub(crate) struct Pending {
+    /// The message as the caller gave it.
+    pub(crate) message: NewMessage,
+    /// `message.data` as JSON text, serialized by the caller's task rather than the writer's.
+    pub(crate) data_json: Option<String>,
+}
+
+/// The part of an `AppendRequest` that waits for the outcome.
+struct Waiter {
+    on_commit: Option<OnCommit>,
+    reply_tx: oneshot::Sender<Result<(StoredMessage, Appended)>>,
+}
+
+/// What happened to one message of a batch.
+enum ItemOutcome {
+    /// Inserted with this id, seq and time.
+    Inserted {
+        id: MessageId,
+        seq: Seq,
+        created_at: i64,
+    },
+    /// A retry of a message committed earlier: the original.
+    Duplicate(StoredMessage),
+    /// A retry of the message at this index of the same batch.
+    DuplicateOf(usize),
+    /// Not written.
+    Failed(StoreError),
+}
+
+/// Why an attempt at writing a batch stopped.
+enum AttemptError {
+    /// `BEGIN` or `COMMIT` failed: the batch as a whole.
+    Batch(sqlx::Error),
+    /// A statement for the unit at this index failed.
+    Unit(usize, sqlx::Error),
+}
+
+/// A room as the lock statement returns it.
+#[derive(sqlx::FromRow)]
+struct LockedRoom {
+    name: String,
+    id: i64,
+    last_seq: i64,
+}
+
+/// One idempotency key, as the lookup of earlier messages unpacks it from its JSON array.
+#[derive(Serialize)]
+struct KeyRow<'a> {
+    room_id: i64,
+    user_id: &'a str,
+    client_msg_id: &'a str,
+}
+
+/// One message, as the INSERT unpacks it from its JSON array.
+#[derive(Serialize)]
+struct InsertRow<'a> {
+    room_id: i64,
+    seq: i64,
+    id: MessageId,
+    user_id: &'a str,
+    username: &'a str,
+    content: &'a str,
+    data: Option<&'a str>,
+    client_msg_id: Option<&'a str>,
+}
+
+/// One room's new counter, as the UPDATE unpacks it from its JSON array.
+#[derive(Serialize)]
+struct CounterRow {
+    id: i64,
+    last_seq: i64,
+}
+
+/// The batch statements. The JSON unpacking differs between the backends; the rest is shared.
+struct BatchSql {
+    /// `$1` JSON array of room names: lock them, return [`LockedRoom`]s.
+    lock_rooms: &'static str,
+    /// `$1` JSON array of [`KeyRow`]s: the earlier messages with those keys.
+    find_originals: String,
+    /// `$1` created_at, `$2` JSON array of [`InsertRow`]s.
+    insert: &'static str,
+    /// `$1` JSON array of [`CounterRow`]s.
+    update_counters: &'static str,
+}
+
+impl BatchSql {
+    fn for_backend(backend: &Backend) -> BatchSql {
+        match backend {
+            Backend::Sqlite(_) => BatchSql {
+                // `BEGIN IMMEDIATE` holds the write lock already: a plain read is enough.
+                lock_rooms: "SELECT name, id, last_seq FROM rooms \
+                     WHERE name IN (SELECT value FROM json_each($1))",
+                // The keys drive the join, each an index lookup on `messages_client_msg_id`;
+                // CROSS JOIN makes SQLite keep them as the outer loop.
+                find_originals: format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM \
+                     (SELECT value ->> 'room_id' AS room_id, value ->> 'user_id' AS user_id, \
+                     value ->> 'client_msg_id' AS client_msg_id FROM json_each($1)) AS k \
+                     CROSS JOIN messages m JOIN rooms r ON r.id = m.room_id \
+                     WHERE m.room_id = k.room_id AND m.user_id = k.user_id \
+                     AND m.client_msg_id = k.client_msg_id"
+                ),
+                insert: "INSERT INTO messages (room_id, seq, id, user_id, username, content, \
+                     data, client_msg_id, created_at) \
+                     SELECT value ->> 'room_id', value ->> 'seq', value ->> 'id', \
+                     value ->> 'user_id', value ->> 'username', value ->> 'content', \
+                     value ->> 'data', value ->> 'client_msg_id', $1 \
+                     FROM json_each($2)",
+                update_counters: "UPDATE rooms SET last_seq = c.last_seq \
+                     FROM (SELECT value ->> 'id' AS id, value ->> 'last_seq' AS last_seq \
+                     FROM json_each($1)) AS c \
+                     WHERE rooms.id = c.id",
+            },
+            Backend::Postgres(_) => BatchSql {
+                // Row locks taken in name order: see the module docs.
+                lock_rooms: "SELECT name, id, last_seq FROM rooms \
+                     WHERE name IN (SELECT value FROM json_array_elements_text($1::json)) \
+                     ORDER BY name FOR UPDATE",
+                find_originals: format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM json_to_recordset($1::json) \
+                     AS k(room_id BIGINT, user_id TEXT, client_msg_id TEXT) \
+                     CROSS JOIN messages m JOIN rooms r ON r.id = m.room_id \
+                     WHERE m.room_id = k.room_id AND m.user_id = k.user_id \
+                     AND m.client_msg_id = k.client_msg_id"
+                ),
+                insert: "INSERT INTO messages (room_id, seq, id, user_id, username, content, \
+                     data, client_msg_id, created_at) \
+                     SELECT x.room_id, x.seq, x.id, x.user_id, x.username, x.content, x.data, \
+                     x.client_msg_id, $1 \
+                     FROM json_to_recordset($2::json) AS x(room_id BIGINT, seq BIGINT, \
+                     id TEXT, user_id TEXT, username TEXT, content TEXT, data TEXT, \
+                     client_msg_id TEXT)",
+                update_counters: "UPDATE rooms SET last_seq = c.last_seq \
+                     FROM json_to_recordset($1::json) AS c(id BIGINT, last_seq BIGINT) \
+                     WHERE rooms.id = c.id",
+            },
+        }
+    }
+}
+
+/// Runs the writer until the queue is closed (`close`, or every `Store` clone dropped) and
+/// drained. Every request received is answered.
+pub(crate) async fn run(
+    backend: Backend,
+    mut append_rx: mpsc::Receiver<AppendRequest>,
+    shutdown: Arc<Notify>,
+    max_batch: usize,
+) {
+    let sql = BatchSql::for_backend(&backend);
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        let received = tokio::select! {
+            // Appends are waiting: take all of them, up to `max_batch`. 0 means closed and empty.
+            received = append_rx.recv_many(&mut batch, max_batch) => received,
+            // `close`: refuse new appends; the arm above still drains what is queued.
+            () = shutdown.notified() => {
+                append_rx.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let (pending, waiters): (Vec<Pending>, Vec<Waiter>) = batch
+            .drain(..)
+            .map(|request| {
+                let waiter = Waiter {
+                    on_commit: request.on_commit,
+                    reply_tx: request.reply_tx,
+                };
+                (request.pending, waiter)
+            })
+            .unzip();
+        let outcomes = write_batch(&backend, &sql, &pending).await;
+        answer(pending, waiters, outcomes);
+    }
+    tracing::debug!("store writer stopped");
+}
+
+/// Runs the commit hooks, then answers every waiter; the three lists are in batch order.
+fn answer(batch: Vec<Pending>, waiters: Vec<Waiter>, outcomes: Vec<ItemOutcome>) {
+    let mut replies: Vec<Option<Result<(StoredMessage, Appended)>>> =
+        Vec::with_capacity(batch.len());
+    let mut duplicates_of = Vec::new();
+    for (index, (request, outcome)) in batch.into_iter().zip(outcomes).enumerate() {
+        let reply = match outcome {
+            ItemOutcome::Inserted {
+                id,
+                seq,
+                created_at,
+            } => {
+                let NewMessage {
+                    room,
+                    user_id,
+                    username,
+                    content,
+                    data,
+                    client_msg_id,
+                } = request.message;
+                let stored = StoredMessage {
+                    id,
+                    room,
+                    seq,
+                    user_id,
+                    username,
+                    content,
+                    data,
+                    client_msg_id,
+                    created_at,
+                };
+                Some(Ok((stored, Appended::New)))
+            }
+            ItemOutcome::Duplicate(original) => Some(Ok((original, Appended::Duplicate))),
+            ItemOutcome::DuplicateOf(first) => {
+                duplicates_of.push((index, first));
+                None
+            }
+            ItemOutcome::Failed(err) => Some(Err(err)),
+        };
+        replies.push(reply);
+    }
+    // A retry within the batch gets a copy of the message it repeats, which came earlier.
+    for (index, first) in duplicates_of {
+        let original = match &replies[first] {
+            Some(Ok((original, _))) => Ok((original.clone(), Appended::Duplicate)),
+            _ => {
+                unreachable!("a retry within the batch points at an earlier message that succeeded")
+            }
+        };
+        replies[index] = Some(original);
+    }
+    // Batch order is arrival order, and within each room arrival order is seq order: the hooks
+    // see each room's new messages in seq order.
+    let mut reply_txs = Vec::with_capacity(waiters.len());
+    for (waiter, reply) in waiters.into_iter().zip(&replies) {
+        reply_txs.push(waiter.reply_tx);
+        if let (Some(hook), Some(Ok((stored, Appended::New)))) = (waiter.on_commit, reply) {
+            // A panicking hook must not take the writer, and every later write, down with it.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(stored)));
+            if run.is_err() {
+                tracing::error!(room = %stored.room, seq = %stored.seq, "append_message_with hook panicked");
+            }
+        }
+    }
+    for (reply_tx, reply) in reply_txs.into_iter().zip(replies) {
+        let reply = reply.expect("every reply was filled above");
+        // A dropped receiver is a caller that stopped waiting; there is no one to tell.
+        let _ = reply_tx.send(reply);
+    }
+}
+
+/// Writes `batch` in one transaction (retrying in smaller units as the module docs describe)
+/// and returns each message's outcome, in `batch` order.
+async fn write_batch(backend: &Backend, sql: &BatchSql, batch: &[Pending]) -> Vec<ItemOutcome> {
+    let mut outcomes: Vec<Option<ItemOutcome>> = batch.iter().map(|_| None).collect();
+    // One unit holding the whole batch, in arrival order.
+    let mut units: Vec<Vec<usize>> = vec![(0..batch.len()).collect()];
+    let created_at = now_ms();
+    while !units.is_empty() {
+        match attempt(backend, sql, batch, &units, created_at).await {
+            Ok(written) => {
+                for (index, outcome) in written {
+                    outcomes[index] = Some(outcome);
+                }
+                break;
+            }
+            Err(AttemptError::Batch(err)) => {
+                let err = Arc::new(err);
+                for &index in units.iter().flatten() {
+                    let err = StoreError::BatchFailed(Arc::clone(&err));
+                    outcomes[index] = Some(ItemOutcome::Failed(err));
+                }
+                break;
+            }
+            Err(AttemptError::Unit(failed, err)) => {
+                let unit = &units[failed];
+                let room = &batch[unit[0]].message.room;
+                let smaller: Vec<Vec<usize>> =
+                    if unit.iter().any(|&index| batch[index].message.room != *room) {
+                        split_by_room(batch, unit)
+                    } else {
+                        unit.iter().map(|&index| vec![index]).collect()
+                    };
+                if smaller.len() > 1 {
+                    units.splice(failed..=failed, smaller);
+                } else {
+                    let index = units.remove(failed)[0];
+                    outcomes[index] = Some(ItemOutcome::Failed(StoreError::Backend(err)));
+                }
+            }
+        }
+    }
+    tracing::trace!(messages = batch.len(), "group commit");
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every message is written, or failed, before the loop ends"))
+        .collect()
+}
+
+/// The indexes of `unit` grouped by room, rooms in name order, messages in arrival order.
+fn split_by_room(batch: &[Pending], unit: &[usize]) -> Vec<Vec<usize>> {
+    let mut order = unit.to_vec();
+    // Stable: equal rooms keep arrival order.
+    order.sort_by(|&a, &b| batch[a].message.room.cmp(&batch[b].message.room));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for index in order {
+        match groups.last_mut() {
+            Some(group) if batch[group[0]].message.room == batch[index].message.room => {
+                group.push(index);
+            }
+            _ => groups.push(vec![index]),
+        }
+    }
+    groups
+}
+
+/// One try at writing `units` of `batch` in a single transaction.
+async fn attempt(
+    backend: &Backend,
+    sql: &BatchSql,
+    batch: &[Pending],
+    units: &[Vec<usize>],
+    created_at: i64,
+) -> std::result::Result<Vec<(usize, ItemOutcome)>, AttemptError> {
+    let mut written = Vec::with_capacity(batch.len());
+    with_pool!(backend, |pool| {
+        let mut tx = pool
+            .begin_with(backend.write_begin())
+            .await
+            .map_err(AttemptError::Batch)?;
+        for (unit_index, unit) in units.iter().enumerate() {
+            let done = async {
+                let mut rooms: Vec<&str> = unit
+                    .iter()
+                    .map(|&index| batch[index].message.room.as_str())
+                    .collect();
+                rooms.sort_unstable();
+                rooms.dedup();
+                let locked: Vec<LockedRoom> = sqlx::query_as(sql.lock_rooms)
+                    .bind(to_json(&rooms))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let keys = unit_keys(batch, unit, &locked);
+                let originals = if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    let rows: Vec<MessageRow> = sqlx::query_as(&sql.find_originals)
+                        .bind(to_json(&keys))
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    rows.into_iter()
+                        .map(MessageRow::into_message)
+                        .collect::<std::result::Result<Vec<_>, _>>()?
+                };
+                let plan = plan_unit(batch, unit, &locked, originals);
+                if !plan.inserts.is_empty() {
+                    sqlx::query(sql.insert)
+                        .bind(created_at)
+                        .bind(to_json(&plan.inserts))
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(sql.update_counters)
+                        .bind(to_json(&plan.counters))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok::<_, sqlx::Error>(plan.outcomes(created_at))
+            }
+            .await;
+            match done {
+                Ok(outcomes) => written.extend(outcomes),
+                Err(err) => {
+                    // Whatever the rollback says, the next attempt starts a fresh transaction.
+                    let _ = tx.rollback().await;
+                    return Err(AttemptError::Unit(unit_index, err));
+                }
+            }
+        }
+        tx.commit().await.map_err(AttemptError::Batch)
+    })?;
+    Ok(written)
+}
+
+/// What writing one unit will do, worked out from its rooms' counters and the earlier
+/// messages with its keys.
+struct UnitPlan<'a> {
+    /// The rows to insert.
+    inserts: Vec<InsertRow<'a>>,
+    /// The rooms' new counters.
+    counters: Vec<CounterRow>,
+    /// Each message's outcome; `Inserted` ones carry no time yet.
+    outcomes: Vec<(usize, PlannedOutcome)>,
+}
+
+/// An outcome before the commit time is stamped on it.
+enum PlannedOutcome {
+    Insert { id: MessageId, seq: Seq },
+    Other(ItemOutcome),
+}
+
+impl UnitPlan<'_> {
+    fn outcomes(self, created_at: i64) -> Vec<(usize, ItemOutcome)> {
+        self.outcomes
+            .into_iter()
+            .map(|(index, planned)| {
+                let outcome = match planned {
+                    PlannedOutcome::Insert { id, seq } => ItemOutcome::Inserted {
+                        id,
+                        seq,
+                        created_at,
+                    },
+                    PlannedOutcome::Other(outcome) => outcome,
+                };
+                (index, outcome)
+            })
+            .collect()
+    }
+}
+
+/// The idempotency keys of `unit`'s messages to known rooms, to look earlier messages up by.
+fn unit_keys<'a>(batch: &'a [Pending], unit: &[usize], locked: &[LockedRoom]) -> Vec<KeyRow<'a>> {
+    unit.iter()
+        .filter_map(|&index| {
+            let message = &batch[index].message;
+            let room = locked.iter().find(|room| room.name == message.room)?;
+            Some(KeyRow {
+                room_id: room.id,
+                user_id: &message.user_id,
+                client_msg_id: message.client_msg_id.as_deref()?,
+            })
+        })
+        .collect()
+}
+
+/// Assigns seqs to the messages of `unit` in arrival order, skipping unknown rooms and retries
+/// (of `originals`, or of an earlier message of the unit).
+fn plan_unit<'a>(
+    batch: &'a [Pending],
+    unit: &[usize],
+    locked: &[LockedRoom],
+    originals: Vec<StoredMessage>,
+) -> UnitPlan<'a> {
+    let mut counters: HashMap<&str, (i64, i64)> = locked
+        .iter()
+        .map(|room| (room.name.as_str(), (room.id, room.last_seq)))
+        .collect();
+    let mut originals: HashMap<(&str, &str, &str), StoredMessage> = originals
+        .iter()
+        .filter_map(|m| {
+            let key = m.client_msg_id.as_deref()?;
+            Some(((m.room.as_str(), m.user_id.as_str(), key), m.clone()))
+        })
+        .collect();
+    let mut first_with_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
+    let mut plan = UnitPlan {
+        inserts: Vec::with_capacity(unit.len()),
+        counters: Vec::new(),
+        outcomes: Vec::with_capacity(unit.len()),
+    };
+    for &index in unit {
+        let request = &batch[index];
+        let message = &request.message;
+        let Some((room_id, last_seq)) = counters.get_mut(message.room.as_str()) else {
+            let err = StoreError::NotFound(format!("room {:?}", message.room));
+            plan.outcomes
+                .push((index, PlannedOutcome::Other(ItemOutcome::Failed(err))));
+            continue;
+        };
+        if let Some(key) = message.client_msg_id.as_deref() {
+            let sender_key = (message.room.as_str(), message.user_id.as_str(), key);
+            if let Some(original) = originals.remove(&sender_key) {
+                // Later retries in this unit repeat this one.
+                first_with_key.insert(sender_key, index);
+                plan.outcomes.push((
+                    index,
+                    PlannedOutcome::Other(ItemOutcome::Duplicate(original)),
+                ));
+                continue;
+            }
+            if let Some(&first) = first_with_key.get(&sender_key) {
+                plan.outcomes.push((
+                    index,
+                    PlannedOutcome::Other(ItemOutcome::DuplicateOf(first)),
+                ));
+                continue;
+            }
+            first_with_key.insert(sender_key, index);
+        }
+        *last_seq += 1;
+        let id = MessageId::new_v7();
+        plan.inserts.push(InsertRow {
+            room_id: *room_id,
+            seq: *last_seq,
+            id: id.clone(),
+            user_id: &message.user_id,
+            username: &message.username,
+            content: &message.content,
+            data: request.data_json.as_deref(),
+            client_msg_id: message.client_msg_id.as_deref(),
+        });
+        plan.outcomes.push((
+            index,
+            PlannedOutcome::Insert {
+                id,
+                seq: Seq::from_db(*last_seq),
+            },
+        ));
+    }
+    plan.counters = locked
+        .iter()
+        .filter_map(|room| {
+            let (id, last_seq) = counters[room.name.as_str()];
+            (last_seq != room.last_seq).then_some(CounterRow { id, last_seq })
+        })
+        .collect();
+    plan
+}
+
+/// Serializes a statement's JSON array parameter.
+fn to_json<T: Serialize>(rows: &T) -> String {
+    serde_json::to_string(rows).expect("rows of strings and integers always serialize")
+}

@@ -1,0 +1,795 @@
+//! The store suite: every case is written once in `cases` and runs twice, as `sqlite::<case>`
+//! (always) and `postgres::<case>` (when `DATABASE_URL` is set; see `common`).
+
+#[macro_use]
+mod common;
+
+store_suite![
+    created_user_is_found_by_id_and_username,
+    duplicate_username_or_id_is_a_conflict,
+    ensure_user_creates_once_then_returns_the_existing_user,
+    invalid_ids_and_names_are_refused_and_never_found,
+    refresh_token_is_consumed_once_and_reuse_is_detected,
+    revoked_expired_and_orphan_refresh_tokens_are_refused,
+    rooms_are_created_found_listed_and_unique,
+    private_room_membership_is_recorded,
+    append_assigns_gap_free_seqs_per_room,
+    retry_with_same_client_msg_id_returns_the_original,
+    concurrent_appends_produce_every_seq_exactly_once,
+    commit_hooks_see_each_room_in_seq_order_and_only_new_messages,
+    history_pages_back_in_ascending_order,
+    messages_since_replays_in_order,
+    unknown_room_fails_only_its_own_message_in_a_batch,
+    message_the_database_rejects_fails_alone_in_its_batch,
+    content_and_names_are_stored_literally,
+    reopened_store_keeps_all_messages_in_order,
+    appends_after_close_are_refused,
+];
+
+mod cases {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use roomcast_store::{Appended, NewMessage, Seq, StoreError, StoredMessage};
+    use serde_json::json;
+
+    use crate::common::TestDb;
+
+    /// A message from `user` (whose name is the id upper-cased) with no payload or key.
+    fn message(room: &str, user: &str, content: &str) -> NewMessage {
+        NewMessage {
+            room: room.to_owned(),
+            user_id: user.to_owned(),
+            username: user.to_uppercase(),
+            content: content.to_owned(),
+            data: None,
+            client_msg_id: None,
+        }
+    }
+
+    /// Like [`message`], with an idempotency key.
+    fn keyed(room: &str, user: &str, content: &str, key: &str) -> NewMessage {
+        NewMessage {
+            client_msg_id: Some(key.to_owned()),
+            ..message(room, user, content)
+        }
+    }
+
+    fn seqs(messages: &[StoredMessage]) -> Vec<u64> {
+        messages.iter().map(|m| m.seq.0).collect()
+    }
+
+    fn contents(messages: &[StoredMessage]) -> Vec<&str> {
+        messages.iter().map(|m| m.content.as_str()).collect()
+    }
+
+    fn now_ms() -> i64 {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
+        i64::try_from(since_epoch.as_millis()).expect("millis fit i64")
+    }
+
+    /// Appends `count` messages "m1".. to `room` and returns them.
+    async fn append_n(db: &TestDb, room: &str, count: usize) -> Vec<StoredMessage> {
+        let mut stored = Vec::new();
+        for n in 1..=count {
+            let (message, appended) = db
+                .store
+                .append_message(message(room, "u1", &format!("m{n}")))
+                .await
+                .expect("append");
+            assert_eq!(appended, Appended::New);
+            stored.push(message);
+        }
+        stored
+    }
+
+    pub(crate) async fn created_user_is_found_by_id_and_username(db: TestDb) {
+        let store = &db.store;
+        let ada = store
+            .create_user("u-ada", "ada", Some("$argon2id$v=19$hash"))
+            .await
+            .expect("create ada");
+        assert_eq!(ada.id, "u-ada");
+        assert_eq!(ada.username, "ada");
+        assert_eq!(ada.password_hash.as_deref(), Some("$argon2id$v=19$hash"));
+        assert!(ada.created_at > 0);
+
+        assert_eq!(store.user_by_id("u-ada").await.unwrap(), Some(ada.clone()));
+        assert_eq!(store.user_by_username("ada").await.unwrap(), Some(ada));
+        assert_eq!(store.user_by_username("ADA").await.unwrap(), None);
+        assert_eq!(store.user_by_id("u-nobody").await.unwrap(), None);
+        assert!(store.user_exists("u-ada").await.unwrap());
+        assert!(!store.user_exists("u-nobody").await.unwrap());
+
+        let bob = store.create_user("u-bob", "bob", None).await.unwrap();
+        assert_eq!(bob.password_hash, None);
+    }
+
+    pub(crate) async fn duplicate_username_or_id_is_a_conflict(db: TestDb) {
+        let store = &db.store;
+        store.create_user("u1", "ada", None).await.unwrap();
+        let taken_name = store.create_user("u2", "ada", None).await.unwrap_err();
+        assert!(
+            matches!(&taken_name, StoreError::Conflict(why) if why.contains("username")),
+            "{taken_name:?}"
+        );
+        let taken_id = store.create_user("u1", "grace", None).await.unwrap_err();
+        assert!(
+            matches!(&taken_id, StoreError::Conflict(why) if why.contains("user id")),
+            "{taken_id:?}"
+        );
+        assert!(!store.user_exists("u2").await.unwrap());
+    }
+
+    pub(crate) async fn ensure_user_creates_once_then_returns_the_existing_user(db: TestDb) {
+        let store = &db.store;
+        assert!(!store.user_exists("cli-1").await.unwrap());
+        let created = store.ensure_user("cli-1", "tester").await.unwrap();
+        assert_eq!(created.username, "tester");
+        assert_eq!(created.password_hash, None);
+        assert!(store.user_exists("cli-1").await.unwrap());
+
+        let again = store.ensure_user("cli-1", "another-name").await.unwrap();
+        assert_eq!(again, created, "an existing user is returned unchanged");
+
+        let err = store.ensure_user("cli-2", "tester").await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    }
+
+    pub(crate) async fn invalid_ids_and_names_are_refused_and_never_found(db: TestDb) {
+        let store = &db.store;
+        for (id, name) in [("", "ada"), ("u1", ""), ("u\0", "ada"), ("u1", "a\0da")] {
+            let err = store.create_user(id, name, None).await.unwrap_err();
+            assert!(
+                matches!(err, StoreError::Invalid(_)),
+                "{id:?} {name:?}: {err:?}"
+            );
+        }
+        let long = "x".repeat(256);
+        let err = store.create_user(&long, "ada", None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        let err = store.create_room("", false, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+
+        store.create_room("lobby", false, None).await.unwrap();
+        let err = store
+            .append_message(message("lobby", "u1", "nul \0 inside"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+        let err = store
+            .append_message(keyed("lobby", "u1", "hi", ""))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+
+        // Keys that could never be stored are simply absent, on both backends.
+        assert_eq!(store.user_by_id("u\0").await.unwrap(), None);
+        assert!(!store.user_exists("").await.unwrap());
+        assert_eq!(store.room("lob\0by").await.unwrap(), None);
+        assert!(store.history("lob\0by", None, 10).await.unwrap().is_empty());
+        assert_eq!(store.consume_refresh_token("\0").await.unwrap(), None);
+    }
+
+    pub(crate) async fn refresh_token_is_consumed_once_and_reuse_is_detected(db: TestDb) {
+        let store = &db.store;
+        store.ensure_user("u1", "ada").await.unwrap();
+        let expires_at = now_ms() + 60_000;
+        store
+            .insert_refresh_token("jti-1", "u1", expires_at)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            store
+                .consume_refresh_token("jti-1")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("u1")
+        );
+        // Presented again: refused, and the record says it was a replay and whose.
+        assert_eq!(store.consume_refresh_token("jti-1").await.unwrap(), None);
+        let record = store.refresh_token("jti-1").await.unwrap().expect("record");
+        assert_eq!(record.user_id, "u1");
+        assert_eq!(record.expires_at, expires_at);
+        assert!(record.used_at.is_some());
+        assert_eq!(record.revoked_at, None);
+
+        assert_eq!(
+            store.consume_refresh_token("jti-unknown").await.unwrap(),
+            None
+        );
+        assert_eq!(store.refresh_token("jti-unknown").await.unwrap(), None);
+
+        // Concurrent presentations of one token: exactly one wins.
+        store
+            .insert_refresh_token("jti-race", "u1", expires_at)
+            .await
+            .unwrap();
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.consume_refresh_token("jti-race").await })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            if racer.await.unwrap().unwrap().is_some() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1);
+    }
+
+    pub(crate) async fn revoked_expired_and_orphan_refresh_tokens_are_refused(db: TestDb) {
+        let store = &db.store;
+        store.ensure_user("u1", "ada").await.unwrap();
+        let later = now_ms() + 60_000;
+
+        store
+            .insert_refresh_token("revoked", "u1", later)
+            .await
+            .unwrap();
+        assert!(store.revoke_refresh_token("revoked").await.unwrap());
+        assert!(!store.revoke_refresh_token("revoked").await.unwrap());
+        assert_eq!(store.consume_refresh_token("revoked").await.unwrap(), None);
+        let record = store.refresh_token("revoked").await.unwrap().unwrap();
+        assert!(record.revoked_at.is_some() && record.used_at.is_none());
+        assert!(!store.revoke_refresh_token("unknown").await.unwrap());
+
+        store
+            .insert_refresh_token("expired", "u1", now_ms() - 1)
+            .await
+            .unwrap();
+        assert_eq!(store.consume_refresh_token("expired").await.unwrap(), None);
+
+        let err = store
+            .insert_refresh_token("expired", "u1", later)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+        let err = store
+            .insert_refresh_token("orphan", "u-nobody", later)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+
+        store.insert_refresh_token("a", "u1", later).await.unwrap();
+        store.insert_refresh_token("b", "u1", later).await.unwrap();
+        // "a", "b" and the unused "expired"; the used and revoked ones are left as they are.
+        assert_eq!(store.revoke_user_refresh_tokens("u1").await.unwrap(), 3);
+        assert_eq!(store.consume_refresh_token("a").await.unwrap(), None);
+        assert_eq!(store.consume_refresh_token("b").await.unwrap(), None);
+    }
+
+    pub(crate) async fn rooms_are_created_found_listed_and_unique(db: TestDb) {
+        let store = &db.store;
+        let lobby = store.create_room("lobby", false, None).await.unwrap();
+        assert_eq!(lobby.name, "lobby");
+        assert!(!lobby.private);
+        assert_eq!(lobby.created_by, None);
+        assert_eq!(lobby.last_seq, Seq(0));
+        let code = store.create_room("K7QX2M", true, Some("u1")).await.unwrap();
+
+        let err = store.create_room("lobby", true, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+        assert_eq!(store.room("lobby").await.unwrap(), Some(lobby.clone()));
+        assert_eq!(store.room("K7QX2M").await.unwrap(), Some(code.clone()));
+        assert_eq!(store.room("nowhere").await.unwrap(), None);
+        assert_eq!(store.list_rooms().await.unwrap(), vec![lobby, code]);
+    }
+
+    pub(crate) async fn private_room_membership_is_recorded(db: TestDb) {
+        let store = &db.store;
+        let room = store
+            .create_room("secret", true, Some("owner"))
+            .await
+            .unwrap();
+        assert!(room.private);
+        assert_eq!(room.created_by.as_deref(), Some("owner"));
+        assert!(store.is_member("secret", "owner").await.unwrap());
+        assert!(!store.is_member("secret", "guest").await.unwrap());
+
+        store.add_member("secret", "guest").await.unwrap();
+        store.add_member("secret", "guest").await.unwrap();
+        assert!(store.is_member("secret", "guest").await.unwrap());
+        assert!(!store.is_member("nowhere", "guest").await.unwrap());
+
+        let err = store.add_member("nowhere", "guest").await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    }
+
+    pub(crate) async fn append_assigns_gap_free_seqs_per_room(db: TestDb) {
+        let store = &db.store;
+        store.create_room("a", false, None).await.unwrap();
+        store.create_room("b", false, None).await.unwrap();
+        let mut a_seqs = Vec::new();
+        let mut b_seqs = Vec::new();
+        for n in 0..6 {
+            let (m, _) = store.append_message(message("a", "u1", "x")).await.unwrap();
+            a_seqs.push(m.seq.0);
+            if n % 2 == 0 {
+                let (m, _) = store.append_message(message("b", "u2", "y")).await.unwrap();
+                b_seqs.push(m.seq.0);
+            }
+        }
+        assert_eq!(a_seqs, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(b_seqs, vec![1, 2, 3]);
+        assert_eq!(store.room("a").await.unwrap().unwrap().last_seq, Seq(6));
+        assert_eq!(store.room("b").await.unwrap().unwrap().last_seq, Seq(3));
+
+        let (stored, appended) = store
+            .append_message(NewMessage {
+                data: Some(json!({"kind": "poll", "options": [1, 2]})),
+                ..message("a", "u1", "with data")
+            })
+            .await
+            .unwrap();
+        assert_eq!(appended, Appended::New);
+        assert_eq!(stored.room, "a");
+        assert_eq!(stored.user_id, "u1");
+        assert_eq!(stored.username, "U1");
+        assert!(stored.created_at > 0);
+        assert_eq!(stored.id.0.len(), 36, "a hyphenated UUID: {}", stored.id);
+        let last = store.history("a", None, 1).await.unwrap();
+        assert_eq!(last, vec![stored]);
+    }
+
+    pub(crate) async fn retry_with_same_client_msg_id_returns_the_original(db: TestDb) {
+        let store = &db.store;
+        store.create_room("a", false, None).await.unwrap();
+        store.create_room("b", false, None).await.unwrap();
+
+        let (first, appended) = store
+            .append_message(keyed("a", "u1", "hello", "k1"))
+            .await
+            .unwrap();
+        assert_eq!(appended, Appended::New);
+        assert_eq!(first.seq, Seq(1));
+        assert_eq!(first.client_msg_id.as_deref(), Some("k1"));
+
+        // A retry, even with other content, gets the original back and uses no seq.
+        let (retry, appended) = store
+            .append_message(keyed("a", "u1", "hello (edited)", "k1"))
+            .await
+            .unwrap();
+        assert_eq!(appended, Appended::Duplicate);
+        assert_eq!(retry, first);
+
+        // The key is scoped to (room, user).
+        let (other_user, appended) = store
+            .append_message(keyed("a", "u2", "hello", "k1"))
+            .await
+            .unwrap();
+        assert_eq!((appended, other_user.seq), (Appended::New, Seq(2)));
+        let (other_room, appended) = store
+            .append_message(keyed("b", "u1", "hello", "k1"))
+            .await
+            .unwrap();
+        assert_eq!((appended, other_room.seq), (Appended::New, Seq(1)));
+        let (next, _) = store
+            .append_message(message("a", "u1", "next"))
+            .await
+            .unwrap();
+        assert_eq!(next.seq, Seq(3));
+
+        // Retries racing each other, likely in one batch: one message, one seq.
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.append_message(keyed("a", "u3", "race", "k2")).await },
+                )
+            })
+            .collect();
+        let mut ids = HashSet::new();
+        let mut new = 0;
+        for racer in racers {
+            let (stored, appended) = racer.await.unwrap().unwrap();
+            assert_eq!(stored.seq, Seq(4));
+            ids.insert(stored.id);
+            new += usize::from(appended == Appended::New);
+        }
+        assert_eq!((ids.len(), new), (1, 1));
+        assert_eq!(
+            seqs(&store.history("a", None, 100).await.unwrap()),
+            vec![1, 2, 3, 4]
+        );
+    }
+
+    pub(crate) async fn concurrent_appends_produce_every_seq_exactly_once(db: TestDb) {
+        const TASKS: usize = 8;
+        const PER_TASK: usize = 200;
+        let store = &db.store;
+        store.create_room("busy", false, None).await.unwrap();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut seqs = Vec::with_capacity(PER_TASK);
+                    for n in 0..PER_TASK {
+                        let content = format!("t{task}-{n}");
+                        let user = format!("u{task}");
+                        let (stored, _) = store
+                            .append_message(message("busy", &user, &content))
+                            .await
+                            .expect("append");
+                        seqs.push(stored.seq.0);
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for task in tasks {
+            let seqs = task.await.unwrap();
+            // One task's messages are committed in the order it sent them.
+            assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
+            all.extend(seqs);
+        }
+        all.sort_unstable();
+        let expected: Vec<u64> = (1..=(TASKS * PER_TASK) as u64).collect();
+        assert_eq!(all, expected);
+
+        let history = store.history("busy", None, TASKS * PER_TASK).await.unwrap();
+        assert_eq!(seqs(&history), expected);
+        let ids: HashSet<_> = history.iter().map(|m| &m.id).collect();
+        assert_eq!(ids.len(), TASKS * PER_TASK);
+    }
+
+    pub(crate) async fn commit_hooks_see_each_room_in_seq_order_and_only_new_messages(db: TestDb) {
+        const TASKS: usize = 8;
+        const PER_TASK: usize = 50;
+        let store = &db.store;
+        store.create_room("a", false, None).await.unwrap();
+        store.create_room("b", false, None).await.unwrap();
+        let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let hook = |seen: &Arc<Mutex<Vec<(String, u64)>>>| {
+            let seen = Arc::clone(seen);
+            move |stored: &StoredMessage| {
+                seen.lock()
+                    .unwrap()
+                    .push((stored.room.clone(), stored.seq.0));
+            }
+        };
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let store = store.clone();
+                let seen = Arc::clone(&seen);
+                tokio::spawn(async move {
+                    for n in 0..PER_TASK {
+                        let room = if (task + n) % 2 == 0 { "a" } else { "b" };
+                        let key = format!("t{task}-{n}");
+                        store
+                            .append_message_with(keyed(room, "u1", &key, &key), hook(&seen))
+                            .await
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // A retry and a failure call no hook.
+        let (_, appended) = store
+            .append_message_with(keyed("a", "u1", "again", "t0-0"), hook(&seen))
+            .await
+            .unwrap();
+        assert_eq!(appended, Appended::Duplicate);
+        store
+            .append_message_with(message("missing", "u1", "x"), hook(&seen))
+            .await
+            .unwrap_err();
+
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), TASKS * PER_TASK);
+        for room in ["a", "b"] {
+            let order: Vec<u64> = seen
+                .iter()
+                .filter(|(r, _)| r == room)
+                .map(|&(_, seq)| seq)
+                .collect();
+            let expected: Vec<u64> = (1..=(TASKS * PER_TASK / 2) as u64).collect();
+            assert_eq!(order, expected, "hooks of room {room} out of seq order");
+        }
+
+        // A panicking hook is contained: its message is kept and the writer goes on.
+        let (kept, _) = store
+            .append_message_with(message("a", "u1", "boom"), |_: &StoredMessage| {
+                panic!("a hook that panics")
+            })
+            .await
+            .expect("the message is committed anyway");
+        let (next, _) = store
+            .append_message(message("a", "u1", "after"))
+            .await
+            .unwrap();
+        assert_eq!(next.seq.0, kept.seq.0 + 1);
+    }
+
+    pub(crate) async fn history_pages_back_in_ascending_order(db: TestDb) {
+        let store = &db.store;
+        store.create_room("r", false, None).await.unwrap();
+        store.create_room("other", false, None).await.unwrap();
+        append_n(&db, "r", 10).await;
+        append_n(&db, "other", 3).await;
+
+        let newest = store.history("r", None, 4).await.unwrap();
+        assert_eq!(seqs(&newest), vec![7, 8, 9, 10]);
+        assert_eq!(contents(&newest), vec!["m7", "m8", "m9", "m10"]);
+        let older = store.history("r", Some(newest[0].seq), 4).await.unwrap();
+        assert_eq!(seqs(&older), vec![3, 4, 5, 6]);
+        let oldest = store.history("r", Some(older[0].seq), 4).await.unwrap();
+        assert_eq!(seqs(&oldest), vec![1, 2]);
+        assert!(
+            store
+                .history("r", Some(Seq(1)), 4)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        assert_eq!(
+            seqs(&store.history("r", None, 100).await.unwrap()).len(),
+            10
+        );
+        assert!(store.history("r", None, 0).await.unwrap().is_empty());
+        assert!(store.history("nowhere", None, 10).await.unwrap().is_empty());
+        assert_eq!(
+            seqs(&store.history("r", Some(Seq(u64::MAX)), 2).await.unwrap()),
+            vec![9, 10]
+        );
+    }
+
+    pub(crate) async fn messages_since_replays_in_order(db: TestDb) {
+        let store = &db.store;
+        store.create_room("r", false, None).await.unwrap();
+        let appended = append_n(&db, "r", 10).await;
+
+        assert_eq!(
+            store.messages_since("r", Seq(0), 100).await.unwrap(),
+            appended
+        );
+        assert_eq!(
+            seqs(&store.messages_since("r", Seq(7), 100).await.unwrap()),
+            vec![8, 9, 10]
+        );
+        assert_eq!(
+            seqs(&store.messages_since("r", Seq(2), 3).await.unwrap()),
+            vec![3, 4, 5]
+        );
+        assert!(
+            store
+                .messages_since("r", Seq(10), 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .messages_since("nowhere", Seq(0), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    pub(crate) async fn unknown_room_fails_only_its_own_message_in_a_batch(db: TestDb) {
+        let store = &db.store;
+        store.create_room("real", false, None).await.unwrap();
+        // Block the writer so that every append below queues up and they commit together.
+        let hold = db.hold_writes().await;
+        let appends: Vec<_> = (0..40)
+            .map(|n| {
+                let store = store.clone();
+                let room = if n % 4 == 1 { "missing" } else { "real" };
+                let content = format!("m{n}");
+                tokio::spawn(async move {
+                    store
+                        .append_message(keyed(room, "u1", &content, &content))
+                        .await
+                })
+            })
+            .collect();
+        // Long enough for the 40 tasks to queue; the outcome does not depend on it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hold.release().await;
+
+        let mut seqs_of_real = Vec::new();
+        for (n, append) in appends.into_iter().enumerate() {
+            match append.await.unwrap() {
+                Ok((stored, Appended::New)) => {
+                    assert_ne!(n % 4, 1, "m{n} went to the missing room");
+                    seqs_of_real.push(stored.seq.0);
+                }
+                Err(StoreError::NotFound(why)) => {
+                    assert_eq!(n % 4, 1, "m{n}: {why}");
+                    assert!(why.contains("missing"), "{why}");
+                }
+                other => panic!("m{n}: {other:?}"),
+            }
+        }
+        seqs_of_real.sort_unstable();
+        assert_eq!(seqs_of_real, (1..=30).collect::<Vec<u64>>());
+        assert_eq!(store.room("real").await.unwrap().unwrap().last_seq, Seq(30));
+        assert_eq!(store.history("real", None, 100).await.unwrap().len(), 30);
+    }
+
+    pub(crate) async fn message_the_database_rejects_fails_alone_in_its_batch(db: TestDb) {
+        let store = &db.store;
+        store.create_room("a", false, None).await.unwrap();
+        store.create_room("b", false, None).await.unwrap();
+        // A trigger stands in for any failure the store cannot foresee: it makes the batch's
+        // INSERT fail, so the writer must retry room by room, then message by message.
+        if db.is_postgres() {
+            db.execute(
+                "CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.content = 'poison' THEN RAISE EXCEPTION 'poison'; END IF; \
+                 RETURN NEW; END $$",
+            )
+            .await;
+            db.execute(
+                "CREATE TRIGGER reject_poison BEFORE INSERT ON messages \
+                 FOR EACH ROW EXECUTE FUNCTION reject_poison()",
+            )
+            .await;
+        } else {
+            db.execute(
+                "CREATE TRIGGER reject_poison BEFORE INSERT ON messages \
+                 WHEN NEW.content = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END",
+            )
+            .await;
+        }
+
+        let hold = db.hold_writes().await;
+        let appends: Vec<_> = (0..30)
+            .map(|n| {
+                let store = store.clone();
+                let room = if n % 2 == 0 { "a" } else { "b" };
+                let content = if n == 10 {
+                    "poison".to_owned()
+                } else {
+                    format!("m{n}")
+                };
+                tokio::spawn(
+                    async move { store.append_message(message(room, "u1", &content)).await },
+                )
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hold.release().await;
+
+        let mut a_seqs = Vec::new();
+        let mut b_seqs = Vec::new();
+        for (n, append) in appends.into_iter().enumerate() {
+            match append.await.unwrap() {
+                Ok((stored, Appended::New)) if n != 10 => {
+                    if stored.room == "a" {
+                        a_seqs.push(stored.seq.0)
+                    } else {
+                        b_seqs.push(stored.seq.0)
+                    }
+                }
+                Err(StoreError::Backend(err)) if n == 10 => {
+                    assert!(err.to_string().contains("poison"), "{err}");
+                }
+                other => panic!("m{n}: {other:?}"),
+            }
+        }
+        a_seqs.sort_unstable();
+        b_seqs.sort_unstable();
+        assert_eq!(a_seqs, (1..=14).collect::<Vec<u64>>());
+        assert_eq!(b_seqs, (1..=15).collect::<Vec<u64>>());
+        assert_eq!(store.history("a", None, 100).await.unwrap().len(), 14);
+        assert_eq!(store.room("a").await.unwrap().unwrap().last_seq, Seq(14));
+    }
+
+    pub(crate) async fn content_and_names_are_stored_literally(db: TestDb) {
+        let store = &db.store;
+        let room = r#"room'"; DROP TABLE rooms; --"#;
+        let user = "u'); DELETE FROM users; --";
+        store
+            .create_user(user, "Robert'); DROP TABLE users;--", None)
+            .await
+            .unwrap();
+        store.create_room(room, true, Some(user)).await.unwrap();
+        let texts = [
+            "'; DROP TABLE messages; --",
+            r#"" OR 1=1 --"#,
+            r"back\slash \' \\",
+            "100% _wild_ [cards]",
+            "$1 ? :name @p",
+            "emoji 🦀 and ünïcödé, tab\tnew\nline",
+            "",
+        ];
+        for (n, text) in texts.into_iter().enumerate() {
+            store
+                .append_message(NewMessage {
+                    data: Some(
+                        json!({"quote": "it's \"quoted\"", "sql": "'); --", "nul": "\u{0}"}),
+                    ),
+                    ..keyed(room, user, text, &format!("k'{n}"))
+                })
+                .await
+                .unwrap_or_else(|err| panic!("{text:?}: {err}"));
+        }
+        let history = store.history(room, None, 100).await.unwrap();
+        assert_eq!(contents(&history), texts.to_vec());
+        for stored in &history {
+            assert_eq!(stored.room, room);
+            assert_eq!(stored.user_id, user);
+            assert_eq!(
+                stored.data,
+                Some(json!({"quote": "it's \"quoted\"", "sql": "'); --", "nul": "\u{0}"}))
+            );
+        }
+        assert!(store.is_member(room, user).await.unwrap());
+        let robert = store.user_by_id(user).await.unwrap().unwrap();
+        assert_eq!(robert.username, "Robert'); DROP TABLE users;--");
+        assert_eq!(store.list_rooms().await.unwrap().len(), 1);
+    }
+
+    pub(crate) async fn reopened_store_keeps_all_messages_in_order(mut db: TestDb) {
+        db.store.create_room("a", false, None).await.unwrap();
+        db.store.create_room("b", false, None).await.unwrap();
+        db.store.ensure_user("u1", "U1").await.unwrap();
+        let mut before = Vec::new();
+        for n in 0..50 {
+            let room = if n % 3 == 0 { "b" } else { "a" };
+            let (stored, _) = db
+                .store
+                .append_message(keyed(room, "u1", &format!("m{n}"), &format!("k{n}")))
+                .await
+                .unwrap();
+            before.push(stored);
+        }
+        let a_before = db.store.history("a", None, 100).await.unwrap();
+        let b_before = db.store.history("b", None, 100).await.unwrap();
+
+        db.reopen().await;
+
+        let a_after = db.store.history("a", None, 100).await.unwrap();
+        let b_after = db.store.history("b", None, 100).await.unwrap();
+        assert_eq!(a_after, a_before);
+        assert_eq!(b_after, b_before);
+        assert_eq!(seqs(&a_after), (1..=33).collect::<Vec<u64>>());
+        assert_eq!(seqs(&b_after), (1..=17).collect::<Vec<u64>>());
+        assert!(db.store.user_exists("u1").await.unwrap());
+
+        // The counters survive too, and so do idempotency keys.
+        let (next, _) = db
+            .store
+            .append_message(message("a", "u1", "after"))
+            .await
+            .unwrap();
+        assert_eq!(next.seq, Seq(34));
+        let (retry, appended) = db
+            .store
+            .append_message(keyed("a", "u1", "m1", "k1"))
+            .await
+            .unwrap();
+        assert_eq!(appended, Appended::Duplicate);
+        assert_eq!(retry, before[1]);
+        db.store.close().await;
+    }
+
+    pub(crate) async fn appends_after_close_are_refused(db: TestDb) {
+        let store = &db.store;
+        store.create_room("r", false, None).await.unwrap();
+        append_n(&db, "r", 3).await;
+        let clone = store.clone();
+        store.close().await;
+        let err = clone
+            .append_message(message("r", "u1", "late"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Closed), "{err:?}");
+        store.close().await;
+    }
+}
