@@ -139,11 +139,13 @@ impl TestServer {
     /// Connects to `path` as `user` (token in the query) and waits until the server has
     /// registered the connection.
     pub async fn connect_as(&self, path: &str, user: &str) -> TestClient {
-        let before = self.hub.connection_count();
+        // Accepted connections only grow, unlike the open count (a dropped one may be leaving).
+        let before = self.hub.stats().accepted_total;
         let sep = if path.contains('?') { '&' } else { '?' };
         let token = self.user_token(user).await;
         let client = self.connect(&format!("{path}{sep}token={token}")).await;
-        self.wait_for(|hub| hub.connection_count() > before).await;
+        self.wait_for(|hub| hub.stats().accepted_total > before)
+            .await;
         client
     }
 
