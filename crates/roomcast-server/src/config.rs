@@ -204,6 +204,10 @@ pub struct WebSocketArgs {
     #[arg(long = "websocket-heartbeat-interval", env = "WEBSOCKET_HEARTBEAT_INTERVAL", default_value = "30s",
           value_parser = duration_var("WEBSOCKET_HEARTBEAT_INTERVAL"))]
     pub heartbeat_interval: Duration,
+    /// Frames that may wait for one slow client before it is closed with 1013.
+    #[arg(long = "outbound-queue", env = "ROOMCAST_OUTBOUND_QUEUE", default_value = "1024",
+          value_parser = parse_with::<usize>("ROOMCAST_OUTBOUND_QUEUE", "a whole number"))]
+    pub outbound_queue: usize,
     /// Close a client that sent no message (a `pong` counts) for this long; 0 turns it off.
     #[arg(long = "websocket-connection-timeout", env = "WEBSOCKET_CONNECTION_TIMEOUT", default_value = "0s",
           value_parser = duration_var("WEBSOCKET_CONNECTION_TIMEOUT"))]
@@ -401,7 +405,7 @@ impl WebSocketArgs {
             ping_period: self.ping_period,
             heartbeat_interval: self.heartbeat_interval,
             connection_timeout: self.connection_timeout,
-            ..SessionConfig::default()
+            outbound_capacity: self.outbound_queue,
         };
         config.validate().map_err(|err| {
             let variable = match err.field {
@@ -409,6 +413,7 @@ impl WebSocketArgs {
                 "read_buffer_bytes" => "WEBSOCKET_READ_BUFFER_SIZE",
                 "max_message_bytes" => "WEBSOCKET_MAX_MESSAGE_SIZE",
                 "write_wait" => "WEBSOCKET_WRITE_WAIT",
+                "outbound_capacity" => "ROOMCAST_OUTBOUND_QUEUE",
                 "ping_period" => "WEBSOCKET_PING_PERIOD",
                 "pong_wait" => "WEBSOCKET_PONG_WAIT (must be longer than WEBSOCKET_PING_PERIOD)",
                 other => other,

@@ -232,6 +232,13 @@ impl Server {
     ) -> std::io::Result<()> {
         let router = self.router();
         tracing::info!(addr = %listener.local_addr()?, store = self.state.store.backend_name(), "roomcast listening");
+        // Sessions batch their frames and flush once, so Nagle's algorithm only adds delay
+        // (~40 ms against delayed ACKs, measured by the load generator).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await?;

@@ -50,7 +50,9 @@ pub struct SessionConfig {
     /// are not cut off unless the operator asks for it.
     pub connection_timeout: Duration,
     /// Frames that may wait in one connection's outbound queue; one more closes it with 1013
-    /// "slow consumer". Default 256.
+    /// "slow consumer". Default 1024: about a second of backlog at 1000 messages/s, so a
+    /// client starved of CPU for a moment is not cut off (the queue allocates only what is
+    /// queued).
     pub outbound_capacity: usize,
 }
 
@@ -66,7 +68,7 @@ impl Default for SessionConfig {
             ping_period: Duration::from_secs(54),
             heartbeat_interval: Duration::from_secs(30),
             connection_timeout: Duration::ZERO,
-            outbound_capacity: 256,
+            outbound_capacity: 1024,
         }
     }
 }
