@@ -1,10 +1,43 @@
 //! The HTTP API: accounts, rooms, history, seed 003's room codes, OpenAPI.
+//!
+//! - [`accounts`]: `POST /auth/register`, `/auth/login`, `/auth/refresh`, `/auth/logout`,
+//!   `GET /me`.
+//! - [`rooms`]: `POST /rooms`, `GET /rooms`, `GET /rooms/{room}`,
+//!   `POST /rooms/{room}/members`, `GET /rooms/{room}/messages`.
+//! - [`codes`]: seed 003's `GET /create-room` and `GET /join-room`.
+//! - [`openapi`]: `GET /openapi.json` and `GET /docs`.
+//! - [`error`]: [`ApiError`], answered as `{"error": "..."}`; [`extract`]: who is calling.
+
+pub mod accounts;
+pub mod codes;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod rooms;
 
 use axum::Router;
+use axum::routing::{get, post};
+
+pub use error::{ApiError, ApiJson};
+pub use extract::{AuthUser, MaybeUser};
 
 use crate::AppState;
 
 /// The API's routes, over the shared state.
 pub fn router(state: AppState) -> Router {
-    Router::new().with_state(state)
+    Router::new()
+        .route("/auth/register", post(accounts::register))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/refresh", post(accounts::refresh))
+        .route("/auth/logout", post(accounts::logout))
+        .route("/me", get(accounts::me))
+        .route("/rooms", post(rooms::create_room).get(rooms::list_rooms))
+        .route("/rooms/{room}", get(rooms::get_room))
+        .route("/rooms/{room}/members", post(rooms::add_member))
+        .route("/rooms/{room}/messages", get(rooms::messages))
+        .route("/create-room", get(codes::create_room))
+        .route("/join-room", get(codes::join_room))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
+        .with_state(state)
 }

@@ -285,6 +285,16 @@ impl Authenticator {
     ///
     /// The [`AuthError`] that says which rule the token broke.
     pub fn validate(&self, token: &str) -> Result<Claims, AuthError> {
+        self.validate_as(token, "access")
+    }
+
+    /// [`Authenticator::validate`] for a token whose claim `type` must be `token_type` (e.g.
+    /// `"refresh"` on a refresh endpoint). Connections only ever accept `"access"`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authenticator::validate`]; [`AuthError::WrongType`] when `type` differs.
+    pub fn validate_as(&self, token: &str, token_type: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.inner.key, &self.inner.validation)
             .map_err(|err| match err.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -301,7 +311,7 @@ impl Authenticator {
             _ => AuthError::Invalid("malformed token"),
         })?;
         let claims = data.claims;
-        if claims.token_type.as_deref() != Some("access") {
+        if claims.token_type.as_deref() != Some(token_type) {
             return Err(AuthError::WrongType);
         }
         if claims.sub.is_empty() {

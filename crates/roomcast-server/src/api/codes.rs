@@ -1,0 +1,168 @@
+//! Seed 003's room codes: `GET /create-room?name=` makes a public room with a short generated
+//! code and hands back a token; `GET /join-room?name=&room_id=` hands out a token for an
+//! existing room.
+//!
+//! The tokens' users are not stored (usernames are unique in the store, display names here are
+//! not), so a server that serves these clients runs with `ROOMCAST_USER_DIRECTORY=token`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use roomcast_store::StoreError;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ApiQuery, ErrorBody};
+use crate::AppState;
+
+/// Characters of a room code: no `0`/`O` or `1`/`I` to confuse. 32 of them, so a byte modulo 32
+/// picks one without bias.
+const CODE_ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+/// Length of a room code.
+pub const CODE_LEN: usize = 8;
+/// Lifetime of a seed-003 token.
+pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Longest display name, in characters.
+pub const MAX_NAME: usize = 64;
+
+/// `GET /create-room` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreateRoomQuery {
+    /// The creator's display name, 1 to 64 characters.
+    pub name: String,
+}
+
+/// `GET /join-room` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JoinRoomQuery {
+    /// The joiner's display name, 1 to 64 characters.
+    pub name: String,
+    /// The room code from `/create-room`.
+    pub room_id: String,
+}
+
+/// `GET /create-room`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedRoom {
+    /// Always `success`.
+    pub status: &'static str,
+    /// An access token (1 h) with claims `client_id`, `room_id`, `name`.
+    pub token: String,
+    /// The room's code.
+    pub room_id: String,
+}
+
+/// `GET /join-room`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinedRoom {
+    /// Always `success`.
+    pub status: &'static str,
+    /// An access token (1 h) with claims `client_id`, `room_id`, `name`.
+    pub token: String,
+}
+
+/// A fresh room code.
+pub fn room_code() -> String {
+    let bytes = *uuid::Uuid::new_v4().as_bytes();
+    bytes[..CODE_LEN]
+        .iter()
+        .map(|byte| char::from(CODE_ALPHABET[usize::from(*byte) % CODE_ALPHABET.len()]))
+        .collect()
+}
+
+fn validate_name(name: &str) -> Result<(), ApiError> {
+    let len = name.trim().chars().count();
+    if len == 0 || name.chars().count() > MAX_NAME {
+        return Err(ApiError::Invalid(format!(
+            "name must be 1 to {MAX_NAME} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "name may not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn client_token(state: &AppState, name: &str, room_id: &str) -> Result<String, ApiError> {
+    let issuer = state.issuer.as_ref().ok_or(ApiError::Unavailable {
+        message: "token issuing not configured",
+        cause: "no signing key (only a public key is configured)".to_owned(),
+    })?;
+    let client_id = uuid::Uuid::new_v4().simple().to_string();
+    let extra = json!({"client_id": client_id, "room_id": room_id, "name": name});
+    let serde_json::Value::Object(extra) = extra else {
+        unreachable!("json! of an object literal is an object")
+    };
+    Ok(issuer.access_with(&client_id, name, TOKEN_TTL, extra))
+}
+
+/// Creates a public room with a generated code, and a token for its creator.
+#[utoipa::path(
+    get,
+    path = "/create-room",
+    tag = "room codes",
+    params(CreateRoomQuery),
+    responses(
+        (status = 200, description = "Room created", body = CreatedRoom),
+        (status = 400, description = "Missing name", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+        (status = 503, description = "Token issuing not configured", body = ErrorBody),
+    )
+)]
+pub async fn create_room(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CreateRoomQuery>,
+) -> Result<axum::Json<CreatedRoom>, ApiError> {
+    validate_name(&query.name)?;
+    // Fail before creating a room nobody can get a token for.
+    client_token(&state, &query.name, "")?;
+    let mut attempts = 0;
+    let room_id = loop {
+        let code = room_code();
+        match state.store.create_room(&code, false, None).await {
+            Ok(room) => break room.name,
+            // 40 bits of code: a collision is rare, two in a row rarer still.
+            Err(StoreError::Conflict(_)) if attempts < 5 => attempts += 1,
+            Err(err) => return Err(err.into()),
+        }
+    };
+    let token = client_token(&state, &query.name, &room_id)?;
+    Ok(axum::Json(CreatedRoom {
+        status: "success",
+        token,
+        room_id,
+    }))
+}
+
+/// A token for an existing room.
+#[utoipa::path(
+    get,
+    path = "/join-room",
+    tag = "room codes",
+    params(JoinRoomQuery),
+    responses(
+        (status = 200, description = "Token for the room", body = JoinedRoom),
+        (status = 400, description = "Missing name or room_id", body = ErrorBody),
+        (status = 404, description = "Room not found", body = ErrorBody),
+        (status = 422, description = "Invalid name", body = ErrorBody),
+    )
+)]
+pub async fn join_room(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<JoinRoomQuery>,
+) -> Result<axum::Json<JoinedRoom>, ApiError> {
+    validate_name(&query.name)?;
+    if state.store.room(&query.room_id).await?.is_none() {
+        return Err(ApiError::NotFound("Room not found".into()));
+    }
+    let token = client_token(&state, &query.name, &query.room_id)?;
+    Ok(axum::Json(JoinedRoom {
+        status: "success",
+        token,
+    }))
+}
