@@ -52,14 +52,9 @@ pub struct ServeArgs {
           value_parser = duration_var("ROOMCAST_SHUTDOWN_TIMEOUT"))]
     pub shutdown_timeout: Duration,
 
-    /// Where users, rooms and messages are kept: `sqlite://FILE` (created if missing) or
-    /// `postgres://…`.
-    #[arg(
-        long = "database-url",
-        env = "DATABASE_URL",
-        default_value = "sqlite://roomcast.db"
-    )]
-    pub database_url: String,
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// Messages sent to a joiner before live ones.
     #[arg(long = "history-limit", env = "ROOMCAST_HISTORY_LIMIT", default_value = "50",
@@ -70,16 +65,6 @@ pub struct ServeArgs {
     #[arg(long = "replay-limit", env = "ROOMCAST_REPLAY_LIMIT", default_value = "1000",
           value_parser = parse_with::<usize>("ROOMCAST_REPLAY_LIMIT", "a whole number"))]
     pub replay_limit: usize,
-
-    /// Who decides that a token's user exists: `store` (a row in roomcast's users table) or
-    /// `token` (any valid token; for tokens from an external identity provider).
-    #[arg(
-        long = "user-directory",
-        env = "ROOMCAST_USER_DIRECTORY",
-        default_value = "store",
-        ignore_case = true
-    )]
-    pub user_directory: DirectoryMode,
 
     /// Lifetime of access tokens issued by the accounts API.
     #[arg(long = "access-token-ttl", env = "ROOMCAST_ACCESS_TOKEN_TTL", default_value = "15m",
@@ -152,6 +137,28 @@ pub enum JwtAlgorithm {
     Rs256,
     /// ECDSA P-256 with `ROOMCAST_JWT_PUBLIC_KEY`.
     Es256,
+}
+
+/// Where the store is and who decides that users exist; shared by `serve` and `token`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where users, rooms and messages are kept: `sqlite://FILE` (created if missing) or
+    /// `postgres://…`.
+    #[arg(
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "sqlite://roomcast.db"
+    )]
+    pub database_url: String,
+    /// Who decides that a token's user exists: `store` (a row in roomcast's users table) or
+    /// `token` (any valid token; for tokens from an external identity provider).
+    #[arg(
+        long = "user-directory",
+        env = "ROOMCAST_USER_DIRECTORY",
+        default_value = "store",
+        ignore_case = true
+    )]
+    pub user_directory: DirectoryMode,
 }
 
 /// Seed 002's WebSocket variables, with its names.
@@ -227,20 +234,8 @@ pub struct TokenArgs {
     #[arg(long, default_value = "1h", value_parser = duration_var("--ttl"))]
     pub ttl: Duration,
     /// The store where the user is created if missing (unless ROOMCAST_USER_DIRECTORY=token).
-    #[arg(
-        long = "database-url",
-        env = "DATABASE_URL",
-        default_value = "sqlite://roomcast.db"
-    )]
-    pub database_url: String,
-    /// As for `serve`: with `token`, no user row is created.
-    #[arg(
-        long = "user-directory",
-        env = "ROOMCAST_USER_DIRECTORY",
-        default_value = "store",
-        ignore_case = true
-    )]
-    pub user_directory: DirectoryMode,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Signing keys and claims, as `serve` reads them.
     #[command(flatten)]
     pub jwt: JwtArgs,
@@ -437,11 +432,12 @@ impl ServeArgs {
             issuer.refresh_ttl = self.refresh_token_ttl;
             issuer
         });
-        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("postgres"))
+        if !(self.store.database_url.starts_with("sqlite:")
+            || self.store.database_url.starts_with("postgres"))
         {
             bail!(
                 "DATABASE_URL: expected sqlite://FILE or postgres://…, got {:?}",
-                self.database_url
+                self.store.database_url
             );
         }
         Ok(ServerConfig {
@@ -449,10 +445,10 @@ impl ServeArgs {
             session: self.websocket.session_config()?,
             auth,
             issuer,
-            store: StoreConfig::new(self.database_url),
+            store: StoreConfig::new(self.store.database_url),
             history_limit: self.history_limit,
             replay_limit: self.replay_limit,
-            user_directory: self.user_directory,
+            user_directory: self.store.user_directory,
             websocket_enabled: self.websocket.enabled,
             require_auth: self.websocket.require_auth,
             allowed_origins: AllowedOrigins::parse(&self.websocket.allowed_origins),

@@ -35,10 +35,10 @@ async fn mint(args: Box<TokenArgs>) -> anyhow::Result<String> {
     let issuer =
         issuer.context("ROOMCAST_JWT_PRIVATE_KEY: required to sign RS256 or ES256 tokens")?;
     let username = args.username.clone().unwrap_or_else(|| args.sub.clone());
-    if args.user_directory == DirectoryMode::Store {
-        let store = roomcast_store::Store::connect(&args.database_url)
+    if args.store.user_directory == DirectoryMode::Store {
+        let store = roomcast_store::Store::connect(&args.store.database_url)
             .await
-            .with_context(|| format!("DATABASE_URL: cannot open {}", args.database_url))?;
+            .with_context(|| format!("DATABASE_URL: cannot open {}", args.store.database_url))?;
         store
             .ensure_user(&args.sub, &username)
             .await
