@@ -11,3 +11,4 @@ mod history;
 mod lifecycle;
 mod limits;
 mod native;
+mod postgres;
