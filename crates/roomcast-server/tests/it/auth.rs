@@ -219,3 +219,33 @@ async fn an_origin_not_allowed_is_refused_with_1008() {
     allowed.send_json(json!({"type": "ping"})).await;
     assert_eq!(allowed.recv_json().await["type"], "pong");
 }
+
+#[tokio::test]
+async fn a_valid_token_for_a_user_the_store_does_not_know_is_refused_with_4001() {
+    let server = TestServer::start().await;
+    // Signed with the right key, but "ghost" never registered.
+    let mut ghost = server
+        .connect(&format!("/ws/auth?token={}", token("ghost", "Ghost")))
+        .await;
+    let frame = ghost.expect_close(4001).await;
+    assert_eq!(frame.reason.as_str(), "unknown user");
+    // Once the user exists, the same kind of token works.
+    let mut ann = server.connect_as("/ws/auth", "ann").await;
+    ann.send_json(json!({"type": "ping"})).await;
+    assert_eq!(ann.recv_json().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn with_the_token_directory_an_unregistered_user_is_admitted() {
+    let server = TestServer::start_with(|config| {
+        config.user_directory = roomcast_server::DirectoryMode::Token;
+    })
+    .await;
+    let mut guest = server
+        .connect(&format!("/ws/auth?token={}", token("idp-user", "Idp")))
+        .await;
+    guest
+        .send_json(json!({"type": "join", "room": "lobby"}))
+        .await;
+    assert_eq!(guest.recv_type("join").await["user_id"], "idp-user");
+}
