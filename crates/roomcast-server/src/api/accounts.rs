@@ -67,7 +67,8 @@ pub struct Me {
     pub username: String,
 }
 
-fn issuer(state: &AppState) -> Result<&TokenIssuer, ApiError> {
+/// The signer, or 503 when only a public key is configured.
+pub(super) fn issuer(state: &AppState) -> Result<&TokenIssuer, ApiError> {
     state.issuer.as_ref().ok_or(ApiError::Unavailable {
         message: "token issuing not configured",
         cause: "no signing key (only a public key is configured)".to_owned(),

@@ -240,3 +240,24 @@ impl Process {
         self.child.kill().await.expect("SIGKILL");
     }
 }
+
+#[tokio::test]
+async fn a_message_the_store_refuses_gets_an_error_and_takes_no_seq() {
+    let server = TestServer::start().await;
+    let mut ann = server.connect_as("/ws", "ann").await;
+    ann.join("lobby").await;
+    // PostgreSQL cannot store NUL, so neither store accepts it; an over-long key is refused too.
+    ann.send_json(json!({"type": "message", "room": "lobby", "content": "a\u{0}b"}))
+        .await;
+    let error = ann.recv_json().await;
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["content"].as_str().unwrap().contains("content"),
+        "{error}"
+    );
+    ann.send_json(json!({"type": "message", "room": "lobby", "content": "x", "client_msg_id": "k".repeat(300)}))
+        .await;
+    assert_eq!(ann.recv_json().await["type"], "error");
+    // Nothing was stored or broadcast: the next message is the room's first.
+    assert_eq!(say(&mut ann, "lobby", "fine").await["seq"], 1);
+}

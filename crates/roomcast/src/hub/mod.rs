@@ -468,23 +468,28 @@ impl Hub {
         conn: ConnId,
         room: &RoomName,
     ) -> crate::Result<JoinOutcome> {
+        self.join_conn_with(conn, room, false).await
+    }
+
+    /// Joins, then subscribes and announces as a join requires. With `hold`, the room's live
+    /// messages wait for this connection from the join on (in the same lock scope), until
+    /// `State::finish_replay`.
+    async fn join_conn_with(
+        &self,
+        conn: ConnId,
+        room: &RoomName,
+        hold: bool,
+    ) -> crate::Result<JoinOutcome> {
         let (joined, user) = {
             let mut state = self.state();
             let Some(joined) = state.join(conn, room) else {
                 return Err(crate::session::SendError::Closed.into());
             };
+            if hold {
+                state.hold(conn, room);
+            }
             (joined, state.conn_user(conn))
         };
-        self.after_join(room, joined, user).await
-    }
-
-    /// Subscribes and announces, as a join requires.
-    async fn after_join(
-        &self,
-        room: &RoomName,
-        joined: state::Joined,
-        user: Option<UserInfo>,
-    ) -> crate::Result<JoinOutcome> {
         if joined.room_created
             && let Some(broker) = &self.shared.broker
         {
@@ -547,9 +552,8 @@ impl Hub {
     where
         F: Future<Output = crate::Result<Vec<Arc<ChatMessage>>>>,
     {
-        // Hold first if already a member (a resume on a joined room); a new member is held
-        // from the moment it joins, inside `join_conn`'s lock scope.
-        let outcome = self.join_conn_holding(conn, room).await?;
+        // Held from the moment it joins (or at once, if already a member: a resume).
+        let outcome = self.join_conn_with(conn, room, true).await?;
         let history = match fetch.await {
             Ok(history) => history,
             Err(err) => {
@@ -560,18 +564,6 @@ impl Hub {
         };
         let replayed = self.state().finish_replay(conn, room, since, history)?;
         Ok((outcome, replayed))
-    }
-
-    async fn join_conn_holding(&self, conn: ConnId, room: &RoomName) -> crate::Result<JoinOutcome> {
-        let (joined, user) = {
-            let mut state = self.state();
-            let Some(joined) = state.join(conn, room) else {
-                return Err(crate::session::SendError::Closed.into());
-            };
-            state.hold(conn, room);
-            (joined, state.conn_user(conn))
-        };
-        self.after_join(room, joined, user).await
     }
 
     pub(crate) fn conn_rooms(&self, conn: ConnId) -> Vec<RoomName> {
