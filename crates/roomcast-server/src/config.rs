@@ -172,11 +172,11 @@ pub struct WebSocketArgs {
     #[arg(long = "websocket-max-connections", env = "WEBSOCKET_MAX_CONNECTIONS", default_value = "1000",
           value_parser = parse_with::<usize>("WEBSOCKET_MAX_CONNECTIONS", "a whole number"))]
     pub max_connections: usize,
-    /// Read buffer per connection, bytes.
+    /// Most bytes taken from a socket per read (at most 8 KiB; nothing is held while idle).
     #[arg(long = "websocket-read-buffer-size", env = "WEBSOCKET_READ_BUFFER_SIZE", default_value = "1024",
           value_parser = parse_with::<usize>("WEBSOCKET_READ_BUFFER_SIZE", "a size in bytes"))]
     pub read_buffer_size: usize,
-    /// Write buffer per connection, bytes.
+    /// Queued frames are coalesced into writes of up to this many bytes.
     #[arg(long = "websocket-write-buffer-size", env = "WEBSOCKET_WRITE_BUFFER_SIZE", default_value = "1024",
           value_parser = parse_with::<usize>("WEBSOCKET_WRITE_BUFFER_SIZE", "a size in bytes"))]
     pub write_buffer_size: usize,

@@ -22,11 +22,13 @@ pub struct SessionConfig {
     /// Most connections served at once; one more is closed with 1013 "server full".
     /// `WEBSOCKET_MAX_CONNECTIONS`, default 1000.
     pub max_connections: usize,
-    /// Size of the WebSocket layer's read buffer per connection, in bytes.
-    /// `WEBSOCKET_READ_BUFFER_SIZE`, default 1024 (tungstenite's own default is 128 KiB, allocated
-    /// for every connection).
+    /// Most bytes taken from the socket per read, at most 8 KiB. Reads land in a buffer on the
+    /// stack, so an idle connection holds no read buffer at all, whatever this is.
+    /// `WEBSOCKET_READ_BUFFER_SIZE`, default 1024 (tungstenite's own default is a 128 KiB
+    /// buffer allocated for every connection).
     pub read_buffer_bytes: usize,
-    /// Bytes the WebSocket layer buffers before writing to the socket; a flush writes earlier.
+    /// Queued frames are coalesced into writes of up to this many bytes (a larger frame is
+    /// written on its own, without a copy); the buffer is freed once written.
     /// `WEBSOCKET_WRITE_BUFFER_SIZE`, default 1024.
     pub write_buffer_bytes: usize,
     /// Largest message accepted from a client; a bigger one closes the connection with 1009.

@@ -7,8 +7,10 @@
 
 use std::borrow::Cow;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
+
+use crate::Utf8Bytes;
+use crate::ws::codec::{OP_BINARY, OP_TEXT};
 
 /// The close codes roomcast sends, named once (RFC 6455 §7.4 and the seeds' application codes).
 ///
@@ -91,10 +93,11 @@ impl Frame {
         self.len() == 0
     }
 
-    pub(crate) fn into_message(self) -> Message {
+    /// The frame's opcode and payload, as written on the wire.
+    pub(crate) fn wire(&self) -> (u8, &[u8]) {
         match self {
-            Self::Text(text) => Message::Text(text),
-            Self::Binary(bytes) => Message::Binary(bytes),
+            Self::Text(text) => (OP_TEXT, text.as_bytes()),
+            Self::Binary(bytes) => (OP_BINARY, bytes),
         }
     }
 }
@@ -177,13 +180,6 @@ impl CloseReason {
     /// The reason text.
     pub fn reason(&self) -> &str {
         &self.reason
-    }
-
-    pub(crate) fn to_message(&self) -> Message {
-        Message::Close(Some(CloseFrame {
-            code: self.code,
-            reason: Utf8Bytes::from(self.reason.to_string()),
-        }))
     }
 }
 

@@ -31,6 +31,8 @@
 //!   connection permit, upgrades. Refusals close with 4001, 1008 or 1013.
 //! - [`session`]: one task per connection selecting over the socket, a bounded outbound queue
 //!   of encoded [`Frame`]s and one timer (ping, heartbeat, deadlines). Hooks run there.
+//!   The WebSocket framing (RFC 6455) is roomcast's own: reads land in a stack buffer and
+//!   writes in a buffer freed once written, so an idle connection holds no I/O buffer.
 //! - [`Hub`]: connections by user, room membership and local presence under one lock that is
 //!   never held across an `.await`. Broadcasts encode once per [`protocol::Dialect`] and share
 //!   the bytes; a full queue closes that one connection with 1013.
@@ -50,6 +52,7 @@ pub mod protocol;
 mod route;
 pub mod session;
 mod shutdown;
+mod ws;
 
 pub use auth::{AuthError, Authenticator, Claims, Identity, TrustTokens, UserDirectory};
 pub use config::{ConfigError, SessionConfig};
@@ -61,6 +64,6 @@ pub use ids::{ConnId, InvalidRoomName, MAX_ROOM_NAME_BYTES, NodeId, RoomName, Us
 pub use route::{AllowedOrigins, Endpoint, route};
 pub use session::{Incoming, SendError, Session};
 
-/// Re-exported so applications name the same `Utf8Bytes` and `Bytes` the frames hold.
-pub use axum::extract::ws::Utf8Bytes;
 pub use bytes::Bytes;
+/// Re-exported so applications name the same `Utf8Bytes` and `Bytes` the frames hold.
+pub use tungstenite::Utf8Bytes;

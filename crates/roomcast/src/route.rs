@@ -18,13 +18,14 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{RawPathParams, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{MethodRouter, get};
-use futures_util::SinkExt;
+use futures_util::future::Either;
+use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::token::{SUBPROTOCOL_PREFIX, find_token, subprotocol_token};
 use crate::auth::{AuthError, Authenticator, Identity};
@@ -33,6 +34,8 @@ use crate::handler::Handler;
 use crate::hub::Hub;
 use crate::protocol::{Dialect, Raw};
 use crate::session::{ConnGuard, Outbound, Session, driver};
+use crate::ws::WsStream;
+use crate::ws::handshake::{Io, Upgrade};
 
 /// Which browser origins may open a connection (the `Origin` header). Requests without an
 /// `Origin` (non-browser clients) are always allowed.
@@ -214,33 +217,18 @@ async fn upgrade<H: Handler>(
     params: Result<RawPathParams, RawPathParamsRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    mut ws: WebSocketUpgrade,
+    mut ws: Upgrade,
 ) -> Response {
-    let inner = &endpoint.inner;
-    let config = inner.hub.config();
-    ws = ws
-        .read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(config.write_buffer_bytes)
-        // No cap on tungstenite's write buffer: what waits to be written is bounded by the
-        // outbound queue (frames) and `write_wait`, and a cap below one frame (a user_list of
-        // a big room) would drop the connection.
-        .max_message_size(config.max_message_bytes)
-        // A frame somewhat over the message limit is read whole and then refused with 1009, so
-        // the stream stays in sync and the close frame reaches the client; only a frame far
-        // beyond it is cut off at its header (the connection is then dropped, maybe with a
-        // reset). 64 KiB bounds what a hostile client can make us buffer.
-        .max_frame_size(config.max_message_bytes.saturating_mul(4).max(64 * 1024));
-
     let found = find_token(&headers, query.as_deref());
     // Browsers drop a connection whose requested subprotocol is not selected, whichever
     // source the token was finally taken from (a cookie wins over the subprotocol).
     if let Some(token) = subprotocol_token(&headers)
         && let Ok(protocol) = HeaderValue::from_str(&format!("{SUBPROTOCOL_PREFIX}{token}"))
     {
-        ws.set_selected_protocol(protocol);
+        ws.select_protocol(protocol);
     }
 
-    let verdict = admit(inner, &headers, found.map(|f| f.token)).await;
+    let verdict = admit(&endpoint.inner, &headers, found.map(|f| f.token)).await;
     let params: Vec<(String, String)> = params
         .map(|params| {
             params
@@ -250,33 +238,67 @@ async fn upgrade<H: Handler>(
         })
         .unwrap_or_default();
 
-    let tracker = inner.hub.shutdown().track();
-    ws.on_upgrade(move |socket| async move {
-        let _tracked = tracker;
-        match verdict {
-            Verdict::Refuse(reason) => refuse(socket, &endpoint.inner.hub, reason).await,
-            Verdict::Admit(identity, permit) => {
-                let _permit = permit;
-                let inner = &endpoint.inner;
-                let hub = inner.hub.clone();
-                let outbound = Outbound::new(hub.config().outbound_capacity);
-                let conn = hub.register(&identity, inner.dialect, outbound.clone());
-                let guard = ConnGuard::new(hub.clone(), conn);
-                let span = tracing::info_span!("session", %conn, user = %identity.user_id);
-                let session = Session::new(hub.clone(), conn, identity, outbound.clone(), params);
-                let serve = driver::serve(
-                    socket,
-                    hub,
-                    session,
-                    outbound,
-                    guard,
-                    &inner.handler,
-                    inner.dialect,
-                );
-                tracing::Instrument::instrument(serve, span).await;
-            }
+    // Tracked from before the answer leaves, so a shutdown waits for this connection too.
+    let tracked = endpoint.inner.hub.shutdown().track();
+    let (response, on_upgrade) = ws.accept();
+    let admitted = Box::new(Admitted { verdict, params });
+    tokio::spawn(connection(endpoint, on_upgrade, admitted, tracked));
+    response
+}
+
+/// What the upgrade request decided, carried to the connection's task. Boxed until the
+/// connection is up, so the task keeps one pointer to it rather than a copy.
+struct Admitted {
+    verdict: Verdict,
+    params: Vec<(String, String)>,
+}
+
+/// One connection's task, from the upgraded socket to the end of its session.
+///
+/// Its future lives as long as the connection, so it is kept small: the session's future is
+/// built by a plain function ([`start`]) and awaited directly, and nothing is moved into a
+/// local that outlives that await (rustc would keep both copies in the task).
+async fn connection<H: Handler>(
+    endpoint: Endpoint<H>,
+    on_upgrade: OnUpgrade,
+    admitted: Box<Admitted>,
+    _tracked: TaskTrackerToken,
+) {
+    match on_upgrade.await {
+        Ok(upgraded) => start(&endpoint.inner, Io::new(upgraded), *admitted).await,
+        Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+    }
+}
+
+/// The future that serves (or refuses) an upgraded connection.
+fn start<'a, H: Handler>(
+    inner: &'a EndpointInner<H>,
+    io: Io,
+    admitted: Admitted,
+) -> impl Future<Output = ()> + Send + 'a {
+    let Admitted { verdict, params } = admitted;
+    let hub = &inner.hub;
+    match verdict {
+        Verdict::Refuse(reason) => {
+            Either::Left(refuse(driver::stream(io, hub.config()), hub, reason))
         }
-    })
+        Verdict::Admit(identity, permit) => {
+            let outbound = Outbound::new(hub.config().outbound_capacity);
+            let conn = hub.register(&identity, inner.dialect, outbound.clone());
+            let guard = ConnGuard::new(hub.clone(), conn, permit);
+            let span = tracing::info_span!("session", %conn, user = %identity.user_id);
+            let session = Session::new(hub.clone(), conn, identity, outbound.clone(), params);
+            let serve = driver::serve(
+                driver::Conn::new(io, hub.config()),
+                session,
+                outbound,
+                guard,
+                &inner.handler,
+                inner.dialect,
+            );
+            Either::Right(tracing::Instrument::instrument(serve, span))
+        }
+    }
 }
 
 async fn admit<H>(inner: &EndpointInner<H>, headers: &HeaderMap, token: Option<String>) -> Verdict {
@@ -319,9 +341,11 @@ async fn admit<H>(inner: &EndpointInner<H>, headers: &HeaderMap, token: Option<S
     }
 }
 
-async fn refuse(mut socket: WebSocket, hub: &Hub, reason: CloseReason) {
+async fn refuse(mut socket: WsStream<Io>, hub: &Hub, reason: CloseReason) {
     hub.count_refused();
     let wait = hub.config().write_wait;
-    let _ = tokio::time::timeout(wait, socket.send(reason.to_message())).await;
-    let _ = tokio::time::timeout(wait, socket.close()).await;
+    if let Ok(Ok(())) = tokio::time::timeout(wait, socket.write_close(&reason)).await {
+        let linger = wait.min(std::time::Duration::from_secs(1));
+        let _ = tokio::time::timeout(linger, socket.await_close_reply(true)).await;
+    }
 }

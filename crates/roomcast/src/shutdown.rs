@@ -14,8 +14,8 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 pub(crate) struct Shutdown {
     /// Cancelled once; sessions hold clones and select on it.
     token: CancellationToken,
-    /// Each session holds a tracker token for its lifetime (axum spawns the session task, so we
-    /// track it by token instead of spawning it ourselves).
+    /// Each session holds a tracker token for its lifetime, taken before its upgrade is
+    /// answered (so a connection still upgrading is waited for too).
     tracker: TaskTracker,
 }
 

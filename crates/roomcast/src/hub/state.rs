@@ -220,6 +220,9 @@ impl State {
                 ..Joined::default()
             });
         }
+        // One slot at a time: a connection is usually in one room, and `push` would reserve
+        // four (~190 bytes) for every connection.
+        entry.rooms.reserve_exact(1);
         entry.rooms.push(ConnRoom::new(room.clone()));
         let user = entry.user.clone();
         let room_created = !self.rooms.contains_key(room);

@@ -16,17 +16,17 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use tokio::time::error::Elapsed;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{Outbound, Session};
 use crate::config::SessionConfig;
 use crate::frame::{CloseReason, Frame, close_code};
 use crate::handler::Handler;
-use crate::hub::Hub;
 use crate::protocol::Dialect;
+use crate::ws::codec::{OP_CLOSE, OP_PING, OP_PONG};
+use crate::ws::handshake::Io;
+use crate::ws::{Event, ReadError, WsStream};
 
 /// Longest a closing session waits for the peer's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -34,69 +34,105 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// How a connection ended.
 pub(crate) struct End {
     pub(crate) reason: CloseReason,
-    /// Whether we still owe the peer a close frame (false when the peer closed first or the
-    /// socket is gone).
-    send_close: bool,
+    closing: Closing,
+}
+
+/// What is left of the closing handshake when the loop ends.
+enum Closing {
+    /// We close: send our close frame, then wait briefly for the reply. `in_sync` is false
+    /// when the peer's last bytes could not be parsed.
+    Initiate { in_sync: bool },
+    /// The peer closed first: echo its code (RFC 6455 §5.5.1), then drop the connection.
+    Reply(Option<u16>),
+    /// The socket is gone or unusable: nothing more to send.
+    Gone,
 }
 
 impl End {
     fn close(reason: CloseReason) -> Self {
         Self {
             reason,
-            send_close: true,
+            closing: Closing::Initiate { in_sync: true },
         }
     }
 
     fn gone(reason: CloseReason) -> Self {
         Self {
             reason,
-            send_close: false,
+            closing: Closing::Gone,
         }
     }
 }
 
 /// The socket and what the loop keeps between iterations.
 pub(crate) struct Conn<'a> {
-    socket: WebSocket,
+    socket: WsStream<Io>,
     config: &'a SessionConfig,
     /// Frames taken from the queue, being written. Swapped with the queue's buffer.
     batch: VecDeque<Frame>,
 }
 
+/// Wraps an upgraded connection in the WebSocket stream `config` describes.
+pub(crate) fn stream(io: Io, config: &SessionConfig) -> WsStream<Io> {
+    WsStream::new(
+        io,
+        config.max_message_bytes,
+        config.read_buffer_bytes,
+        config.write_buffer_bytes,
+    )
+}
+
+impl<'a> Conn<'a> {
+    /// A connection ready to be served with `config`'s limits.
+    pub(crate) fn new(io: Io, config: &'a SessionConfig) -> Self {
+        Self {
+            socket: stream(io, config),
+            config,
+            batch: VecDeque::new(),
+        }
+    }
+}
+
 /// Serves the connection until it ends, then runs `on_disconnect` and unregisters it.
-pub(crate) async fn serve<H: Handler>(
-    socket: WebSocket,
-    hub: Hub,
+///
+/// A plain function returning an `async move` block, not an `async fn`: an async fn keeps its
+/// arguments twice in its future (as arguments and as the body's bindings, rust-lang/rust#62958),
+/// ~340 bytes more in every connection's task; a block's captures are kept once.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would store its arguments twice"
+)]
+pub(crate) fn serve<'a, H: Handler>(
+    mut conn: Conn<'a>,
     session: Session,
     outbound: Outbound,
     guard: super::ConnGuard,
-    handler: &H,
+    handler: &'a H,
     dialect: &'static dyn Dialect,
-) {
-    let mut conn = Conn {
-        socket,
-        config: hub.config(),
-        batch: VecDeque::new(),
-    };
-    // Hook futures are boxed: inline, the largest one (a chat handler's, with its store calls)
-    // would sit in every idle connection's task for its whole life (~2 KB measured). Boxing
-    // costs one allocation per received message, off the fan-out path.
-    let mut end = match Box::pin(handler.on_connect(&session)).await {
-        Ok(()) => conn.run(&session, &outbound, handler, dialect).await,
-        Err(err) => End::close(err.close_reason()),
-    };
-    // No more frames after this point: later sends fail with `Closed`. A reason recorded
-    // earlier (shutdown, slow consumer) is the real one: a hook that failed because the
-    // connection was already closing must not turn it into a 1000 or a 1011.
-    end.reason = outbound.close_first(end.reason).0;
-    if end.reason.code() == close_code::TRY_AGAIN_LATER {
-        tracing::info!(reason = %end.reason, "closing a slow consumer");
-    } else {
-        tracing::debug!(reason = %end.reason, "session ended");
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        // Hook futures are boxed: inline, the largest one (a chat handler's, with its store
+        // calls) would sit in every idle connection's task for its whole life (~2 KB
+        // measured). Boxing costs one allocation per received message, off the fan-out path.
+        let mut end = match Box::pin(handler.on_connect(&session)).await {
+            Ok(()) => conn.run(&session, &outbound, handler, dialect).await,
+            Err(err) => End::close(err.close_reason()),
+        };
+        // No more frames after this point: later sends fail with `Closed`. A reason recorded
+        // earlier (shutdown, slow consumer) is the real one: a hook that failed because the
+        // connection was already closing must not turn it into a 1000 or a 1011.
+        end.reason = outbound.close_first(end.reason).0;
+        if end.reason.code() == close_code::TRY_AGAIN_LATER {
+            tracing::info!(reason = %end.reason, "closing a slow consumer");
+        } else {
+            tracing::debug!(reason = %end.reason, "session ended");
+        }
+        // Boxed for the same reason as the hooks: these futures run once, at the end, and
+        // inline they would widen every idle connection's task.
+        Box::pin(conn.finish(&outbound, &end)).await;
+        Box::pin(handler.on_disconnect(&session, &end.reason)).await;
+        Box::pin(guard.release()).await;
     }
-    conn.finish(&outbound, &end).await;
-    Box::pin(handler.on_disconnect(&session, &end.reason)).await;
-    guard.release().await;
 }
 
 impl Conn<'_> {
@@ -142,7 +178,9 @@ impl Conn<'_> {
                 // Something was queued, or a close was requested.
                 () = outbound.ready() => {
                     let close = outbound.take(&mut self.batch);
-                    if let Err(end) = self.write_batch().await {
+                    // Boxed: a write in progress (buffer, frame, timeout) is ~440 bytes that an
+                    // idle connection would otherwise carry. One allocation per batch written.
+                    if let Err(end) = Box::pin(self.write_batch()).await {
                         return close.map_or(end, End::gone);
                     }
                     if let Some(reason) = close {
@@ -155,25 +193,26 @@ impl Conn<'_> {
                     let now = Instant::now();
                     read_deadline = now + config.pong_wait;
                     let incoming = match received {
-                        Some(Ok(Message::Text(text))) => super::Incoming::Text(text),
-                        Some(Ok(Message::Binary(bytes))) => super::Incoming::Binary(bytes),
-                        Some(Ok(Message::Ping(_))) => {
-                            // tungstenite queued the pong; send it now, not with the next write.
-                            if let Err(end) = self.flush().await {
+                        Ok(Event::Text(text)) => super::Incoming::Text(text),
+                        Ok(Event::Binary(bytes)) => super::Incoming::Binary(bytes),
+                        Ok(Event::Ping(payload)) => {
+                            let pong = self.socket.write_control(OP_PONG, &payload);
+                            let pong = Box::pin(timeout(config.write_wait, pong));
+                            if let Err(end) = written(pong.await) {
                                 return end;
                             }
                             continue;
                         }
-                        Some(Ok(Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(frame))) => {
+                        Ok(Event::Pong) => continue,
+                        Ok(Event::Close(frame)) => {
+                            let code = frame.as_ref().map(|(code, _)| *code);
                             let reason = frame.map_or_else(
                                 || CloseReason::new(1005, ""),
-                                |f| CloseReason::new(f.code, f.reason.to_string()),
+                                |(code, reason)| CloseReason::new(code, reason),
                             );
-                            return End::gone(reason);
+                            return End { reason, closing: Closing::Reply(code) };
                         }
-                        Some(Err(err)) => return read_error(err),
-                        None => return End::gone(CloseReason::new(1006, "connection lost")),
+                        Err(err) => return read_error(err),
                     };
                     if let Some(limit) = idle_limit {
                         idle_deadline = Some(now + limit);
@@ -199,7 +238,9 @@ impl Conn<'_> {
                     }
                     if now >= next_ping {
                         next_ping = now + config.ping_period;
-                        if let Err(end) = self.send(Message::Ping(Bytes::new())).await {
+                        let ping = self.socket.write_control(OP_PING, &[]);
+                        let ping = Box::pin(timeout(config.write_wait, ping));
+                        if let Err(end) = written(ping.await) {
                             return end;
                         }
                     }
@@ -207,7 +248,9 @@ impl Conn<'_> {
                         && now >= at
                     {
                         next_heartbeat = Some(now + config.heartbeat_interval);
-                        if let Err(end) = self.send(frame.clone().into_message()).await {
+                        let write = self.socket.write_frame(frame);
+                        let write = Box::pin(timeout(config.write_wait, write));
+                        if let Err(end) = written(write.await) {
                             return end;
                         }
                     }
@@ -218,35 +261,26 @@ impl Conn<'_> {
 
     /// Writes every frame of the batch, then flushes once, within `write_wait`.
     async fn write_batch(&mut self) -> Result<(), End> {
-        let Self {
-            socket,
-            batch,
-            config,
-        } = self;
-        let write = async {
-            while let Some(frame) = batch.pop_front() {
-                socket.feed(frame.into_message()).await?;
-            }
-            socket.flush().await
-        };
-        bounded(config.write_wait, write).await
+        let write = self.socket.write_frames(&mut self.batch);
+        written(timeout(self.config.write_wait, write).await)
     }
 
-    async fn send(&mut self, message: Message) -> Result<(), End> {
-        bounded(self.config.write_wait, self.socket.send(message)).await
-    }
-
-    async fn flush(&mut self) -> Result<(), End> {
-        bounded(self.config.write_wait, self.socket.flush()).await
-    }
-
-    /// Writes what is still queued (unless the client is a slow consumer), then the close
-    /// frame, all within `write_wait`.
+    /// Finishes the closing handshake: writes what is still queued (unless the client is a
+    /// slow consumer) and our close frame, or echoes the peer's close, all within
+    /// `write_wait`.
     async fn finish(&mut self, outbound: &Outbound, end: &End) {
-        if !end.send_close {
-            let _ = timeout(self.config.write_wait, self.socket.flush()).await;
-            return;
-        }
+        let wait = self.config.write_wait;
+        let in_sync = match end.closing {
+            Closing::Gone => return,
+            Closing::Reply(code) => {
+                let payload = code.map(|code| code.to_be_bytes()).unwrap_or_default();
+                let len = if code.is_some() { 2 } else { 0 };
+                let echo = self.socket.write_control(OP_CLOSE, &payload[..len]);
+                let _ = timeout(wait, echo).await;
+                return;
+            }
+            Closing::Initiate { in_sync } => in_sync,
+        };
         self.batch.clear();
         outbound.take(&mut self.batch);
         if end.reason.code() == close_code::TRY_AGAIN_LATER {
@@ -255,29 +289,19 @@ impl Conn<'_> {
         if self.write_batch().await.is_err() {
             return;
         }
-        if self.send(end.reason.to_message()).await.is_err() {
+        if written(timeout(wait, self.socket.write_close(&end.reason)).await).is_err() {
             return;
         }
-        // Wait briefly for the peer's close reply, reading (and discarding) what it still
-        // sends. Dropping a socket with unread input makes the kernel send a reset, which can
-        // destroy our close frame before the peer reads it.
-        let linger = self.config.write_wait.min(CLOSE_LINGER);
-        let _ = timeout(linger, async {
-            while let Some(Ok(message)) = self.socket.next().await {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        let linger = wait.min(CLOSE_LINGER);
+        let _ = timeout(linger, self.socket.await_close_reply(in_sync)).await;
     }
 }
 
-async fn bounded(
-    limit: Duration,
-    write: impl Future<Output = Result<(), axum::Error>>,
-) -> Result<(), End> {
-    match timeout(limit, write).await {
+/// How a write bounded by `write_wait` ended. (A plain function over the awaited result, not an
+/// async wrapper: an async fn would keep its argument future and the `Timeout` holding it, two
+/// copies, in every connection's task.)
+fn written(result: Result<std::io::Result<()>, Elapsed>) -> Result<(), End> {
+    match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::gone(CloseReason::new(1006, "write failed"))),
         Err(_) => Err(End::gone(CloseReason::new(
@@ -289,25 +313,21 @@ async fn bounded(
 
 /// Maps a read error to how the connection ends: an oversized message closes with 1009,
 /// a protocol violation with 1002, bad UTF-8 with 1007; a broken socket just ends.
-fn read_error(err: axum::Error) -> End {
-    use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-    let inner = err.into_inner();
-    match inner.downcast_ref::<WsError>() {
+fn read_error(err: ReadError) -> End {
+    match err {
         // The peer vanished without a close frame (crashed tab, lost network): not a
         // protocol violation, and there is no one left to send a close frame to.
-        Some(
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
-            | WsError::ConnectionClosed
-            | WsError::AlreadyClosed,
-        ) => End::gone(CloseReason::new(1006, "connection lost")),
-        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
-            End::close(CloseReason::new(close_code::TOO_BIG, "message too big"))
+        ReadError::Eof => End::gone(CloseReason::new(1006, "connection lost")),
+        ReadError::Io(err) => {
+            tracing::debug!(error = %err, "read failed");
+            End::gone(CloseReason::new(1006, "connection lost"))
         }
-        Some(WsError::Capacity(_)) => {
-            End::close(CloseReason::new(close_code::TOO_BIG, "frame too big"))
-        }
-        Some(WsError::Utf8(_)) => End::close(CloseReason::new(1007, "invalid UTF-8")),
-        Some(WsError::Protocol(_)) => End::close(CloseReason::new(1002, "protocol error")),
-        _ => End::gone(CloseReason::new(1006, "connection lost")),
+        ReadError::Decode(err) => End {
+            reason: CloseReason::new(err.close_code(), err.to_string()),
+            // An oversized frame is skipped, so the peer's close reply can still be parsed.
+            closing: Closing::Initiate {
+                in_sync: err.close_code() == close_code::TOO_BIG,
+            },
+        },
     }
 }

@@ -1,21 +1,26 @@
 //! [`ConnGuard`]: removes a connection from the hub even when its task panics or is cancelled.
 
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::hub::Hub;
 use crate::ids::ConnId;
 
-/// Unregisters its connection when dropped, unless [`ConnGuard::release`] already did.
+/// Unregisters its connection when dropped, unless [`ConnGuard::release`] already did, and
+/// holds the connection's permit (`max_connections`) until then.
 pub(crate) struct ConnGuard {
     hub: Hub,
     conn: ConnId,
     armed: bool,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl ConnGuard {
-    pub(crate) fn new(hub: Hub, conn: ConnId) -> Self {
+    pub(crate) fn new(hub: Hub, conn: ConnId, permit: OwnedSemaphorePermit) -> Self {
         Self {
             hub,
             conn,
             armed: true,
+            _permit: permit,
         }
     }
 

@@ -1,5 +1,5 @@
-//! One connection: [`Session`] (what hooks see), its [`Outbound`] queue, the task that serves
-//! the socket ([`driver`]), and the guard that unregisters it whatever happens.
+//! One connection: [`Session`] (what hooks see), its `Outbound` queue, the task that serves
+//! the socket (`driver`), and the guard that unregisters it whatever happens.
 //!
 //! A connection is served by one task that selects over the socket, its outbound queue and one
 //! timer (protocol ping, application heartbeat, read and idle deadlines). Hooks run on that
@@ -11,7 +11,7 @@ pub(crate) mod driver;
 mod guard;
 mod outbound;
 
-use axum::extract::ws::Utf8Bytes;
+use crate::Utf8Bytes;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 

@@ -6,6 +6,7 @@
 mod common;
 
 mod auth;
+mod frames;
 mod heartbeats;
 mod hooks;
 mod hub_queries;

@@ -1,0 +1,334 @@
+//! The WebSocket layer: the upgrade handshake ([`handshake`]) and a server-side stream that
+//! keeps no buffer while its connection is idle ([`WsStream`]).
+//!
+//! Why roomcast frames its own sockets instead of using axum's `WebSocket` (tungstenite): an idle
+//! connection is the common case, and tungstenite allocates its read buffer when the socket is
+//! created and keeps its write buffer at the size of the largest frame it ever wrote (a big
+//! room's `user_list`). Here a read goes into a buffer on the stack, only the unparsed tail of
+//! a frame that arrived in pieces is copied to the heap, and writes coalesce the queued frames
+//! into one temporary buffer that is freed when written (`PERFORMANCE-NOTES.md` measured this
+//! shape at under 2 KiB per idle connection). The framing rules live in [`codec`], with
+//! their tests; compression (permessage-deflate) is not negotiated.
+
+pub(crate) mod codec;
+pub(crate) mod handshake;
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::frame::{CloseReason, Frame};
+pub(crate) use codec::{DecodeError, Event};
+use codec::{Decoder, encode_header};
+
+/// Largest single read: the stack buffer a read lands in. `read_buffer_bytes` below this
+/// makes reads smaller.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Why reading stopped.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The peer closed the TCP connection (without a close frame, if we get here).
+    Eof,
+    /// The socket failed.
+    Io(io::Error),
+    /// The peer's frames were refused.
+    Decode(DecodeError),
+}
+
+/// One upgraded connection: frames in, frames out.
+pub(crate) struct WsStream<S> {
+    io: S,
+    decoder: Decoder,
+    /// Bytes read but not yet decoded: the front of a frame that arrived in pieces, or frames
+    /// that arrived together with the one returned. No capacity while idle.
+    pending: Vec<u8>,
+    /// Bytes per read, at most [`READ_CHUNK`].
+    read_chunk: usize,
+    /// Coalescing limit for writes.
+    write_buffer: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// A stream over an upgraded connection, refusing messages over `max_message` bytes.
+    pub(crate) fn new(io: S, max_message: usize, read_buffer: usize, write_buffer: usize) -> Self {
+        Self {
+            io,
+            decoder: Decoder::new(max_message),
+            pending: Vec::new(),
+            read_chunk: read_buffer.clamp(1, READ_CHUNK),
+            write_buffer: write_buffer.max(1),
+        }
+    }
+
+    /// The next message or control frame from the peer.
+    pub(crate) async fn next(&mut self) -> Result<Event, ReadError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, ReadError>> {
+        loop {
+            if !self.pending.is_empty() {
+                let mut input = &self.pending[..];
+                let decoded = self.decoder.decode(&mut input);
+                let consumed = self.pending.len() - input.len();
+                self.pending.drain(..consumed);
+                if self.pending.is_empty() {
+                    // Give the memory back: an idle connection holds no buffer.
+                    self.pending = Vec::new();
+                }
+                match decoded {
+                    Ok(Some(event)) => return Poll::Ready(Ok(event)),
+                    Err(err) => return Poll::Ready(Err(ReadError::Decode(err))),
+                    Ok(None) => {}
+                }
+            }
+            // The buffer lives on the stack for this poll only: a connection waiting for
+            // input keeps nothing.
+            let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut buf = ReadBuf::uninit(&mut chunk[..self.read_chunk]);
+            if let Err(err) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
+                return Poll::Ready(Err(ReadError::Io(err)));
+            }
+            let data = buf.filled();
+            if data.is_empty() {
+                return Poll::Ready(Err(ReadError::Eof));
+            }
+            if !self.pending.is_empty() {
+                self.pending.extend_from_slice(data);
+                continue;
+            }
+            let mut input = data;
+            let decoded = self.decoder.decode(&mut input);
+            self.pending.extend_from_slice(input);
+            match decoded {
+                Ok(Some(event)) => return Poll::Ready(Ok(event)),
+                Err(err) => return Poll::Ready(Err(ReadError::Decode(err))),
+                Ok(None) => {}
+            }
+        }
+    }
+
+    /// Reads and throws away whatever the peer still sends, until it closes the connection.
+    /// Used after a refused frame, when the peer's bytes can no longer be parsed.
+    pub(crate) async fn drain(&mut self) {
+        self.pending = Vec::new();
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut buf = ReadBuf::uninit(&mut chunk);
+                match ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
+                    Ok(()) if !buf.filled().is_empty() => {}
+                    _ => return Poll::Ready(()),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Writes every frame of `frames` (emptying it), coalesced into writes of at most the write
+    /// buffer size; a frame larger than that is written straight from its shared bytes.
+    pub(crate) async fn write_frames(&mut self, frames: &mut VecDeque<Frame>) -> io::Result<()> {
+        let limit = self.write_buffer;
+        let mut buf = Vec::new();
+        while let Some(frame) = frames.pop_front() {
+            let (opcode, payload) = frame.wire();
+            if !buf.is_empty() && buf.len() + codec::MAX_SERVER_HEADER + payload.len() > limit {
+                self.io.write_all(&buf).await?;
+                buf.clear();
+            }
+            encode_header(&mut buf, opcode, payload.len());
+            if payload.len() > limit {
+                write_both(&mut self.io, &buf, payload).await?;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(payload);
+            }
+        }
+        if !buf.is_empty() {
+            self.io.write_all(&buf).await?;
+        }
+        self.io.flush().await
+    }
+
+    /// Writes one frame and flushes.
+    pub(crate) async fn write_frame(&mut self, frame: &Frame) -> io::Result<()> {
+        let (opcode, payload) = frame.wire();
+        let mut head = Vec::with_capacity(codec::MAX_SERVER_HEADER);
+        encode_header(&mut head, opcode, payload.len());
+        write_both(&mut self.io, &head, payload).await?;
+        self.io.flush().await
+    }
+
+    /// After our close frame: reads until the peer's close reply, or until it closes the
+    /// connection. Dropping a socket with unread input makes the kernel send a reset, which can
+    /// destroy our close frame before the peer reads it, so what the peer still sends is read
+    /// and discarded. `in_sync` is false after a frame we could not parse: then nothing more is
+    /// parsed and our side of the connection is shut at once. The caller bounds the wait.
+    pub(crate) async fn await_close_reply(&mut self, in_sync: bool) {
+        if in_sync {
+            loop {
+                match self.next().await {
+                    Ok(Event::Close(_)) => return,
+                    Ok(_) | Err(ReadError::Decode(DecodeError::TooBig)) => {}
+                    Err(ReadError::Decode(_)) => break,
+                    Err(ReadError::Eof | ReadError::Io(_)) => return,
+                }
+            }
+        }
+        // Failing the connection (RFC 6455 §7.1.7): no reply is awaited. Our FIN follows the
+        // close frame at once; what the peer still sends is read and thrown away.
+        let _ = self.io.shutdown().await;
+        self.drain().await;
+    }
+
+    /// Writes one control frame (ping, pong, close) and flushes.
+    pub(crate) async fn write_control(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
+        debug_assert!(
+            payload.len() <= 125,
+            "control frames carry at most 125 bytes"
+        );
+        let mut frame = Vec::with_capacity(2 + payload.len());
+        encode_header(&mut frame, opcode, payload.len());
+        frame.extend_from_slice(payload);
+        self.io.write_all(&frame).await?;
+        self.io.flush().await
+    }
+
+    /// Writes a close frame with `reason`.
+    pub(crate) async fn write_close(&mut self, reason: &CloseReason) -> io::Result<()> {
+        let payload = codec::close_payload(reason.code(), reason.reason());
+        self.write_control(codec::OP_CLOSE, &payload).await
+    }
+}
+
+/// Writes `head` then `body` with vectored writes, so a large frame's header and payload
+/// usually leave in one system call without being copied together.
+async fn write_both<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    mut head: &[u8],
+    mut body: &[u8],
+) -> io::Result<()> {
+    while !head.is_empty() {
+        let written = io
+            .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+            .await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if written < head.len() {
+            head = &head[written..];
+        } else {
+            body = &body[written - head.len()..];
+            head = &[];
+        }
+    }
+    io.write_all(body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::codec::tests::client_frame;
+    use super::codec::{OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT};
+    use super::*;
+    use crate::{Bytes, Utf8Bytes};
+
+    #[tokio::test]
+    async fn frames_written_byte_by_byte_are_read_whole() {
+        let (mut client, server) = duplex(64);
+        let mut stream = WsStream::new(server, 1024, 1024, 1024);
+        let mut bytes = client_frame(true, OP_TEXT, b"first");
+        bytes.extend(client_frame(true, OP_TEXT, b"second"));
+        let writer = tokio::spawn(async move {
+            for byte in bytes {
+                client.write_all(&[byte]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        assert_eq!(
+            stream.next().await.unwrap(),
+            Event::Text(Utf8Bytes::from("first"))
+        );
+        assert_eq!(
+            stream.next().await.unwrap(),
+            Event::Text(Utf8Bytes::from("second"))
+        );
+        assert!(
+            stream.pending.capacity() == 0,
+            "an idle stream keeps no buffer"
+        );
+        drop(writer.await.unwrap());
+        assert!(matches!(stream.next().await, Err(ReadError::Eof)));
+    }
+
+    #[tokio::test]
+    async fn frames_arriving_together_are_returned_one_by_one() {
+        let (mut client, server) = duplex(4096);
+        let mut stream = WsStream::new(server, 1024, 1024, 1024);
+        let mut bytes = Vec::new();
+        for i in 0..20u8 {
+            bytes.extend(client_frame(true, OP_BINARY, &[i; 30]));
+        }
+        client.write_all(&bytes).await.unwrap();
+        for i in 0..20u8 {
+            assert_eq!(
+                stream.next().await.unwrap(),
+                Event::Binary(Bytes::from(vec![i; 30]))
+            );
+        }
+        assert_eq!(stream.pending.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn queued_frames_are_coalesced_and_big_ones_written_whole() {
+        let (mut client, server) = duplex(1 << 20);
+        let mut stream = WsStream::new(server, 1024, 1024, 64);
+        let big = "x".repeat(70_000);
+        let mut frames = VecDeque::from([
+            Frame::text("a"),
+            Frame::binary(vec![1, 2, 3]),
+            Frame::text(big.clone()),
+            Frame::text("z"),
+        ]);
+        stream.write_frames(&mut frames).await.unwrap();
+        stream.write_control(OP_PING, b"").await.unwrap();
+        assert!(frames.is_empty());
+        let mut expected = vec![0x81, 1, b'a', 0x82, 3, 1, 2, 3, 0x81, 127];
+        expected.extend_from_slice(&70_000u64.to_be_bytes());
+        expected.extend_from_slice(big.as_bytes());
+        expected.extend_from_slice(&[0x81, 1, b'z', 0x89, 0]);
+        let mut got = vec![0; expected.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert!(got == expected, "wire bytes differ");
+    }
+
+    #[tokio::test]
+    async fn a_refused_frame_is_skipped_so_the_peers_close_is_still_read() {
+        let (mut client, server) = duplex(4096);
+        let mut stream = WsStream::new(server, 8, 1024, 1024);
+        let mut bytes = client_frame(true, OP_TEXT, &[b'a'; 100]);
+        bytes.extend(client_frame(
+            true,
+            OP_CLOSE,
+            &codec::close_payload(1000, ""),
+        ));
+        client.write_all(&bytes).await.unwrap();
+        assert!(matches!(
+            stream.next().await,
+            Err(ReadError::Decode(DecodeError::TooBig))
+        ));
+        assert_eq!(
+            stream.next().await.unwrap(),
+            Event::Close(Some((1000, String::new())))
+        );
+    }
+}
