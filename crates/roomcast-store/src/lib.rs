@@ -51,10 +51,11 @@
 //! flush for PostgreSQL), and so is each statement (a hop to the driver's thread, or a round
 //! trip), so message writes are batched: `append_message` queues its message on a bounded
 //! channel to the store's single writer task, which takes everything queued (up to
-//! [`StoreOptions::max_batch`], 512 by default) and writes it with the same four statements and
-//! one commit, however many messages and rooms the batch holds; then it answers every caller.
-//! Under load hundreds of messages share one commit; when idle a batch is a single message and
-//! nothing waits for a timer. `writer.rs` has the details.
+//! [`StoreOptions::max_batch`], 2048 by default) and writes it with a handful of statements
+//! (multi-row, up to 1024 messages each) and one commit, however many messages and rooms the
+//! batch holds; then it answers every caller. Under load thousands of messages share one
+//! commit; when idle a batch is a single message and nothing waits for a timer. `writer/` has
+//! the details.
 //!
 //! The trade-offs:
 //!
@@ -75,7 +76,7 @@
 //!
 //! - `store.rs`: [`Store`] (an `Arc` over the pool, the writer's queue and its task),
 //!   [`StoreOptions`], connecting, migrations, [`Store::close`].
-//! - `writer.rs`: the writer task and the group commit.
+//! - `writer/mod.rs`: the writer task and the group commit; `writer/sql.rs`: its statements.
 //! - `messages.rs`: [`Store::append_message`], [`Store::append_message_with`],
 //!   [`Store::history`], [`Store::messages_since`].
 //! - `users.rs`: users and refresh tokens. `rooms.rs`: rooms and members.

@@ -2,7 +2,7 @@
 //!
 //! `append_message` checks its input, queues it on the writer's bounded `mpsc` with a `oneshot`
 //! for the answer (and, from `append_message_with`, a hook to run after the commit), and waits;
-//! `writer.rs` does the SQL. Reads need no ordering with writes
+//! `writer/` does the SQL. Reads need no ordering with writes
 //! beyond what a committed transaction gives, so they use the pool directly.
 
 use tokio::sync::oneshot;

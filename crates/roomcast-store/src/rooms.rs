@@ -1,6 +1,6 @@
 //! Rooms and private-room membership: the `rooms` and `room_members` tables.
 //!
-//! The message counter `rooms.last_seq` belongs to the writer task (`writer.rs`); this module
+//! The message counter `rooms.last_seq` belongs to the writer task (`writer/`); this module
 //! only reads it.
 
 use crate::error::{Result, StoreError, is_unique_violation};

@@ -16,6 +16,7 @@ store_suite![
     append_assigns_gap_free_seqs_per_room,
     retry_with_same_client_msg_id_returns_the_original,
     concurrent_appends_produce_every_seq_exactly_once,
+    batch_bigger_than_one_statement_keeps_seqs_gap_free_and_retries_idempotent,
     commit_hooks_see_each_room_in_seq_order_and_only_new_messages,
     history_pages_back_in_ascending_order,
     messages_since_replays_in_order,
@@ -440,6 +441,81 @@ mod cases {
         assert_eq!(seqs(&history), expected);
         let ids: HashSet<_> = history.iter().map(|m| &m.id).collect();
         assert_eq!(ids.len(), TASKS * PER_TASK);
+    }
+
+    /// Queues `messages` behind a held write lock, so they commit in as few batches as the
+    /// writer allows, and returns each one's outcome in the order given.
+    async fn append_together(
+        db: &TestDb,
+        messages: Vec<NewMessage>,
+    ) -> Vec<(StoredMessage, Appended)> {
+        let hold = db.hold_writes().await;
+        let appends: Vec<_> = messages
+            .into_iter()
+            .map(|message| {
+                let store = db.store.clone();
+                tokio::spawn(async move { store.append_message(message).await })
+            })
+            .collect();
+        // Long enough for the tasks to queue; the outcome does not depend on it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        hold.release().await;
+        let mut outcomes = Vec::with_capacity(appends.len());
+        for append in appends {
+            outcomes.push(append.await.unwrap().expect("append"));
+        }
+        outcomes
+    }
+
+    pub(crate) async fn batch_bigger_than_one_statement_keeps_seqs_gap_free_and_retries_idempotent(
+        db: TestDb,
+    ) {
+        // The writer looks keys up and inserts rows 1024 to a statement, then in power-of-two
+        // remainders: these batches span several statements of each kind.
+        const FIRST: usize = 1500;
+        /// Retries of the first messages, each followed by a new message.
+        const RETRIED: usize = 1100;
+        let store = &db.store;
+        store.create_room("a", false, None).await.unwrap();
+        store.create_room("b", false, None).await.unwrap();
+        let room = |n: usize| if n.is_multiple_of(2) { "a" } else { "b" };
+        let sent = |n: usize| keyed(room(n), "u1", &format!("m{n}"), &format!("k{n}"));
+
+        let first = append_together(&db, (0..FIRST).map(sent).collect()).await;
+        assert!(first.iter().all(|(_, appended)| *appended == Appended::New));
+        for name in ["a", "b"] {
+            let mut seqs: Vec<u64> = first
+                .iter()
+                .filter(|(m, _)| m.room == name)
+                .map(|(m, _)| m.seq.0)
+                .collect();
+            seqs.sort_unstable();
+            assert_eq!(
+                seqs,
+                (1..=(FIRST / 2) as u64).collect::<Vec<_>>(),
+                "room {name}"
+            );
+        }
+
+        let second: Vec<NewMessage> = (0..RETRIED)
+            .flat_map(|n| [sent(n), sent(FIRST + n)])
+            .collect();
+        let outcomes = append_together(&db, second).await;
+        for (index, (stored, appended)) in outcomes.iter().enumerate() {
+            if index.is_multiple_of(2) {
+                let original = &first[index / 2].0;
+                assert_eq!((stored, *appended), (original, Appended::Duplicate));
+            } else {
+                assert_eq!(*appended, Appended::New, "{stored:?}");
+            }
+        }
+        for name in ["a", "b"] {
+            let history = store.history(name, None, 10_000).await.unwrap();
+            let expected = (FIRST + RETRIED) / 2;
+            assert_eq!(seqs(&history), (1..=expected as u64).collect::<Vec<_>>());
+            let room_row = store.room(name).await.unwrap().unwrap();
+            assert_eq!(room_row.last_seq, Seq(expected as u64));
+        }
     }
 
     pub(crate) async fn commit_hooks_see_each_room_in_seq_order_and_only_new_messages(db: TestDb) {

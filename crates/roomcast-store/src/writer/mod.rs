@@ -7,17 +7,17 @@
 //! ```text
 //! append_message ─┐                           ┌─ BEGIN
 //! append_message ─┼─▶ mpsc ─▶ recv_many ────▶ ├─ lock the batch's rooms, read their last_seq
-//! append_message ─┘  (bounded)  (≤ max_batch) ├─ look up retried client_msg_ids
-//!        ▲                                    ├─ INSERT every new message (one statement)
+//! append_message ─┘  (bounded)  (≤ max_batch) ├─ look up retried client_msg_ids  (1 per 1024)
+//!        ▲                                    ├─ INSERT every new message        (1 per 1024)
 //!        │                                    ├─ UPDATE the rooms' last_seq (one statement)
 //!        └────────── oneshot answers ◀─────── └─ COMMIT
 //! ```
 //!
-//! A batch costs the same four statements however many messages and rooms it holds: lists go
-//! to the database as one JSON array parameter, unpacked by `json_each` (SQLite) or
-//! `json_to_recordset` (PostgreSQL), so the SQL text is fixed and stays in the statement cache.
-//! Each statement is a round trip (to the SQLite driver's thread, or to the server), which is
-//! why the batch is not written message by message.
+//! A batch costs a handful of statements however many messages and rooms it holds: the
+//! per-room lists go as one JSON array parameter, the per-message ones as multi-row `VALUES`
+//! of up to 1024 rows a statement (`sql.rs` has the statement texts and why). Each statement
+//! is a round trip (to the SQLite driver's thread, or to the server), which is why the batch
+//! is not written message by message.
 //!
 //! Seqs are assigned here, in arrival order within each room, from `last_seq` read under the
 //! room rows' locks, and written back before the commit: gap-free, and one sequence per room
@@ -39,10 +39,12 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use self::sql::BatchSql;
 use crate::error::{Result, StoreError};
-use crate::messages::MESSAGE_COLUMNS;
 use crate::records::{Appended, MessageId, MessageRow, NewMessage, Seq, StoredMessage, now_ms};
 use crate::store::{Backend, with_pool};
+
+mod sql;
 
 /// A hook `append_message_with` runs on the writer task after the message's commit.
 pub(crate) type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
@@ -105,16 +107,14 @@ struct LockedRoom {
     last_seq: i64,
 }
 
-/// One idempotency key, as the lookup of earlier messages unpacks it from its JSON array.
-#[derive(Serialize)]
+/// One idempotency key: the bind parameters of one row of the lookup of earlier messages.
 struct KeyRow<'a> {
     room_id: i64,
     user_id: &'a str,
     client_msg_id: &'a str,
 }
 
-/// One message, as the INSERT unpacks it from its JSON array.
-#[derive(Serialize)]
+/// One message to insert: the bind parameters of one row of the multi-row INSERT.
 struct InsertRow<'a> {
     room_id: i64,
     seq: i64,
@@ -131,73 +131,6 @@ struct InsertRow<'a> {
 struct CounterRow {
     id: i64,
     last_seq: i64,
-}
-
-/// The batch statements. The JSON unpacking differs between the backends; the rest is shared.
-struct BatchSql {
-    /// `$1` JSON array of room names: lock them, return [`LockedRoom`]s.
-    lock_rooms: &'static str,
-    /// `$1` JSON array of [`KeyRow`]s: the earlier messages with those keys.
-    find_originals: String,
-    /// `$1` created_at, `$2` JSON array of [`InsertRow`]s.
-    insert: &'static str,
-    /// `$1` JSON array of [`CounterRow`]s.
-    update_counters: &'static str,
-}
-
-impl BatchSql {
-    fn for_backend(backend: &Backend) -> BatchSql {
-        match backend {
-            Backend::Sqlite(_) => BatchSql {
-                // `BEGIN IMMEDIATE` holds the write lock already: a plain read is enough.
-                lock_rooms: "SELECT name, id, last_seq FROM rooms \
-                     WHERE name IN (SELECT value FROM json_each($1))",
-                // The keys drive the join, each an index lookup on `messages_client_msg_id`;
-                // CROSS JOIN makes SQLite keep them as the outer loop.
-                find_originals: format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM \
-                     (SELECT value ->> 'room_id' AS room_id, value ->> 'user_id' AS user_id, \
-                     value ->> 'client_msg_id' AS client_msg_id FROM json_each($1)) AS k \
-                     CROSS JOIN messages m JOIN rooms r ON r.id = m.room_id \
-                     WHERE m.room_id = k.room_id AND m.user_id = k.user_id \
-                     AND m.client_msg_id = k.client_msg_id"
-                ),
-                insert: "INSERT INTO messages (room_id, seq, id, user_id, username, content, \
-                     data, client_msg_id, created_at) \
-                     SELECT value ->> 'room_id', value ->> 'seq', value ->> 'id', \
-                     value ->> 'user_id', value ->> 'username', value ->> 'content', \
-                     value ->> 'data', value ->> 'client_msg_id', $1 \
-                     FROM json_each($2)",
-                update_counters: "UPDATE rooms SET last_seq = c.last_seq \
-                     FROM (SELECT value ->> 'id' AS id, value ->> 'last_seq' AS last_seq \
-                     FROM json_each($1)) AS c \
-                     WHERE rooms.id = c.id",
-            },
-            Backend::Postgres(_) => BatchSql {
-                // Row locks taken in name order: see the module docs.
-                lock_rooms: "SELECT name, id, last_seq FROM rooms \
-                     WHERE name IN (SELECT value FROM json_array_elements_text($1::json)) \
-                     ORDER BY name FOR UPDATE",
-                find_originals: format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM json_to_recordset($1::json) \
-                     AS k(room_id BIGINT, user_id TEXT, client_msg_id TEXT) \
-                     CROSS JOIN messages m JOIN rooms r ON r.id = m.room_id \
-                     WHERE m.room_id = k.room_id AND m.user_id = k.user_id \
-                     AND m.client_msg_id = k.client_msg_id"
-                ),
-                insert: "INSERT INTO messages (room_id, seq, id, user_id, username, content, \
-                     data, client_msg_id, created_at) \
-                     SELECT x.room_id, x.seq, x.id, x.user_id, x.username, x.content, x.data, \
-                     x.client_msg_id, $1 \
-                     FROM json_to_recordset($2::json) AS x(room_id BIGINT, seq BIGINT, \
-                     id TEXT, user_id TEXT, username TEXT, content TEXT, data TEXT, \
-                     client_msg_id TEXT)",
-                update_counters: "UPDATE rooms SET last_seq = c.last_seq \
-                     FROM json_to_recordset($1::json) AS c(id BIGINT, last_seq BIGINT) \
-                     WHERE rooms.id = c.id",
-            },
-        }
-    }
 }
 
 /// Runs the writer until the queue is closed (`close`, or every `Store` clone dropped) and
@@ -403,24 +336,49 @@ async fn attempt(
                     .fetch_all(&mut *tx)
                     .await?;
                 let keys = unit_keys(batch, unit, &locked);
-                let originals = if keys.is_empty() {
-                    Vec::new()
-                } else {
-                    let rows: Vec<MessageRow> = sqlx::query_as(&sql.find_originals)
-                        .bind(to_json(&keys))
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    rows.into_iter()
-                        .map(MessageRow::into_message)
-                        .collect::<std::result::Result<Vec<_>, _>>()?
-                };
+                let mut originals = Vec::new();
+                let mut keys = keys.as_slice();
+                while !keys.is_empty() {
+                    let chunk = sql.find_originals.next_chunk(keys.len());
+                    let (taken, rest) = keys.split_at(chunk.rows);
+                    let mut query = sqlx::query_as::<_, MessageRow>(chunk.statement);
+                    for slot in 0..chunk.slots {
+                        // Past the chunk's keys: NULL padding, which matches no message.
+                        let key = taken.get(slot);
+                        query = query
+                            .bind(key.map(|k| k.room_id))
+                            .bind(key.map(|k| k.user_id))
+                            .bind(key.map(|k| k.client_msg_id));
+                    }
+                    for row in query.fetch_all(&mut *tx).await? {
+                        originals.push(row.into_message()?);
+                    }
+                    keys = rest;
+                }
                 let plan = plan_unit(batch, unit, &locked, originals);
                 if !plan.inserts.is_empty() {
-                    sqlx::query(sql.insert)
-                        .bind(created_at)
-                        .bind(to_json(&plan.inserts))
-                        .execute(&mut *tx)
-                        .await?;
+                    let mut rows = plan.inserts.as_slice();
+                    while !rows.is_empty() {
+                        let chunk = sql.insert.next_chunk(rows.len());
+                        let (taken, rest) = rows.split_at(chunk.rows);
+                        let mut query = sqlx::query(chunk.statement);
+                        for slot in 0..chunk.slots {
+                            // Past the chunk's rows: NULL padding, which the INSERT skips.
+                            let row = taken.get(slot);
+                            query = query
+                                .bind(row.map(|r| r.room_id))
+                                .bind(row.map(|r| r.seq))
+                                .bind(row.map(|r| r.id.0.as_str()))
+                                .bind(row.map(|r| r.user_id))
+                                .bind(row.map(|r| r.username))
+                                .bind(row.map(|r| r.content))
+                                .bind(row.and_then(|r| r.data))
+                                .bind(row.and_then(|r| r.client_msg_id))
+                                .bind(row.map(|_| created_at));
+                        }
+                        query.execute(&mut *tx).await?;
+                        rows = rest;
+                    }
                     sqlx::query(sql.update_counters)
                         .bind(to_json(&plan.counters))
                         .execute(&mut *tx)
