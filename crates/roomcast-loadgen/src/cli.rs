@@ -35,6 +35,9 @@ pub enum Command {
     Idle(IdleArgs),
     /// Connection set-up rate: TCP + upgrade with a JWT + join, until the user list arrives.
     Connect(ConnectArgs),
+    /// Persisted messages per second: publishers keep a window of messages in flight and
+    /// count acks (roomcast only: the reference stores nothing).
+    History(HistoryArgs),
     /// Run the bare reference server (no auth, no store, one room).
     Reference(ReferenceArgs),
 }
@@ -307,6 +310,43 @@ pub struct ConnectArgs {
     pub target: TargetArgs,
 }
 
+/// `history`.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Publishers (connections that send; each is also a member of its room).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub publishers: u32,
+    /// Rooms, publishers spread over them round-robin (at most --publishers are used). Every
+    /// message reaches every member of its room, so publishers ÷ rooms is the fan-out.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rooms: u32,
+    /// Messages each publisher keeps in flight: it sends the next when an ack comes back.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub window: u32,
+    /// How long publishers send.
+    #[arg(long, default_value = "10s", value_parser = duration_between(secs(1), secs(600)))]
+    pub duration: Duration,
+    /// Bytes of each message's content.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(32..=65_536))]
+    pub payload: u32,
+    /// Most messages in the whole run; the load generator keeps ~24 bytes per message for
+    /// the exact checks, so this bounds its memory (10M ≈ 240 MB).
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_messages: u64,
+    /// After the run, read back every room's last_seq and its latest stored messages through
+    /// the HTTP API (`GET /rooms/{room}`, `GET /rooms/{room}/messages`) and compare them with
+    /// the acks.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_history: bool,
+    /// Most stored messages read back per room (pages of 200).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub verify_messages: u32,
+    /// Target (--baseline-url is refused: the reference server stores nothing and acks
+    /// nothing).
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
 /// `reference`.
 #[derive(Debug, Clone, Args)]
 pub struct ReferenceArgs {
@@ -390,7 +430,15 @@ mod tests {
 
     #[test]
     fn every_scenario_runs_on_its_defaults() {
-        for scenario in ["fanout", "sweep", "rooms", "idle", "connect", "reference"] {
+        for scenario in [
+            "fanout",
+            "sweep",
+            "rooms",
+            "idle",
+            "connect",
+            "history",
+            "reference",
+        ] {
             parse(&[scenario]).unwrap_or_else(|err| panic!("{scenario}: {err}"));
         }
     }
@@ -404,6 +452,11 @@ mod tests {
         assert!(parse(&["idle", "--connections", "600000"]).is_err());
         assert!(parse(&["fanout", "--url", "ws://10.1.2.3:8080/ws"]).is_err());
         assert!(parse(&["reference", "--listen", "0.0.0.0:9090"]).is_err());
+        assert!(parse(&["history", "--window", "0"]).is_err());
+        assert!(parse(&["history", "--window", "1025"]).is_err());
+        assert!(parse(&["history", "--publishers", "100001"]).is_err());
+        assert!(parse(&["history", "--max-messages", "0"]).is_err());
+        assert!(parse(&["history", "--verify-history", "maybe"]).is_err());
     }
 
     #[test]

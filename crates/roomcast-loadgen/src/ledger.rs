@@ -282,6 +282,23 @@ impl Progress {
         }
     }
 
+    /// Receiver `index`'s count (0 for an index out of range).
+    pub fn get(&self, index: usize) -> u64 {
+        self.slots
+            .get(index)
+            .map_or(0, |slot| slot.0.load(Ordering::Relaxed))
+    }
+
+    /// Slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// No slots.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// All receivers' deliveries so far.
     pub fn total(&self) -> u64 {
         self.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()

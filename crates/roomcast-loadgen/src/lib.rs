@@ -3,8 +3,8 @@
 //! Load scenarios for roomcast, over the wire protocol only, like any client: it mints its own
 //! HS256 tokens, connects over loopback, joins rooms with native envelopes, publishes messages
 //! that carry their own id and send time, and counts every delivery. It also ships a bare
-//! reference server ([`reference`]) so that each figure can be read as a ratio to a plain
-//! broadcast server measured in the same invocation (`--baseline-url`).
+//! reference server ([`reference`](mod@reference)) so that each figure can be read as a ratio
+//! to a plain broadcast server measured in the same invocation (`--baseline-url`).
 //!
 //! It targets loopback only (127.0.0.0/8, `::1`, `localhost`); every run is bounded in size and
 //! time and stops by itself.
@@ -12,11 +12,14 @@
 //! ## Layout
 //!
 //! - [`cli`]: subcommands and options, each with a default and a bound.
-//! - [`scenario`]: `fanout` / `rooms`, `sweep`, `idle`, `connect`, and [`scenario::compare`],
-//!   which runs one against the target and the baseline and prints both.
+//! - [`scenario`]: `fanout` / `rooms`, `sweep`, `idle`, `connect`, `history`, and
+//!   [`scenario::compare`], which runs one against the target and the baseline and prints both.
 //! - [`fleet`]: a run's clients: set-up with bounded concurrency, the publishing window, drain,
 //!   stop, accounting.
 //! - [`client`]: one connection's task (reads and counts; a publisher also sends on schedule).
+//! - [`committer`]: one `history` publisher's task (a closed loop of messages and acks).
+//! - [`acks`]: exact ack accounting for `history` (each message once; seqs gap-free per room).
+//! - [`readback`]: what the server persisted, read back through its HTTP API.
 //! - [`target`]: loopback-only endpoints, source-address spreading, connect + join.
 //! - [`wire`]: the envelopes written and read, the message id format, the clock.
 //! - [`ledger`]: exact delivery accounting and latency (HdrHistogram).
@@ -24,16 +27,19 @@
 //! - [`procfs`]: CPU time and RSS from `/proc`, the file-descriptor limit.
 //! - [`report`]: the table and the JSON line.
 //! - [`progress`]: progress bars, hidden when stdout is not a terminal.
-//! - [`reference`]: the bare reference server.
+//! - [`reference`](mod@reference): the bare reference server.
 //!
 //! `docs/PERFORMANCE.md` at the repository root has the method, the commands and the results.
 
+pub mod acks;
 pub mod cli;
 pub mod client;
+pub mod committer;
 pub mod fleet;
 pub mod ledger;
 pub mod procfs;
 pub mod progress;
+pub mod readback;
 pub mod reference;
 pub mod report;
 pub mod scenario;
@@ -41,10 +47,11 @@ pub mod target;
 pub mod token;
 pub mod wire;
 
+use anyhow::bail;
 use serde_json::json;
 
 use cli::{Cli, Command};
-use scenario::{compare, connect, fanout, idle, sweep};
+use scenario::{compare, connect, fanout, history, idle, sweep};
 
 /// Runs the command line's scenario and prints its report.
 ///
@@ -113,6 +120,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 &targets,
                 args.target.pause,
                 async |t, ns| connect::run(t, &plan, &ns).await,
+            )
+            .await?;
+            Ok(())
+        }
+        Command::History(args) => {
+            if args.target.baseline_url.is_some() {
+                bail!(
+                    "history has no baseline: the reference server stores nothing and sends no \
+                     ack; run history against roomcast alone and compare roomcast builds \
+                     (drop --baseline-url)"
+                );
+            }
+            let plan = history::HistoryPlan {
+                publishers: args.publishers,
+                rooms: args.rooms,
+                window: args.window,
+                duration: args.duration,
+                payload: args.payload,
+                max_messages: args.max_messages,
+                verify_history: args.verify_history,
+                verify_messages: args.verify_messages,
+            };
+            let targets = args.target.targets();
+            compare(
+                "history",
+                json!(plan),
+                &targets,
+                args.target.pause,
+                async |t, ns| Ok(history::run(t, &plan, &ns).await?.report()),
             )
             .await?;
             Ok(())

@@ -80,6 +80,66 @@ pub fn message(room: &str, id: MsgId, payload: usize) -> String {
     format!(r#"{{"type":"message","room":"{room}","content":"{content}"}}"#)
 }
 
+/// A `message` envelope for the `history` scenario: `content` as [`message`] makes it (so the
+/// stored text still says who sent it and when), plus the idempotency key the server echoes in
+/// its `ack`.
+///
+/// ```text
+/// {"type":"message","room":"lg-x-r0","content":"lg:3:17:58211034:xx…","client_msg_id":"x:3:17"}
+/// ```
+pub fn keyed_message(room: &str, id: MsgId, payload: usize, client_msg_id: &str) -> String {
+    let mut content = format!("lg:{}:{}:{}:", id.publisher, id.seq, id.sent_us);
+    let pad = payload.saturating_sub(content.len());
+    content.extend(std::iter::repeat_n('x', pad));
+    format!(
+        r#"{{"type":"message","room":"{room}","content":"{content}","client_msg_id":"{client_msg_id}"}}"#
+    )
+}
+
+/// The server's `ack` of a persisted message, as far as the load generator reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ack<'a> {
+    /// The message's position in its room (absent only from a server that stores nothing).
+    pub seq: Option<u64>,
+    /// The key the client sent with the message.
+    pub client_msg_id: Option<&'a str>,
+}
+
+/// A frame's `type`, read with a byte scan (no JSON parse).
+///
+/// ```
+/// assert_eq!(roomcast_loadgen::wire::kind(r#"{"type":"ack","seq":3}"#), Some("ack"));
+/// assert_eq!(roomcast_loadgen::wire::kind("[]"), None);
+/// ```
+pub fn kind(text: &str) -> Option<&str> {
+    string_field(text, "\"type\":\"")
+}
+
+/// Reads an `ack` frame's `seq` and `client_msg_id` (the caller has checked [`kind`]).
+///
+/// ```
+/// use roomcast_loadgen::wire::{ack, Ack};
+/// let frame = r#"{"type":"ack","room":"r","timestamp":1,"id":"0199","seq":42,"client_msg_id":"a:1:7"}"#;
+/// assert_eq!(ack(frame), Ack { seq: Some(42), client_msg_id: Some("a:1:7") });
+/// ```
+pub fn ack(text: &str) -> Ack<'_> {
+    Ack {
+        seq: number_field(text, "\"seq\":"),
+        client_msg_id: string_field(text, "\"client_msg_id\":\""),
+    }
+}
+
+/// The id a stored message's `content` carries, when it is one of ours.
+///
+/// ```
+/// use roomcast_loadgen::wire::{content_id, MsgId};
+/// assert_eq!(content_id("lg:1:2:3:xx"), Some(MsgId { publisher: 1, seq: 2, sent_us: 3 }));
+/// assert_eq!(content_id("hello"), None);
+/// ```
+pub fn content_id(content: &str) -> Option<MsgId> {
+    parse_id(content)
+}
+
 /// Reads a frame's type and, for messages, our id.
 ///
 /// ```
@@ -111,6 +171,13 @@ fn string_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let start = text.find(key)? + key.len();
     let len = text[start..].find('"')?;
     Some(&text[start..start + len])
+}
+
+/// The unsigned integer after the first occurrence of `key` (which ends with the colon).
+fn number_field(text: &str, key: &str) -> Option<u64> {
+    let start = text.find(key)? + key.len();
+    let digits = text[start..].bytes().take_while(u8::is_ascii_digit).count();
+    text[start..start + digits].parse().ok()
 }
 
 /// `lg:{publisher}:{seq}:{sent_us}:…`.
@@ -162,6 +229,40 @@ mod tests {
         };
         let value: serde_json::Value = serde_json::from_str(&message("r", id, 200)).unwrap();
         assert_eq!(value["content"].as_str().unwrap().len(), 200);
+    }
+
+    #[test]
+    fn a_keyed_message_and_its_ack_round_trip_through_json() {
+        let id = MsgId {
+            publisher: 9,
+            seq: 12,
+            sent_us: 345,
+        };
+        let sent = keyed_message("r1", id, 64, "ns:9:12");
+        let value: serde_json::Value = serde_json::from_str(&sent).unwrap();
+        assert_eq!(value["client_msg_id"], "ns:9:12");
+        assert_eq!(content_id(value["content"].as_str().unwrap()), Some(id));
+        // roomcast's ack, field order as the server writes it.
+        let acked = serde_json::json!({
+            "type": "ack", "room": "r1", "timestamp": 17, "id": "0199-ab", "seq": 18_446_744_073_709_551_615u64,
+            "client_msg_id": "ns:9:12"
+        })
+        .to_string();
+        assert_eq!(kind(&acked), Some("ack"));
+        assert_eq!(
+            ack(&acked),
+            Ack {
+                seq: Some(u64::MAX),
+                client_msg_id: Some("ns:9:12")
+            }
+        );
+        assert_eq!(
+            ack(r#"{"type":"ack","room":"r"}"#),
+            Ack {
+                seq: None,
+                client_msg_id: None
+            }
+        );
     }
 
     #[test]

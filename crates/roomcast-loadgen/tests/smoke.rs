@@ -1,6 +1,8 @@
 //! Smoke test: a few-second fan-out against the bare reference server and against the real
-//! roomcast server, both started in this process on ephemeral loopback ports. It checks
-//! correctness only (every message reaches every member once); timing is never asserted.
+//! roomcast server, and a few-second `history` run against roomcast, every server started in
+//! this process on ephemeral loopback ports. It checks correctness only (every message reaches
+//! every member once; every persisted message is acked once, gap-free, and reads back);
+//! timing is never asserted.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use roomcast_loadgen::cli::Shape;
 use roomcast_loadgen::reference;
 use roomcast_loadgen::scenario::fanout::{self, FanoutOutcome, FanoutPlan};
+use roomcast_loadgen::scenario::history::{self, HistoryPlan};
 use roomcast_loadgen::target::{Endpoint, Target};
 use roomcast_server::{DirectoryMode, Server, ServerConfig, StoreConfig};
 use tokio::net::TcpListener;
@@ -69,23 +72,51 @@ async fn fanout_against_the_reference_server_delivers_every_message_once() {
     stop.cancel();
 }
 
+/// The real server as `roomcast serve` runs it, on a SQLite file of its own, until the
+/// sender is dropped or sent to. The load generator's users have no account: their tokens are
+/// trusted as an external identity provider's would be (`ROOMCAST_USER_DIRECTORY=token`).
+struct RealServer {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl RealServer {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("roomcast.db").display());
+        let mut config = ServerConfig::new(SECRET.as_bytes(), StoreConfig::new(url));
+        config.user_directory = DirectoryMode::Token;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = Server::start(config).await.expect("server starts");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("server stopped in time")
+            .expect("server task")
+            .expect("server ran");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_against_roomcast_delivers_every_message_once() {
-    // The real server as `roomcast serve` runs it, on a SQLite file of its own. The load
-    // generator's users have no account: their tokens are trusted as an external identity
-    // provider's would be (`ROOMCAST_USER_DIRECTORY=token`).
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("roomcast.db").display());
-    let mut config = ServerConfig::new(SECRET.as_bytes(), StoreConfig::new(url));
-    config.user_directory = DirectoryMode::Token;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = Server::start(config).await.expect("server starts");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(server.run(listener, async move {
-        let _ = stopped.await;
-    }));
-    let outcome = fanout::run(&target("roomcast", addr), &plan(2), "smoke-rc")
+    let server = RealServer::start().await;
+    let outcome = fanout::run(&target("roomcast", server.addr), &plan(2), "smoke-rc")
         .await
         .unwrap();
     assert_every_message_delivered_once(&outcome);
@@ -93,10 +124,44 @@ async fn fanout_against_roomcast_delivers_every_message_once() {
         outcome.delivery.expected,
         outcome.delivery.messages_sent * 20
     );
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(20), server)
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_against_roomcast_acks_every_message_once_without_gaps() {
+    let server = RealServer::start().await;
+    let plan = HistoryPlan {
+        publishers: 12,
+        rooms: 3,
+        window: 4,
+        duration: Duration::from_secs(2),
+        payload: 64,
+        max_messages: 100_000,
+        verify_history: true,
+        verify_messages: 100_000,
+    };
+    let outcome = history::run(&target("roomcast", server.addr), &plan, "smokehist")
         .await
-        .expect("server stopped in time")
-        .expect("server task")
-        .expect("server ran");
+        .unwrap();
+    assert_eq!(outcome.why_not_exact(), None, "{outcome:#?}");
+    let acks = &outcome.acks;
+    assert!(acks.sent > 0, "{outcome:#?}");
+    assert_eq!(acks.acked, acks.sent, "{outcome:#?}");
+    assert_eq!(acks.rooms_not_from_1, 0, "{outcome:#?}");
+    assert_eq!(outcome.rooms.len(), 3);
+    for room in &outcome.rooms {
+        assert!(room.is_gap_free(), "{room:?}");
+        assert_eq!(room.first, Some(1), "{room:?}");
+        assert_eq!(room.last, Some(room.acked), "{room:?}");
+    }
+    // Every member (4 per room) got every message of its room.
+    assert_eq!(outcome.fanout_expected, acks.acked * 4);
+    assert_eq!(outcome.fanout_received, outcome.fanout_expected);
+    // Everything persisted was read back, at the seq its sender was told.
+    let readback = outcome.readback.as_ref().expect("read back");
+    assert_eq!(readback.error, None);
+    assert_eq!(readback.persisted, acks.acked);
+    assert_eq!(readback.read, acks.acked);
+    assert_eq!(readback.matched, acks.acked);
+    server.stop().await;
 }

@@ -6,11 +6,11 @@
 //! - [`sweep`]: fan-out steps at rising rates until p99 or loss fails.
 //! - [`idle`]: connections held; server RSS per connection.
 //! - [`connect`]: set-ups per second (TCP + upgrade + JWT + join).
-//!
-//! TODO(history): `history` (persisted messages/s) comes with the store.
+//! - [`history`]: persisted messages per second (acks), exact per-room seq accounting.
 
 pub mod connect;
 pub mod fanout;
+pub mod history;
 pub mod idle;
 pub mod sweep;
 
