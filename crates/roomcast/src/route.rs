@@ -265,9 +265,16 @@ async fn connection<H: Handler>(
     _tracked: TaskTrackerToken,
 ) {
     match on_upgrade.await {
-        Ok(upgraded) => start(&endpoint.inner, Io::new(upgraded), *admitted).await,
+        Ok(upgraded) => start(&endpoint.inner, Io::new(upgraded), unbox(admitted)).await,
         Err(err) => tracing::debug!(error = %err, "upgrade failed"),
     }
+}
+
+/// Moves the decision out of its box and frees the box now. (`*admitted` in the task would
+/// free it only when the task ends: a moved-out box is deallocated at the end of its scope.)
+#[allow(clippy::boxed_local, reason = "unboxing is the point")]
+fn unbox(admitted: Box<Admitted>) -> Admitted {
+    *admitted
 }
 
 /// The future that serves (or refuses) an upgraded connection.

@@ -220,19 +220,24 @@ impl State {
                 ..Joined::default()
             });
         }
-        // One slot at a time: a connection is usually in one room, and `push` would reserve
-        // four (~190 bytes) for every connection.
-        entry.rooms.reserve_exact(1);
-        entry.rooms.push(ConnRoom::new(room.clone()));
-        let user = entry.user.clone();
         let room_created = !self.rooms.contains_key(room);
         let members = self.rooms.entry(room.clone()).or_default();
         members.conns.insert(conn);
-        let count = members.users.entry(user).or_insert(0);
+        let count = members.users.entry(entry.user.clone()).or_insert(0);
         *count += 1;
+        let user_joined = *count == 1;
+        // The room's own name, shared: the caller's is often a fresh allocation per request.
+        let name = self
+            .rooms
+            .get_key_value(room)
+            .map_or_else(|| room.clone(), |(name, _)| name.clone());
+        // One slot at a time: a connection is usually in one room, and `push` would reserve
+        // four (~190 bytes) for every connection.
+        entry.rooms.reserve_exact(1);
+        entry.rooms.push(ConnRoom::new(name));
         Some(Joined {
             already: false,
-            user_joined: *count == 1,
+            user_joined,
             room_created,
         })
     }

@@ -262,7 +262,10 @@ impl Conn<'_> {
     /// Writes every frame of the batch, then flushes once, within `write_wait`.
     async fn write_batch(&mut self) -> Result<(), End> {
         let write = self.socket.write_frames(&mut self.batch);
-        written(timeout(self.config.write_wait, write).await)
+        let result = written(timeout(self.config.write_wait, write).await);
+        // Written (or abandoned): give the buffer back, an idle connection keeps none.
+        self.batch = VecDeque::new();
+        result
     }
 
     /// Finishes the closing handshake: writes what is still queued (unless the client is a
