@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use roomcast::protocol::native::{self, NATIVE, Request};
 use roomcast::protocol::{ChatMessage, Dialect, Event, UserInfo, now_ms};
-use roomcast::{Handler, Incoming, RoomName, Session, close_code};
-use roomcast_store::{NewMessage, Seq, StoreError, StoredMessage};
+use roomcast::{Frame, Handler, Incoming, RoomName, Session, close_code};
+use roomcast_store::{Appended, NewMessage, Seq, StoreError, StoredMessage};
 
 use crate::AppState;
 
@@ -151,6 +151,15 @@ impl NativeChat {
     }
 
     /// Persists, broadcasts (from the store's commit path, in seq order), then acks.
+    ///
+    /// The hook returns once the message is in the store's queue, not when it is committed:
+    /// a connection's next message is read at once, so one client's messages share a group
+    /// commit instead of waiting an fsync each (with one message in flight per connection, a
+    /// room's rate was capped near publishers ÷ commit latency). Order is kept: seqs follow
+    /// queue order, and the broadcast and the ack of a new message are sent from the commit
+    /// hook, which runs in seq order. A retry (duplicate `client_msg_id`) and a failed commit
+    /// are answered when the commit's outcome arrives. The store's bounded queue
+    /// (`queue_capacity`) is what stops a client that sends faster than the store commits.
     async fn message(
         &self,
         cx: &Session,
@@ -171,29 +180,52 @@ impl NativeChat {
             client_msg_id,
         };
         let hub = cx.hub().clone();
-        let broadcast_room = room.clone();
-        let appended = self
-            .state
-            .store
-            .append_message_with(new, move |stored| {
-                let message = to_chat(&broadcast_room, stored.clone());
-                hub.publish_now(&broadcast_room, Event::Message(message), &[]);
-            })
-            .await;
-        match appended {
-            Ok((stored, _)) => Ok(cx.send(native::ack(
-                &room,
-                &stored.id.0,
-                Some(stored.seq.0),
-                stored.client_msg_id.as_deref(),
-                stored.created_at,
-            ))?),
-            Err(StoreError::Invalid(reason)) => Ok(cx.send(native::error(&reason, Some(&room)))?),
-            Err(err) => {
-                tracing::error!(error = %err, %room, "could not persist a message");
-                let reason = "the message could not be saved; retry with the same client_msg_id";
-                Ok(cx.send(native::error(reason, Some(&room)))?)
+        let sender = cx.sender();
+        let on_commit = {
+            let (room, sender) = (room.clone(), sender.clone());
+            move |stored: &StoredMessage| {
+                let message = to_chat(&room, stored.clone());
+                hub.publish_now(&room, Event::Message(message), &[]);
+                // A full queue closes that connection (1013); nothing else to do here.
+                let _ = sender.send(ack(&room, stored));
             }
+        };
+        let committing = match self.state.store.queue_message_with(new, on_commit).await {
+            Ok(committing) => committing,
+            Err(err) => return Ok(cx.send(append_failed(&room, &err))?),
+        };
+        tokio::spawn(async move {
+            let reply = match committing.await {
+                // Acked from the commit hook, in order with the broadcast.
+                Ok((_, Appended::New)) => return,
+                Ok((stored, Appended::Duplicate)) => ack(&room, &stored),
+                Err(err) => append_failed(&room, &err),
+            };
+            let _ = sender.send(reply);
+        });
+        Ok(())
+    }
+}
+
+/// The `ack` of a stored message.
+fn ack(room: &RoomName, stored: &StoredMessage) -> Frame {
+    native::ack(
+        room,
+        &stored.id.0,
+        Some(stored.seq.0),
+        stored.client_msg_id.as_deref(),
+        stored.created_at,
+    )
+}
+
+/// The `error` envelope for a message the store did not take.
+fn append_failed(room: &RoomName, err: &StoreError) -> Frame {
+    match err {
+        StoreError::Invalid(reason) => native::error(reason, Some(room)),
+        err => {
+            tracing::error!(error = %err, %room, "could not persist a message");
+            let reason = "the message could not be saved; retry with the same client_msg_id";
+            native::error(reason, Some(room))
         }
     }
 }

@@ -94,5 +94,6 @@ mod users;
 mod writer;
 
 pub use error::{Result, StoreError};
+pub use messages::Committing;
 pub use records::{Appended, MessageId, NewMessage, RefreshToken, Room, Seq, StoredMessage, User};
 pub use store::{Store, StoreOptions};

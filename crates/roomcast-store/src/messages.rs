@@ -77,12 +77,51 @@ impl Store {
         self.queue_append(message, Some(Box::new(on_commit))).await
     }
 
+    /// [`Store::append_message_with`] in two steps: this waits only until the message is in
+    /// the writer's queue (while the queue is full, `queue_capacity`), and the returned
+    /// [`Committing`] resolves when it is committed. A caller that queues its messages one
+    /// after the other keeps their order (seqs follow queue order) without waiting a commit
+    /// per message: a connection can have many messages in one group commit.
+    ///
+    /// ```no_run
+    /// # async fn run(store: roomcast_store::Store, message: roomcast_store::NewMessage) -> roomcast_store::Result<()> {
+    /// let committing = store.queue_message_with(message, |stored| println!("seq {}", stored.seq.0)).await?;
+    /// // … queue more, then (or elsewhere):
+    /// let (stored, _) = committing.await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// At once: [`StoreError::Invalid`] (the checks of [`Store::append_message`]) and
+    /// [`StoreError::Closed`]. From the [`Committing`]: the rest of
+    /// [`Store::append_message`]'s errors.
+    pub async fn queue_message_with<F>(
+        &self,
+        message: NewMessage,
+        on_commit: F,
+    ) -> Result<Committing>
+    where
+        F: FnOnce(&StoredMessage) + Send + 'static,
+    {
+        self.enqueue(message, Some(Box::new(on_commit))).await
+    }
+
     /// Checks `message`, queues it for the writer and waits for the answer.
     async fn queue_append(
         &self,
         message: NewMessage,
         on_commit: Option<OnCommit>,
     ) -> Result<(StoredMessage, Appended)> {
+        self.enqueue(message, on_commit).await?.await
+    }
+
+    /// Checks `message` and queues it for the writer.
+    async fn enqueue(
+        &self,
+        message: NewMessage,
+        on_commit: Option<OnCommit>,
+    ) -> Result<Committing> {
         check_key("room name", &message.room)?;
         check_key("user id", &message.user_id)?;
         check_key("username", &message.username)?;
@@ -108,7 +147,7 @@ impl Store {
             .send(request)
             .await
             .map_err(|_| StoreError::Closed)?;
-        reply_rx.await.map_err(|_| StoreError::Closed)?
+        Ok(Committing { reply_rx })
     }
 
     /// A page of a room's history: the newest `limit` messages with a seq below `before` (all
@@ -186,4 +225,25 @@ impl Store {
 /// A `LIMIT` for the database's signed integer, saturating.
 fn db_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A queued message on its way to the database: resolves to the stored message once committed
+/// (see [`Store::queue_message_with`]). Dropping it does not cancel the append.
+#[derive(Debug)]
+#[must_use = "the commit's outcome (and any error) arrives through this future"]
+pub struct Committing {
+    reply_rx: oneshot::Receiver<Result<(StoredMessage, Appended)>>,
+}
+
+impl std::future::Future for Committing {
+    type Output = Result<(StoredMessage, Appended)>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.reply_rx)
+            .poll(cx)
+            .map(|reply| reply.map_err(|_| StoreError::Closed)?)
+    }
 }

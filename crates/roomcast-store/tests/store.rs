@@ -18,6 +18,7 @@ store_suite![
     concurrent_appends_produce_every_seq_exactly_once,
     batch_bigger_than_one_statement_keeps_seqs_gap_free_and_retries_idempotent,
     commit_hooks_see_each_room_in_seq_order_and_only_new_messages,
+    queued_messages_keep_the_order_they_were_queued_in,
     history_pages_back_in_ascending_order,
     messages_since_replays_in_order,
     unknown_room_fails_only_its_own_message_in_a_batch,
@@ -587,6 +588,47 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(next.seq.0, kept.seq.0 + 1);
+    }
+
+    pub(crate) async fn queued_messages_keep_the_order_they_were_queued_in(db: TestDb) {
+        // One sender queues many messages before awaiting any commit (a pipelining client):
+        // seqs and hooks follow queue order, and a retry queued among them answers with the
+        // original seq and calls no hook.
+        let store = &db.store;
+        store.create_room("r", false, None).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut committing = Vec::new();
+        for n in 1..=200u64 {
+            let key = format!("k{n}");
+            let seen = Arc::clone(&seen);
+            let queued = store
+                .queue_message_with(keyed("r", "u1", &key, &key), move |stored| {
+                    seen.lock().unwrap().push(stored.content.clone());
+                })
+                .await
+                .expect("queued");
+            committing.push(queued);
+        }
+        let retry = store
+            .queue_message_with(keyed("r", "u1", "again", "k7"), |_| {
+                panic!("a retry calls no hook")
+            })
+            .await
+            .unwrap();
+        for (n, queued) in (1..).zip(committing) {
+            let (stored, appended) = queued.await.expect("committed");
+            assert_eq!((stored.seq.0, appended), (n, Appended::New));
+        }
+        let (original, appended) = retry.await.unwrap();
+        assert_eq!((original.seq.0, appended), (7, Appended::Duplicate));
+        let expected: Vec<String> = (1..=200).map(|n| format!("k{n}")).collect();
+        assert_eq!(*seen.lock().unwrap(), expected);
+        // Refused at once, before queueing.
+        let refused = store
+            .queue_message_with(message("r", "u1", "nul\0"), |_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::Invalid(_)), "{refused}");
     }
 
     pub(crate) async fn history_pages_back_in_ascending_order(db: TestDb) {

@@ -62,7 +62,7 @@ pub use handler::Handler;
 pub use hub::{Hub, HubBuilder, HubStats, JoinOutcome};
 pub use ids::{ConnId, InvalidRoomName, MAX_ROOM_NAME_BYTES, NodeId, RoomName, UserId};
 pub use route::{AllowedOrigins, Endpoint, route};
-pub use session::{Incoming, SendError, Session};
+pub use session::{Incoming, SendError, Sender, Session};
 
 pub use bytes::Bytes;
 /// Re-exported so applications name the same `Utf8Bytes` and `Bytes` the frames hold.

@@ -106,6 +106,60 @@ async fn a_retry_with_the_same_client_msg_id_is_acked_again_but_not_duplicated()
 }
 
 #[tokio::test]
+async fn messages_sent_without_waiting_for_acks_keep_their_order() {
+    // A client may pipeline: it sends many messages before the first ack. Each is persisted,
+    // broadcast and acked in the order sent, a retry inside the burst is acked with the
+    // original seq, and a message the store refuses is answered without stopping the rest.
+    let server = TestServer::start().await;
+    let mut ann = server.connect_as("/ws", "ann").await;
+    let mut bob = server.connect_as("/ws", "bob").await;
+    ann.join("lobby").await;
+    bob.join("lobby").await;
+    ann.recv_type("join").await;
+    let message = |i: usize| json!({"type": "message", "room": "lobby", "content": format!("p{i}"), "client_msg_id": format!("k{i}")});
+    for i in 1..=30 {
+        ann.send_json(message(i)).await;
+    }
+    // A retry of the fifth, and a message the store refuses (a NUL), in the same burst.
+    ann.send_json(message(5)).await;
+    ann.send_json(json!({"type": "message", "room": "lobby", "content": "bad\u{0}"}))
+        .await;
+    ann.send_json(message(31)).await;
+
+    let mut acks = Vec::new();
+    let mut errors = 0;
+    while acks.len() < 32 || errors < 1 {
+        let frame = ann.recv_json().await;
+        match frame["type"].as_str() {
+            Some("ack") => acks.push((frame["client_msg_id"].clone(), frame["seq"].clone())),
+            Some("error") => errors += 1,
+            _ => {}
+        }
+    }
+    let in_order: Vec<_> = (1..=30)
+        .map(|i| (json!(format!("k{i}")), json!(i)))
+        .collect();
+    assert_eq!(
+        acks[..30],
+        in_order[..],
+        "new messages are acked in the order sent"
+    );
+    assert!(
+        acks[30..].contains(&(json!("k5"), json!(5))),
+        "the retry is acked with the original seq: {acks:?}"
+    );
+    assert!(acks[30..].contains(&(json!("k31"), json!(31))), "{acks:?}");
+    for i in 1..=31u64 {
+        let seen = bob.recv_type("message").await;
+        assert_eq!(
+            (&seen["seq"], &seen["content"]),
+            (&json!(i), &json!(format!("p{i}")))
+        );
+    }
+    bob.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
 async fn a_resumed_client_sees_every_seq_exactly_once_in_order_while_another_talks() {
     const TOTAL: u64 = 120;
     let server = TestServer::start().await;

@@ -68,6 +68,40 @@ impl Incoming {
     }
 }
 
+/// Sends to one connection from outside its hooks: see [`Session::sender`].
+#[derive(Debug, Clone)]
+pub struct Sender {
+    hub: Hub,
+    conn: ConnId,
+    outbound: Outbound,
+}
+
+impl Sender {
+    /// Queues `frame` for the connection, as [`Session::send`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`] when the queue is full (the connection is being closed with 1013),
+    /// [`SendError::Closed`] when it is closing or gone.
+    pub fn send(&self, frame: impl Into<Frame>) -> Result<(), SendError> {
+        send(&self.hub, &self.outbound, frame.into())
+    }
+
+    /// The connection this sends to.
+    pub fn conn_id(&self) -> ConnId {
+        self.conn
+    }
+}
+
+/// Queues `frame`, counting a queue that overflows (the connection is then closed with 1013).
+fn send(hub: &Hub, outbound: &Outbound, frame: Frame) -> Result<(), SendError> {
+    let sent = outbound.try_send(frame);
+    if sent == Err(SendError::Full) {
+        hub.count_slow_consumer();
+    }
+    sent
+}
+
 /// The connection a hook is called for: who it is, what it may do.
 ///
 /// Sends never wait: they queue the frame. If this connection's queue is full it is being
@@ -158,11 +192,34 @@ impl Session {
     /// [`SendError::Full`] when the queue is full (the connection is being closed with 1013),
     /// [`SendError::Closed`] when it is closing.
     pub fn send(&self, frame: impl Into<Frame>) -> Result<(), SendError> {
-        let sent = self.outbound.try_send(frame.into());
-        if sent == Err(SendError::Full) {
-            self.hub.count_slow_consumer();
+        send(&self.hub, &self.outbound, frame.into())
+    }
+
+    /// A handle that sends to this connection after the hook has returned: from a spawned
+    /// task, or a callback that completes later (a store commit, say). Cheap to clone; sends
+    /// fail with [`SendError::Closed`] once the connection is gone.
+    ///
+    /// ```
+    /// use roomcast::{Handler, Incoming, Session};
+    ///
+    /// struct Later;
+    /// impl Handler for Later {
+    ///     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
+    ///         let sender = cx.sender();
+    ///         tokio::spawn(async move {
+    ///             // … some slow work, then:
+    ///             let _ = sender.send(msg.to_frame());
+    ///         });
+    ///         Ok(()) // the next message is read at once
+    ///     }
+    /// }
+    /// ```
+    pub fn sender(&self) -> Sender {
+        Sender {
+            hub: self.hub.clone(),
+            conn: self.conn,
+            outbound: self.outbound.clone(),
         }
-        sent
     }
 
     /// Encodes `value` as JSON and queues it.

@@ -6,6 +6,7 @@ mod client;
 mod probe;
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{EncodingKey, Header};
@@ -155,7 +156,11 @@ impl TestServerBuilder {
             .hub
             .unwrap_or_else(|| Hub::new(SessionConfig::default()));
         let (disconnected_tx, disconnected_rx) = mpsc::unbounded_channel();
-        let probe = Probe { disconnected_tx };
+        let senders = Arc::default();
+        let probe = Probe {
+            disconnected_tx,
+            senders: Arc::clone(&senders),
+        };
         let route = match self.configure {
             Some(configure) => configure(Endpoint::new(hub.clone(), self.auth, probe)).into_route(),
             None => roomcast::route(hub.clone(), self.auth, probe),
@@ -165,6 +170,7 @@ impl TestServerBuilder {
             addr,
             hub,
             disconnected_rx,
+            senders,
             task,
         }
     }
@@ -175,6 +181,8 @@ pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
     pub(crate) hub: Hub,
     disconnected_rx: mpsc::UnboundedReceiver<Disconnected>,
+    /// `Sender`s the probe kept (`{"cmd":"keep_sender"}`).
+    pub(crate) senders: Arc<Mutex<Vec<roomcast::Sender>>>,
     task: JoinHandle<()>,
 }
 

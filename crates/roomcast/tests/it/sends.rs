@@ -186,3 +186,27 @@ async fn a_binary_frame_is_delivered_as_binary() {
 
     assert_eq!(alice.recv_binary().await, [1, 2, 3]);
 }
+
+#[tokio::test]
+async fn a_sender_reaches_its_connection_after_the_hook_returned_and_fails_once_it_is_gone() {
+    let mut server = TestServer::start().await;
+    let mut alice = server.connect_as("alice").await;
+    alice.send_text(r#"{"cmd":"keep_sender"}"#).await;
+    assert_eq!(alice.recv_json().await["type"], "kept");
+    let sender = server
+        .senders
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the probe kept one");
+
+    sender.send(news("later")).expect("the connection is open");
+    assert_eq!(alice.recv_json().await, json!({ "news": "later" }));
+
+    drop(alice);
+    server.disconnected().await;
+    assert_eq!(
+        sender.send(news("too late")),
+        Err(roomcast::SendError::Closed)
+    );
+}

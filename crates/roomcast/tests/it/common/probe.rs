@@ -8,12 +8,15 @@
 //! {"cmd":"leave","room":"r"}        ← {"type":"left","room":"r","was_member":…}
 //! {"cmd":"fail","code":4000}        → on_message returns Error::close(4000, "told to fail")
 //! {"cmd":"fail"}                    → on_message returns Error::other("told to fail")
+//! {"cmd":"keep_sender"}             ← {"type":"kept"}; the session's `Sender` is kept for the test
 //! any other text                    ← {"type":"got","kind":"text","payload":"<text>"}
 //! any binary                        ← {"type":"got","kind":"binary","payload":[bytes…]}
 //! (on disconnect)                   → a `Disconnected` on the server's channel
 //! ```
 
-use roomcast::{CloseReason, Error, Handler, Incoming, RoomName, Session, UserId};
+use std::sync::{Arc, Mutex};
+
+use roomcast::{CloseReason, Error, Handler, Incoming, RoomName, Sender, Session, UserId};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -31,6 +34,8 @@ pub(crate) struct Disconnected {
 /// The test handler: see the module docs for its protocol.
 pub(crate) struct Probe {
     pub(super) disconnected_tx: mpsc::UnboundedSender<Disconnected>,
+    /// Senders handed out by `keep_sender`, for tests that send after the hook returned.
+    pub(super) senders: Arc<Mutex<Vec<Sender>>>,
 }
 
 impl Probe {
@@ -62,6 +67,10 @@ impl Probe {
                 )),
                 None => Err(Error::other("told to fail")),
             },
+            Some("keep_sender") => {
+                self.senders.lock().unwrap().push(cx.sender());
+                cx.send_json(&json!({ "type": "kept" }))
+            }
             other => panic!("the probe has no command {other:?}"),
         }
     }
