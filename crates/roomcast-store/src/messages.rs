@@ -50,11 +50,12 @@ impl Store {
     /// [`Store::append_message`], and `on_commit` is called with the message right after its
     /// commit, if it was stored now ([`Appended::New`]; not for a retry).
     ///
-    /// The hook is for broadcasting in seq order. It runs on the store's writer task, which
-    /// calls the hooks of a batch one after the other, in seq order within each room, before
-    /// answering any caller: so messages reach it in the order the room's clients must see
-    /// them, which callers woken in arbitrary order after `append_message` could not
-    /// guarantee. It must be quick and must not block: every write waits while it runs (hand
+    /// The hook is for broadcasting in seq order. It runs on the writer's answering task, which
+    /// calls the hooks of a batch one after the other, in seq order within each room, batch
+    /// after batch in commit order, before answering any caller of that batch: so messages
+    /// reach it in the order the room's clients must see them, which callers woken in
+    /// arbitrary order after `append_message` could not guarantee. It must be quick and must
+    /// not block: the next batch's answers wait while it runs, and the writer with them (hand
     /// the message to bounded queues with `try_send`, say). A panic in it is caught and logged;
     /// the message stays committed.
     ///

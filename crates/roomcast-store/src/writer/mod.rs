@@ -3,6 +3,8 @@
 //! One task per store owns every message write. It receives `AppendRequest`s on the store's
 //! bounded `mpsc` (each carrying a `oneshot` for its answer), takes whatever is queued, up to
 //! `max_batch`, writes it all in one transaction, commits, and only then answers each request.
+//! The answering (commit hooks, then replies) runs on a second task, batch after batch in
+//! commit order, so the next batch is written while the last one's hooks run.
 //!
 //! ```text
 //! append_message ─┐                           ┌─ BEGIN
@@ -46,7 +48,7 @@ use crate::store::{Backend, with_pool};
 
 mod sql;
 
-/// A hook `append_message_with` runs on the writer task after the message's commit.
+/// A hook `append_message_with` runs after the message's commit, on the writer's answering task.
 pub(crate) type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
 
 /// One `append_message` call waiting for the writer.
@@ -143,6 +145,16 @@ pub(crate) async fn run(
 ) {
     let sql = BatchSql::for_backend(&backend);
     let mut batch = Vec::with_capacity(max_batch);
+    // Hooks and replies run on their own task, in batch order, while the next batch is being
+    // written: in `roomcast serve` the hooks broadcast and ack every message, which took as
+    // long as the commit itself, and the writer waited for them. One batch may wait to be
+    // answered while another is written (the channel's bound), so memory stays bounded.
+    let (answer_tx, mut answer_rx) = mpsc::channel::<Answer>(1);
+    let answerer = tokio::spawn(async move {
+        while let Some((pending, waiters, outcomes)) = answer_rx.recv().await {
+            answer(pending, waiters, outcomes);
+        }
+    });
     loop {
         let received = tokio::select! {
             // Appends are waiting: take all of them, up to `max_batch`. 0 means closed and empty.
@@ -167,10 +179,23 @@ pub(crate) async fn run(
             })
             .unzip();
         let outcomes = write_batch(&backend, &sql, &pending).await;
-        answer(pending, waiters, outcomes);
+        if let Err(mpsc::error::SendError((pending, waiters, outcomes))) =
+            answer_tx.send((pending, waiters, outcomes)).await
+        {
+            // The answering task is gone (it panicked): answer here rather than lose replies.
+            answer(pending, waiters, outcomes);
+        }
+    }
+    // Every batch written is answered before the writer reports itself stopped.
+    drop(answer_tx);
+    if let Err(err) = answerer.await {
+        tracing::error!(error = %err, "the store's answering task failed");
     }
     tracing::debug!("store writer stopped");
 }
+
+/// A written batch on its way to its hooks and waiters.
+type Answer = (Vec<Pending>, Vec<Waiter>, Vec<ItemOutcome>);
 
 /// Runs the commit hooks, then answers every waiter; the three lists are in batch order.
 fn answer(batch: Vec<Pending>, waiters: Vec<Waiter>, outcomes: Vec<ItemOutcome>) {
