@@ -293,7 +293,6 @@ fn start<'a, H: Handler>(
             let outbound = Outbound::new(hub.config().outbound_capacity);
             let conn = hub.register(&identity, inner.dialect, outbound.clone());
             let guard = ConnGuard::new(hub.clone(), conn, permit);
-            let span = tracing::info_span!("session", %conn, user = %identity.user_id);
             let session = Session::new(hub.clone(), conn, identity, outbound.clone(), params);
             let serve = driver::serve(
                 driver::Conn::new(io, hub.config()),
@@ -303,7 +302,8 @@ fn start<'a, H: Handler>(
                 &inner.handler,
                 inner.dialect,
             );
-            Either::Right(tracing::Instrument::instrument(serve, span))
+            // No span for the connection's life: see `driver::hook_span`.
+            Either::Right(serve)
         }
     }
 }
@@ -354,5 +354,34 @@ async fn refuse(mut socket: WsStream<Io>, hub: &Hub, reason: CloseReason) {
     if let Ok(Ok(())) = tokio::time::timeout(wait, socket.write_close(&reason)).await {
         let linger = wait.min(std::time::Duration::from_secs(1));
         let _ = tokio::time::timeout(linger, socket.await_close_reply(true)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Incoming;
+
+    struct Nop;
+    impl Handler for Nop {
+        async fn on_message(&self, _: &Session, _: Incoming) -> crate::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn future_size<F: Future>(
+        _: fn(Endpoint<Nop>, OnUpgrade, Box<Admitted>, TaskTrackerToken) -> F,
+    ) -> usize {
+        size_of::<F>()
+    }
+
+    /// Every idle connection carries its task's future for its whole life (tokio rounds the
+    /// task up to 128-byte lines), so a field or a local kept across an `.await` in the
+    /// session loop costs memory on every connection. This fails when the future grows past
+    /// its budget; measure with `roomcast-loadgen idle` before raising it.
+    #[test]
+    fn an_idle_connections_task_stays_within_its_budget() {
+        let size = future_size(connection::<Nop>);
+        assert!(size <= 1000, "the connection's future is {size} bytes");
     }
 }

@@ -113,7 +113,8 @@ pub struct Session {
     guest: bool,
     outbound: Outbound,
     /// The route's path parameters (`/ws/{room}`); empty for most routes, so no allocation.
-    params: Vec<(String, String)>,
+    /// A boxed slice, not a `Vec`: 8 bytes less in every connection's task.
+    params: Box<[(String, String)]>,
 }
 
 impl Session {
@@ -133,7 +134,7 @@ impl Session {
             },
             guest: identity.guest,
             outbound,
-            params,
+            params: params.into_boxed_slice(),
         }
     }
 

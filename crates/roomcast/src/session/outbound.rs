@@ -145,17 +145,20 @@ impl Outbound {
         .await;
     }
 
-    /// Moves every queued frame into `batch` (which must be empty), buffer and all: the queue
-    /// is left with no allocation, and the session frees the batch once written, so an idle
-    /// connection holds no queue memory (one allocation per batch, against a system call per
-    /// batch). Returns the close reason, if one was recorded; frames queued before a close are
-    /// still handed over to be written first.
-    pub(crate) fn take(&self, batch: &mut VecDeque<Frame>) -> Option<CloseReason> {
-        debug_assert!(batch.is_empty());
+    /// Takes every queued frame, buffer and all: the queue is left with no allocation, and the
+    /// session frees the batch once written, so an idle connection holds no queue memory (one
+    /// allocation per batch, against a system call per batch). The flag says a close was
+    /// requested ([`Outbound::close_reason`] has the reason); frames queued before it are still
+    /// handed over to be written first.
+    pub(crate) fn take(&self) -> (VecDeque<Frame>, bool) {
         let mut queue = self.lock();
-        *batch = std::mem::take(&mut queue.frames);
         queue.replay = 0;
-        queue.close.clone()
+        (std::mem::take(&mut queue.frames), queue.close.is_some())
+    }
+
+    /// The close reason recorded first, if any.
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.lock().close.clone()
     }
 }
 
@@ -170,11 +173,9 @@ mod tests {
         assert_eq!(outbound.try_send(Frame::from("b")), Ok(()));
         assert_eq!(outbound.try_send(Frame::from("c")), Err(SendError::Full));
         assert_eq!(outbound.try_send(Frame::from("d")), Err(SendError::Closed));
-        let mut batch = VecDeque::new();
-        assert_eq!(
-            outbound.take(&mut batch),
-            Some(CloseReason::slow_consumer())
-        );
+        let (batch, closing) = outbound.take();
+        assert!(closing);
+        assert_eq!(outbound.close_reason(), Some(CloseReason::slow_consumer()));
         assert!(batch.is_empty(), "a slow consumer's backlog is dropped");
     }
 
@@ -185,8 +186,9 @@ mod tests {
         outbound.try_send(Frame::from("b")).unwrap();
         assert!(outbound.close(CloseReason::normal()));
         assert!(!outbound.close(CloseReason::going_away()));
-        let mut batch = VecDeque::new();
-        assert_eq!(outbound.take(&mut batch), Some(CloseReason::normal()));
+        let (batch, closing) = outbound.take();
+        assert!(closing);
+        assert_eq!(outbound.close_reason(), Some(CloseReason::normal()));
         assert_eq!(batch, [Frame::from("a"), Frame::from("b")]);
     }
 

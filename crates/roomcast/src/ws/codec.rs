@@ -80,8 +80,9 @@ struct Fragments {
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
     max_message: usize,
-    /// A fragmented message in progress.
-    fragments: Option<Fragments>,
+    /// A fragmented message in progress. Boxed: rare, and an idle connection's decoder
+    /// should be small (it lives in the connection's task).
+    fragments: Option<Box<Fragments>>,
     /// Payload bytes of a refused (oversized) frame still to be skipped, so that a peer's
     /// close reply after it can still be found.
     skip: u64,
@@ -173,7 +174,7 @@ impl Decoder {
                 if header.fin {
                     return message(binary, data).map(Some);
                 }
-                self.fragments = Some(Fragments { binary, data });
+                self.fragments = Some(Box::new(Fragments { binary, data }));
                 Ok(None)
             }
             OP_CONTINUATION => {
@@ -186,7 +187,7 @@ impl Decoder {
                 if !header.fin {
                     return Ok(None);
                 }
-                let Fragments { binary, data } = self.fragments.take().expect("checked above");
+                let Fragments { binary, data } = *self.fragments.take().expect("checked above");
                 message(binary, data).map(Some)
             }
             _ => unreachable!("parse_header refuses unknown opcodes"),

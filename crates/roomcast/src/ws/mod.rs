@@ -47,10 +47,11 @@ pub(crate) struct WsStream<S> {
     /// Bytes read but not yet decoded: the front of a frame that arrived in pieces, or frames
     /// that arrived together with the one returned. No capacity while idle.
     pending: Vec<u8>,
-    /// Bytes per read, at most [`READ_CHUNK`].
-    read_chunk: usize,
+    /// Bytes per read, at most [`READ_CHUNK`]. (`u32`s: this struct lives in every
+    /// connection's task.)
+    read_chunk: u32,
     /// Coalescing limit for writes.
-    write_buffer: usize,
+    write_buffer: u32,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
@@ -60,8 +61,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             io,
             decoder: Decoder::new(max_message),
             pending: Vec::new(),
-            read_chunk: read_buffer.clamp(1, READ_CHUNK),
-            write_buffer: write_buffer.max(1),
+            read_chunk: read_buffer.clamp(1, READ_CHUNK) as u32,
+            write_buffer: u32::try_from(write_buffer.max(1)).unwrap_or(u32::MAX),
         }
     }
 
@@ -90,7 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             // The buffer lives on the stack for this poll only: a connection waiting for
             // input keeps nothing.
             let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut buf = ReadBuf::uninit(&mut chunk[..self.read_chunk]);
+            let mut buf = ReadBuf::uninit(&mut chunk[..self.read_chunk as usize]);
             if let Err(err) = ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
                 return Poll::Ready(Err(ReadError::Io(err)));
             }
@@ -133,7 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     /// Writes every frame of `frames` (emptying it), coalesced into writes of at most the write
     /// buffer size; a frame larger than that is written straight from its shared bytes.
     pub(crate) async fn write_frames(&mut self, frames: &mut VecDeque<Frame>) -> io::Result<()> {
-        let limit = self.write_buffer;
+        let limit = self.write_buffer as usize;
         let mut buf = Vec::new();
         while let Some(frame) = frames.pop_front() {
             let (opcode, payload) = frame.wire();
@@ -156,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     }
 
     /// Writes one frame and flushes.
-    pub(crate) async fn write_frame(&mut self, frame: &Frame) -> io::Result<()> {
+    pub(crate) async fn write_frame(&mut self, frame: Frame) -> io::Result<()> {
         let (opcode, payload) = frame.wire();
         let mut head = Vec::with_capacity(codec::MAX_SERVER_HEADER);
         encode_header(&mut head, opcode, payload.len());
