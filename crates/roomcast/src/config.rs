@@ -7,6 +7,11 @@ use std::time::Duration;
 
 /// Per-connection limits and timers. Every field has a documented default.
 ///
+/// The four durations (`ping_period`, `pong_wait`, `heartbeat_interval`, `connection_timeout`)
+/// are enforced by one sweep over the hub's connections, every tenth of the shortest non-zero
+/// one (between 5 ms and 1 s), rather than by a timer per connection: each fires up to one
+/// sweep period late.
+///
 /// ```
 /// use std::time::Duration;
 /// let config = roomcast::SessionConfig {

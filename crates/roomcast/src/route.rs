@@ -290,7 +290,7 @@ fn start<'a, H: Handler>(
             Either::Left(refuse(driver::stream(io, hub.config()), hub, reason))
         }
         Verdict::Admit(identity, permit) => {
-            let outbound = Outbound::new(hub.config().outbound_capacity);
+            let outbound = Outbound::new(hub.config().outbound_capacity, hub.now_ms());
             let conn = hub.register(&identity, inner.dialect, outbound.clone());
             let guard = ConnGuard::new(hub.clone(), conn, permit);
             let session = Session::new(hub.clone(), conn, identity, outbound.clone(), params);
@@ -300,7 +300,6 @@ fn start<'a, H: Handler>(
                 outbound,
                 guard,
                 &inner.handler,
-                inner.dialect,
             );
             // No span for the connection's life: see `driver::hook_span`.
             Either::Right(serve)
@@ -382,6 +381,6 @@ mod tests {
     #[test]
     fn an_idle_connections_task_stays_within_its_budget() {
         let size = future_size(connection::<Nop>);
-        assert!(size <= 1000, "the connection's future is {size} bytes");
+        assert!(size <= 768, "the connection's future is {size} bytes");
     }
 }

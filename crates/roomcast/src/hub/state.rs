@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::auth::Identity;
 use crate::broker::Target;
-use crate::frame::Frame;
+use crate::frame::{CloseReason, Frame, close_code};
 use crate::ids::{ConnId, RoomName, UserId};
 use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
 use crate::session::{Outbound, SendError};
@@ -30,6 +30,24 @@ struct Conn {
     outbound: Outbound,
     /// Rooms this connection is in; few, so a `Vec`.
     rooms: Vec<ConnRoom>,
+    /// When the sweep last asked for a protocol ping (or the connection opened), ms.
+    pinged: u64,
+    /// When the sweep last queued the application heartbeat (or the connection opened), ms.
+    beat: u64,
+}
+
+/// The connection deadlines the hub's sweep enforces, in ms of the hub's clock (see
+/// `Hub::now_ms`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// A protocol ping is requested this long after the last one.
+    pub(crate) ping_period: u64,
+    /// No frame from the peer for this long closes it: 1001 "ping timeout".
+    pub(crate) pong_wait: u64,
+    /// The dialect's heartbeat is queued this long after the last one; `None`: off.
+    pub(crate) heartbeat: Option<u64>,
+    /// No data message for this long closes it: 1001 "connection timeout"; `None`: off.
+    pub(crate) idle: Option<u64>,
 }
 
 /// One room of one connection.
@@ -137,12 +155,14 @@ impl<'e> EncodeOnce<'e> {
 
 impl State {
     /// Registers a connection. Returns true when this is the user's first connection.
+    /// `now` is the hub's clock (ms): the connection's deadlines count from it.
     pub(crate) fn add_conn(
         &mut self,
         conn: ConnId,
         identity: &Identity,
         dialect: &'static dyn Dialect,
         outbound: Outbound,
+        now: u64,
     ) -> bool {
         self.conns.insert(
             conn,
@@ -151,6 +171,8 @@ impl State {
                 dialect,
                 outbound,
                 rooms: Vec::new(),
+                pinged: now,
+                beat: now,
             },
         );
         let user = self
@@ -162,6 +184,47 @@ impl State {
             });
         user.conns.push(conn);
         user.conns.len() == 1
+    }
+
+    /// One pass of the hub's sweep at `now`: closes connections past a deadline, asks for the
+    /// pings and queues the heartbeats that are due. Never waits: each connection's part is a
+    /// look at two atomics and, when something is due, a non-blocking queue operation. Returns
+    /// how many heartbeats found a full queue (slow consumers, now being closed with 1013).
+    pub(crate) fn sweep(&mut self, now: u64, deadlines: &Deadlines) -> usize {
+        let mut slow = 0;
+        for conn in self.conns.values_mut() {
+            let (read, data) = conn.outbound.last_heard();
+            if now.saturating_sub(read) >= deadlines.pong_wait {
+                conn.outbound
+                    .close(CloseReason::new(close_code::GOING_AWAY, "ping timeout"));
+                continue;
+            }
+            if deadlines
+                .idle
+                .is_some_and(|idle| now.saturating_sub(data) >= idle)
+            {
+                conn.outbound.close(CloseReason::new(
+                    close_code::GOING_AWAY,
+                    "connection timeout",
+                ));
+                continue;
+            }
+            if now.saturating_sub(conn.pinged) >= deadlines.ping_period {
+                conn.pinged = now;
+                conn.outbound.request_ping();
+            }
+            if let Some(every) = deadlines.heartbeat
+                && now.saturating_sub(conn.beat) >= every
+            {
+                conn.beat = now;
+                if let Some(frame) = conn.dialect.heartbeat()
+                    && conn.outbound.try_send(frame) == Err(SendError::Full)
+                {
+                    slow += 1;
+                }
+            }
+        }
+        slow
     }
 
     /// Removes a connection from every room and from its user.
@@ -468,5 +531,96 @@ impl State {
         for conn in self.conns.values() {
             conn.outbound.close(reason.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Raw;
+    use crate::protocol::native::NATIVE;
+
+    const DEADLINES: Deadlines = Deadlines {
+        ping_period: 100,
+        pong_wait: 300,
+        heartbeat: Some(150),
+        idle: Some(1_000),
+    };
+
+    /// A state with one connection opened at `at`, and that connection's queue.
+    fn one_conn(dialect: &'static dyn Dialect, at: u64) -> (State, Outbound) {
+        let mut state = State::default();
+        let outbound = Outbound::new(2, at);
+        state.add_conn(ConnId(1), &Identity::guest(), dialect, outbound.clone(), at);
+        (state, outbound)
+    }
+
+    #[test]
+    fn the_sweep_asks_for_pings_and_heartbeats_when_due_and_not_before() {
+        let (mut state, outbound) = one_conn(&NATIVE, 1_000);
+        assert_eq!(state.sweep(1_099, &DEADLINES), 0);
+        let taken = outbound.take();
+        assert!(!taken.ping && taken.frames.is_empty(), "nothing due yet");
+
+        state.sweep(1_100, &DEADLINES);
+        let taken = outbound.take();
+        assert!(taken.ping && taken.frames.is_empty(), "the ping is due");
+
+        outbound.heard_from(1_120, false);
+        state.sweep(1_150, &DEADLINES);
+        let taken = outbound.take();
+        assert!(!taken.ping, "the next ping is a period after the last one");
+        assert_eq!(taken.frames, [Frame::from(r#"{"type":"ping"}"#)]);
+        assert!(!taken.closing);
+    }
+
+    #[test]
+    fn a_peer_silent_for_pong_wait_is_closed_and_a_pong_keeps_it_open() {
+        let (mut state, outbound) = one_conn(&Raw, 0);
+        outbound.heard_from(250, false);
+        state.sweep(549, &DEADLINES);
+        assert!(!outbound.take().closing, "heard from 299 ms ago");
+        state.sweep(550, &DEADLINES);
+        assert!(outbound.take().closing);
+        assert_eq!(
+            outbound.close_reason(),
+            Some(CloseReason::new(close_code::GOING_AWAY, "ping timeout"))
+        );
+    }
+
+    #[test]
+    fn only_data_messages_keep_a_connection_from_its_idle_timeout() {
+        let (mut state, outbound) = one_conn(&Raw, 0);
+        for now in (200..1_000).step_by(200) {
+            outbound.heard_from(now, false);
+            state.sweep(now, &DEADLINES);
+            assert!(!outbound.take().closing, "pongs alone, {now} ms in");
+        }
+        outbound.heard_from(1_000, false);
+        state.sweep(1_000, &DEADLINES);
+        assert!(outbound.take().closing);
+        assert_eq!(
+            outbound.close_reason(),
+            Some(CloseReason::new(
+                close_code::GOING_AWAY,
+                "connection timeout"
+            ))
+        );
+
+        let (mut state, outbound) = one_conn(&Raw, 0);
+        outbound.heard_from(900, true);
+        outbound.heard_from(1_400, false);
+        state.sweep(1_500, &DEADLINES);
+        assert!(!outbound.take().closing, "a message 600 ms ago");
+    }
+
+    #[test]
+    fn a_heartbeat_into_a_full_queue_is_counted_as_a_slow_consumer() {
+        let (mut state, outbound) = one_conn(&NATIVE, 0);
+        outbound.try_send(Frame::from("a")).unwrap();
+        outbound.try_send(Frame::from("b")).unwrap();
+        outbound.heard_from(150, false);
+        assert_eq!(state.sweep(150, &DEADLINES), 1);
+        assert_eq!(outbound.close_reason(), Some(CloseReason::slow_consumer()));
     }
 }

@@ -1,30 +1,30 @@
-//! The task that serves one connection: reads, writes, heartbeats and deadlines.
+//! The task that serves one connection: reads, writes, pings and closes.
 //!
 //! ```text
-//!            ┌──────────── select ────────────┐
-//!   socket ──┤ frame in → hook (on_message)   │
-//!   queue  ──┤ frames out → feed…, flush once │── socket
-//!   timer  ──┤ ping / heartbeat / deadlines   │
-//!            └────────────────────────────────┘
+//!            ┌──────────── select ─────────────┐
+//!   socket ──┤ frame in → hook (on_message)    │
+//!   queue  ──┤ frames out (+ ping) , flush once│── socket
+//!            └─────────────────────────────────┘
+//!                 ▲ ping due / deadline passed: the hub's sweep (`hub::sweep_loop`)
 //! ```
 //!
-//! Every write is bounded by `write_wait`; any frame from the peer (a pong included) pushes the
-//! read deadline `pong_wait` ahead; a data message pushes the idle deadline
-//! (`connection_timeout`) ahead. One `Sleep` serves every timer: it is re-armed to the nearest
-//! deadline, so a connection costs one timer entry.
+//! Every write is bounded by `write_wait`. The connection has no timer of its own: it records
+//! when its peer last sent a frame (any frame, a pong included) and a data message, and the
+//! hub's sweep, one task for every connection, asks for protocol pings, queues the dialect's
+//! heartbeat, and requests the close when `pong_wait` or `connection_timeout` has passed.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::error::Elapsed;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::timeout;
 use tracing::Instrument;
 
+use super::outbound::Taken;
 use super::{Outbound, Session};
 use crate::config::SessionConfig;
 use crate::frame::{CloseReason, Frame, close_code};
 use crate::handler::Handler;
-use crate::protocol::Dialect;
 use crate::ws::codec::{OP_CLOSE, OP_PING, OP_PONG};
 use crate::ws::handshake::Io;
 use crate::ws::{Event, ReadError, WsStream};
@@ -106,7 +106,6 @@ pub(crate) fn serve<'a, H: Handler>(
     outbound: Outbound,
     guard: super::ConnGuard,
     handler: &'a H,
-    dialect: &'static dyn Dialect,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
         // Hook futures are boxed: inline, the largest one (a chat handler's, with its store
@@ -114,7 +113,7 @@ pub(crate) fn serve<'a, H: Handler>(
         // measured). Boxing costs one allocation per received message, off the fan-out path.
         let mut end =
             match Box::pin(handler.on_connect(&session).instrument(hook_span(&session))).await {
-                Ok(()) => conn.run(&session, &outbound, handler, dialect).await,
+                Ok(()) => conn.run(&session, &outbound, handler).await,
                 Err(err) => End::close(err.close_reason()),
             };
         // No more frames after this point: later sends fail with `Closed`. A reason recorded
@@ -137,45 +136,20 @@ impl Conn<'_> {
         session: &Session,
         outbound: &Outbound,
         handler: &H,
-        dialect: &'static dyn Dialect,
     ) -> End {
-        let config = self.config;
-        // The heartbeat frame is asked for when due, not kept: it would sit in the task.
-        let heartbeat = dialect.heartbeat().is_some() && !config.heartbeat_interval.is_zero();
-        let idle_limit = Some(config.connection_timeout).filter(|limit| !limit.is_zero());
-        let now = Instant::now();
-        let mut next_ping = now + config.ping_period;
-        let mut read_deadline = now + config.pong_wait;
-        let mut next_heartbeat = heartbeat.then(|| now + config.heartbeat_interval);
-        let mut idle_deadline = idle_limit.map(|limit| now + limit);
-        let timer = sleep_until(now + config.ping_period);
-        tokio::pin!(timer);
-
+        let wait = self.config.write_wait;
         loop {
-            let wake = [
-                Some(next_ping),
-                Some(read_deadline),
-                next_heartbeat,
-                idle_deadline,
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("the ping and read deadlines are always set");
-            if timer.deadline() != wake {
-                timer.as_mut().reset(wake);
-            }
-
             tokio::select! {
-                // Queue first: a requested close (shutdown, slow consumer) wins over reading.
+                // Queue first: a requested close (shutdown, slow consumer, a deadline the
+                // hub's sweep saw pass) wins over reading.
                 biased;
 
-                // Something was queued, or a close was requested.
+                // Something was queued, a ping is due, or a close was requested.
                 () = outbound.ready() => {
-                    let (batch, closing) = outbound.take();
+                    let Taken { frames, ping, closing } = outbound.take();
                     // Boxed: a write in progress (buffer, frame, timeout) is ~440 bytes that an
                     // idle connection would otherwise carry. One allocation per batch written.
-                    let written = Box::pin(self.write_batch(batch)).await;
+                    let written = Box::pin(self.write_batch(frames, ping)).await;
                     // A flag, not the reason, is kept across the write: a smaller task.
                     if closing {
                         let reason = outbound.close_reason().expect("a close was requested");
@@ -188,15 +162,16 @@ impl Conn<'_> {
 
                 // A frame from the peer, or the end of the stream.
                 received = self.socket.next() => {
-                    let now = Instant::now();
-                    read_deadline = now + config.pong_wait;
+                    // Any frame (a pong included) keeps the connection alive; a data message
+                    // also keeps it from being idle. The hub's sweep reads both.
+                    let data = matches!(received, Ok(Event::Text(_) | Event::Binary(_)));
+                    outbound.heard_from(session.hub().now_ms(), data);
                     let incoming = match received {
                         Ok(Event::Text(text)) => super::Incoming::Text(text),
                         Ok(Event::Binary(bytes)) => super::Incoming::Binary(bytes),
                         Ok(Event::Ping(payload)) => {
                             let pong = self.socket.write_control(OP_PONG, &payload);
-                            let pong = Box::pin(timeout(config.write_wait, pong));
-                            if let Err(end) = written(pong.await) {
+                            if let Err(end) = written(Box::pin(timeout(wait, pong)).await) {
                                 return end;
                             }
                             continue;
@@ -212,9 +187,6 @@ impl Conn<'_> {
                         }
                         Err(err) => return read_error(err),
                     };
-                    if let Some(limit) = idle_limit {
-                        idle_deadline = Some(now + limit);
-                    }
                     session.hub().count_message();
                     let hook = handler.on_message(session, incoming).instrument(hook_span(session));
                     if let Err(err) = Box::pin(hook).await {
@@ -230,45 +202,22 @@ impl Conn<'_> {
                         return End::close(reason);
                     }
                 }
-
-                // The nearest deadline.
-                () = &mut timer => {
-                    let now = Instant::now();
-                    if now >= read_deadline {
-                        return End::close(CloseReason::new(close_code::GOING_AWAY, "ping timeout"));
-                    }
-                    if idle_deadline.is_some_and(|at| now >= at) {
-                        return End::close(CloseReason::new(close_code::GOING_AWAY, "connection timeout"));
-                    }
-                    if now >= next_ping {
-                        next_ping = now + config.ping_period;
-                        let ping = self.socket.write_control(OP_PING, &[]);
-                        let ping = Box::pin(timeout(config.write_wait, ping));
-                        if let Err(end) = written(ping.await) {
-                            return end;
-                        }
-                    }
-                    if let Some(at) = next_heartbeat
-                        && now >= at
-                        && let Some(frame) = dialect.heartbeat()
-                    {
-                        next_heartbeat = Some(now + config.heartbeat_interval);
-                        let write = self.socket.write_frame(frame);
-                        let write = Box::pin(timeout(config.write_wait, write));
-                        if let Err(end) = written(write.await) {
-                            return end;
-                        }
-                    }
-                }
             }
         }
     }
 
     /// Writes every frame of the batch, then flushes once, within `write_wait`.
     /// The batch is dropped when written (or abandoned): an idle connection keeps no buffer.
-    async fn write_batch(&mut self, mut batch: VecDeque<Frame>) -> Result<(), End> {
-        let write = self.socket.write_frames(&mut batch);
-        written(timeout(self.config.write_wait, write).await)
+    /// A protocol ping, when due, follows the batch.
+    async fn write_batch(&mut self, mut batch: VecDeque<Frame>, ping: bool) -> Result<(), End> {
+        let wait = self.config.write_wait;
+        if !batch.is_empty() {
+            written(timeout(wait, self.socket.write_frames(&mut batch)).await)?;
+        }
+        if ping {
+            written(timeout(wait, self.socket.write_control(OP_PING, &[])).await)?;
+        }
+        Ok(())
     }
 
     /// Finishes the closing handshake: writes what is still queued (unless the client is a
@@ -287,11 +236,11 @@ impl Conn<'_> {
             }
             Closing::Initiate { in_sync } => in_sync,
         };
-        let (mut batch, _) = outbound.take();
+        let mut batch = outbound.take().frames;
         if end.reason.code() == close_code::TRY_AGAIN_LATER {
             batch.clear();
         }
-        if self.write_batch(batch).await.is_err() {
+        if self.write_batch(batch, false).await.is_err() {
             return;
         }
         if written(timeout(wait, self.socket.write_close(&end.reason)).await).is_err() {

@@ -1,15 +1,16 @@
 //! One connection: [`Session`] (what hooks see), its `Outbound` queue, the task that serves
 //! the socket (`driver`), and the guard that unregisters it whatever happens.
 //!
-//! A connection is served by one task that selects over the socket, its outbound queue and one
-//! timer (protocol ping, application heartbeat, read and idle deadlines). Hooks run on that
+//! A connection is served by one task that selects over the socket and its outbound queue; its
+//! pings, heartbeats and deadlines are the hub's sweep's work (one task for all connections),
+//! which reaches it through the queue. Hooks run on that
 //! task, so a connection's messages stay in order and a slow hook slows only its own
 //! connection. One task instead of a reader/writer pair saves a task and a lock per connection
 //! (~0.9 KB, `PERFORMANCE-NOTES.md`).
 
 pub(crate) mod driver;
 mod guard;
-mod outbound;
+pub(crate) mod outbound;
 
 use crate::Utf8Bytes;
 use bytes::Bytes;

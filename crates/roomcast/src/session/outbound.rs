@@ -12,6 +12,7 @@
 //! local.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::task::AtomicWaker;
@@ -45,6 +46,12 @@ struct Shared {
     /// every idle connection's task).
     wake: AtomicWaker,
     capacity: usize,
+    /// When the peer last sent any frame (a pong included), on the hub's clock (ms). The hub's
+    /// sweep closes the connection when this is `pong_wait` old.
+    last_read: AtomicU64,
+    /// When the peer last sent a data message (text or binary), on the hub's clock (ms): the
+    /// idle deadline (`connection_timeout`).
+    last_data: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -55,17 +62,62 @@ struct Queue {
     replay: usize,
     /// Set once: the first reason wins.
     close: Option<CloseReason>,
+    /// The hub's sweep asks for a protocol ping; the session writes it with its next batch.
+    ping: bool,
+}
+
+/// What [`Outbound::take`] hands the session.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    /// Every frame queued, in order.
+    pub(crate) frames: VecDeque<Frame>,
+    /// A protocol ping is due.
+    pub(crate) ping: bool,
+    /// A close was requested ([`Outbound::close_reason`] has the reason); the frames queued
+    /// before it are still to be written first.
+    pub(crate) closing: bool,
 }
 
 impl Outbound {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// An empty queue for a connection that opened at `now` on the hub's clock (ms).
+    pub(crate) fn new(capacity: usize, now: u64) -> Self {
         Self {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 wake: AtomicWaker::new(),
                 capacity,
+                last_read: AtomicU64::new(now),
+                last_data: AtomicU64::new(now),
             }),
         }
+    }
+
+    /// Records that the peer sent a frame at `now` (ms on the hub's clock); `data` when it was
+    /// a text or binary message. Two relaxed stores: the sweep only needs a recent value.
+    pub(crate) fn heard_from(&self, now: u64, data: bool) {
+        self.shared.last_read.store(now, Ordering::Relaxed);
+        if data {
+            self.shared.last_data.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// When the peer last sent any frame, and a data message (ms on the hub's clock).
+    pub(crate) fn last_heard(&self) -> (u64, u64) {
+        (
+            self.shared.last_read.load(Ordering::Relaxed),
+            self.shared.last_data.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Asks the session to send a protocol ping. Nothing happens when it is closing.
+    pub(crate) fn request_ping(&self) {
+        let mut queue = self.lock();
+        if queue.close.is_some() || queue.ping {
+            return;
+        }
+        queue.ping = true;
+        drop(queue);
+        self.shared.wake.wake();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
@@ -136,7 +188,7 @@ impl Outbound {
             // Register first, then look: a frame queued in between wakes the new waker.
             self.shared.wake.register(cx.waker());
             let queue = self.lock();
-            if queue.frames.is_empty() && queue.close.is_none() {
+            if queue.frames.is_empty() && queue.close.is_none() && !queue.ping {
                 std::task::Poll::Pending
             } else {
                 std::task::Poll::Ready(())
@@ -145,15 +197,17 @@ impl Outbound {
         .await;
     }
 
-    /// Takes every queued frame, buffer and all: the queue is left with no allocation, and the
-    /// session frees the batch once written, so an idle connection holds no queue memory (one
-    /// allocation per batch, against a system call per batch). The flag says a close was
-    /// requested ([`Outbound::close_reason`] has the reason); frames queued before it are still
-    /// handed over to be written first.
-    pub(crate) fn take(&self) -> (VecDeque<Frame>, bool) {
+    /// Takes every queued frame, buffer and all (the queue is left with no allocation, and the
+    /// session frees the batch once written, so an idle connection holds no queue memory: one
+    /// allocation per batch, against a system call per batch), with the ping and close requests.
+    pub(crate) fn take(&self) -> Taken {
         let mut queue = self.lock();
         queue.replay = 0;
-        (std::mem::take(&mut queue.frames), queue.close.is_some())
+        Taken {
+            frames: std::mem::take(&mut queue.frames),
+            ping: std::mem::take(&mut queue.ping),
+            closing: queue.close.is_some(),
+        }
     }
 
     /// The close reason recorded first, if any.
@@ -168,33 +222,62 @@ mod tests {
 
     #[test]
     fn a_full_queue_records_slow_consumer_and_refuses_more() {
-        let outbound = Outbound::new(2);
+        let outbound = Outbound::new(2, 0);
         assert_eq!(outbound.try_send(Frame::from("a")), Ok(()));
         assert_eq!(outbound.try_send(Frame::from("b")), Ok(()));
         assert_eq!(outbound.try_send(Frame::from("c")), Err(SendError::Full));
         assert_eq!(outbound.try_send(Frame::from("d")), Err(SendError::Closed));
-        let (batch, closing) = outbound.take();
-        assert!(closing);
+        let taken = outbound.take();
+        assert!(taken.closing);
         assert_eq!(outbound.close_reason(), Some(CloseReason::slow_consumer()));
-        assert!(batch.is_empty(), "a slow consumer's backlog is dropped");
+        assert!(
+            taken.frames.is_empty(),
+            "a slow consumer's backlog is dropped"
+        );
     }
 
     #[test]
     fn take_hands_over_frames_in_order_and_the_first_close_wins() {
-        let outbound = Outbound::new(8);
+        let outbound = Outbound::new(8, 0);
         outbound.try_send(Frame::from("a")).unwrap();
         outbound.try_send(Frame::from("b")).unwrap();
         assert!(outbound.close(CloseReason::normal()));
         assert!(!outbound.close(CloseReason::going_away()));
-        let (batch, closing) = outbound.take();
-        assert!(closing);
+        let taken = outbound.take();
+        assert!(taken.closing);
         assert_eq!(outbound.close_reason(), Some(CloseReason::normal()));
-        assert_eq!(batch, [Frame::from("a"), Frame::from("b")]);
+        assert_eq!(taken.frames, [Frame::from("a"), Frame::from("b")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_requested_ping_wakes_the_session_once() {
+        let outbound = Outbound::new(8, 0);
+        outbound.request_ping();
+        outbound.request_ping();
+        tokio::time::timeout(std::time::Duration::from_secs(1), outbound.ready())
+            .await
+            .expect("a ping request wakes the session");
+        let taken = outbound.take();
+        assert!(taken.ping && taken.frames.is_empty() && !taken.closing);
+        assert!(!outbound.take().ping, "one request, one ping");
+        assert!(outbound.close(CloseReason::normal()));
+        outbound.request_ping();
+        assert!(!outbound.take().ping, "no ping for a closing connection");
+    }
+
+    #[test]
+    fn the_peers_last_frames_are_recorded_for_the_sweep() {
+        let outbound = Outbound::new(8, 5);
+        assert_eq!(outbound.last_heard(), (5, 5));
+        outbound.heard_from(7, false);
+        assert_eq!(outbound.last_heard(), (7, 5), "a pong is not data");
+        outbound.heard_from(9, true);
+        assert_eq!(outbound.last_heard(), (9, 9));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_wake_up_before_waiting_is_not_lost() {
-        let outbound = Outbound::new(8);
+        let outbound = Outbound::new(8, 0);
         outbound.try_send(Frame::from("a")).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), outbound.ready())
             .await

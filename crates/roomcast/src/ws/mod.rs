@@ -156,15 +156,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         self.io.flush().await
     }
 
-    /// Writes one frame and flushes.
-    pub(crate) async fn write_frame(&mut self, frame: Frame) -> io::Result<()> {
-        let (opcode, payload) = frame.wire();
-        let mut head = Vec::with_capacity(codec::MAX_SERVER_HEADER);
-        encode_header(&mut head, opcode, payload.len());
-        write_both(&mut self.io, &head, payload).await?;
-        self.io.flush().await
-    }
-
     /// After our close frame: reads until the peer's close reply, or until it closes the
     /// connection. Dropping a socket with unread input makes the kernel send a reset, which can
     /// destroy our close frame before the peer reads it, so what the peer still sends is read
