@@ -182,6 +182,10 @@ impl State {
                 username: identity.username.clone(),
                 conns: Vec::new(),
             });
+        if user.conns.is_empty() {
+            // Most users hold one connection: one slot, not the four `push` would reserve.
+            user.conns.reserve_exact(1);
+        }
         user.conns.push(conn);
         user.conns.len() == 1
     }

@@ -111,23 +111,34 @@ pub(crate) fn serve<'a, H: Handler>(
         // Hook futures are boxed: inline, the largest one (a chat handler's, with its store
         // calls) would sit in every idle connection's task for its whole life (~2 KB
         // measured). Boxing costs one allocation per received message, off the fan-out path.
-        let mut end =
-            match Box::pin(handler.on_connect(&session).instrument(hook_span(&session))).await {
-                Ok(()) => conn.run(&session, &outbound, handler).await,
-                Err(err) => End::close(err.close_reason()),
-            };
-        // No more frames after this point: later sends fail with `Closed`. A reason recorded
-        // earlier (shutdown, slow consumer) is the real one: a hook that failed because the
-        // connection was already closing must not turn it into a 1000 or a 1011.
-        end.reason = outbound.close_first(end.reason).0;
-        log_end(&session, &end.reason);
-        // Boxed for the same reason as the hooks: these futures run once, at the end, and
-        // inline they would widen every idle connection's task.
-        Box::pin(conn.finish(&outbound, &end)).await;
-        let disconnect = handler.on_disconnect(&session, &end.reason);
-        Box::pin(disconnect.instrument(hook_span(&session))).await;
-        Box::pin(guard.release()).await;
+        // `on_connect` runs inside `run`: awaited here, its result would be kept (as the
+        // match's scrutinee) beside the loop's future for the connection's whole life.
+        let end = conn.run(&session, &outbound, handler).await;
+        // Boxed, and one future: the end runs once, and `end` kept across several awaits
+        // here would have its own slot in every idle connection's task.
+        Box::pin(wind_up(conn, session, outbound, guard, handler, end)).await;
     }
+}
+
+/// After the loop: records the close reason, finishes the closing handshake, runs
+/// `on_disconnect` and unregisters the connection.
+async fn wind_up<H: Handler>(
+    mut conn: Conn<'_>,
+    session: Session,
+    outbound: Outbound,
+    guard: super::ConnGuard,
+    handler: &H,
+    mut end: End,
+) {
+    // No more frames after this point: later sends fail with `Closed`. A reason recorded
+    // earlier (shutdown, slow consumer) is the real one: a hook that failed because the
+    // connection was already closing must not turn it into a 1000 or a 1011.
+    end.reason = outbound.close_first(end.reason).0;
+    log_end(&session, &end.reason);
+    conn.finish(&outbound, &end).await;
+    let disconnect = handler.on_disconnect(&session, &end.reason);
+    disconnect.instrument(hook_span(&session)).await;
+    guard.release().await;
 }
 
 impl Conn<'_> {
@@ -137,6 +148,10 @@ impl Conn<'_> {
         outbound: &Outbound,
         handler: &H,
     ) -> End {
+        let connect = handler.on_connect(session).instrument(hook_span(session));
+        if let Err(err) = Box::pin(connect).await {
+            return End::close(err.close_reason());
+        }
         let wait = self.config.write_wait;
         loop {
             tokio::select! {

@@ -45,7 +45,8 @@ struct Shared {
     /// the session's wait is a 8-byte `poll_fn` rather than tokio's `Notified` (80 bytes in
     /// every idle connection's task).
     wake: AtomicWaker,
-    capacity: usize,
+    /// A `u32`, like `replay`: this struct is allocated for every connection.
+    capacity: u32,
     /// When the peer last sent any frame (a pong included), on the hub's clock (ms). The hub's
     /// sweep closes the connection when this is `pong_wait` old.
     last_read: AtomicU64,
@@ -59,9 +60,10 @@ struct Queue {
     frames: VecDeque<Frame>,
     /// Frames of a history replay still queued: they may exceed `capacity` (a replay is
     /// bounded by its own limit), and live frames get the usual room on top of them.
-    replay: usize,
+    replay: u32,
     /// Set once: the first reason wins.
-    close: Option<CloseReason>,
+    /// Boxed: rare, and 24 bytes less in every connection's queue.
+    close: Option<Box<CloseReason>>,
     /// The hub's sweep asks for a protocol ping; the session writes it with its next batch.
     ping: bool,
 }
@@ -85,7 +87,7 @@ impl Outbound {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 wake: AtomicWaker::new(),
-                capacity,
+                capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
                 last_read: AtomicU64::new(now),
                 last_data: AtomicU64::new(now),
             }),
@@ -134,8 +136,9 @@ impl Outbound {
         if queue.close.is_some() {
             return Err(SendError::Closed);
         }
-        if queue.frames.len() >= self.shared.capacity + queue.replay {
-            queue.close = Some(CloseReason::slow_consumer());
+        let room = self.shared.capacity as usize + queue.replay as usize;
+        if queue.frames.len() >= room {
+            queue.close = Some(Box::new(CloseReason::slow_consumer()));
             queue.frames = VecDeque::new();
             drop(queue);
             self.shared.wake.wake();
@@ -153,7 +156,9 @@ impl Outbound {
         if queue.close.is_some() {
             return Err(SendError::Closed);
         }
-        queue.replay += frames.len();
+        queue.replay = queue
+            .replay
+            .saturating_add(u32::try_from(frames.len()).unwrap_or(u32::MAX));
         queue.frames.extend(frames);
         drop(queue);
         self.shared.wake.wake();
@@ -170,9 +175,9 @@ impl Outbound {
     pub(crate) fn close_first(&self, reason: CloseReason) -> (CloseReason, bool) {
         let mut queue = self.lock();
         if let Some(first) = &queue.close {
-            return (first.clone(), false);
+            return ((**first).clone(), false);
         }
-        queue.close = Some(reason.clone());
+        queue.close = Some(Box::new(reason.clone()));
         drop(queue);
         self.shared.wake.wake();
         (reason, true)
@@ -212,7 +217,7 @@ impl Outbound {
 
     /// The close reason recorded first, if any.
     pub(crate) fn close_reason(&self) -> Option<CloseReason> {
-        self.lock().close.clone()
+        self.lock().close.as_deref().cloned()
     }
 }
 
