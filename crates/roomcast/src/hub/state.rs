@@ -58,7 +58,8 @@ struct ConnRoom {
     watermark: u64,
     /// While a history replay is being fetched, live messages wait here instead of being
     /// queued, so the replay comes first and nothing falls in between.
-    held: Option<Vec<Arc<ChatMessage>>>,
+    /// Boxed: a replay is short and rare, and this entry exists for every connection.
+    held: Option<Box<Vec<Arc<ChatMessage>>>>,
 }
 
 impl ConnRoom {
@@ -490,7 +491,7 @@ impl State {
         else {
             return false;
         };
-        entry.held.get_or_insert_with(Vec::new);
+        entry.held.get_or_insert_with(Box::default);
         true
     }
 
@@ -512,7 +513,7 @@ impl State {
         let Some(room_entry) = find_room(&mut entry.rooms, room) else {
             return Err(SendError::Closed);
         };
-        let held = room_entry.held.take().unwrap_or_default();
+        let held = room_entry.held.take().map(|held| *held).unwrap_or_default();
         room_entry.watermark = room_entry.watermark.max(since);
         let mut frames = Vec::with_capacity(history.len() + held.len());
         for message in history.into_iter().chain(held) {
