@@ -911,3 +911,58 @@ mod cases {
         store.close().await;
     }
 }
+
+/// SQLite only: the WAL is copied into the database file by the store's checkpoint task, not
+/// by the writer's commits (whose automatic checkpoints are off), so it must still happen.
+mod sqlite_only {
+    use std::time::{Duration, Instant};
+
+    use roomcast_store::{NewMessage, Store};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_into_the_database_file_while_the_store_runs() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.db");
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("opening a fresh SQLite store");
+        store.create_room("r", false, None).await.unwrap();
+        // Let the store's first checkpoint take the room in, then measure from there.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let before = std::fs::metadata(&path).unwrap().len();
+
+        // ~4 MB of messages, in a few large batches.
+        let mut appends = tokio::task::JoinSet::new();
+        for n in 0..4000 {
+            let store = store.clone();
+            appends.spawn(async move {
+                let message = NewMessage {
+                    room: "r".to_owned(),
+                    user_id: "u1".to_owned(),
+                    username: "u1".to_owned(),
+                    content: format!("{n:04} {}", "x".repeat(1000)),
+                    data: None,
+                    client_msg_id: None,
+                };
+                store.append_message(message).await.unwrap();
+            });
+        }
+        while let Some(done) = appends.join_next().await {
+            done.unwrap();
+        }
+
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let size = std::fs::metadata(&path).unwrap().len();
+            if size > before + 3_000_000 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the database file stayed at {size} bytes (from {before}): no checkpoint ran"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.close().await;
+    }
+}
