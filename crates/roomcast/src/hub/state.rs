@@ -59,6 +59,10 @@ struct ConnRoom {
     /// While a history replay is being fetched, live messages wait here instead of being
     /// queued, so the replay comes first and nothing falls in between.
     /// Boxed: a replay is short and rare, and this entry exists for every connection.
+    #[allow(
+        clippy::box_collection,
+        reason = "8 bytes instead of 24 in every connection's room entry"
+    )]
     held: Option<Box<Vec<Arc<ChatMessage>>>>,
 }
 
