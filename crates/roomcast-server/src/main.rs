@@ -8,9 +8,10 @@ use tracing_subscriber::EnvFilter;
 
 /// jemalloc, not glibc's malloc: with glibc each runtime thread allocates from its own arena and
 /// the connections' small allocations, made on one thread and freed on another, leave memory
-/// resident. Idle connections measured 2,610 B each with glibc and 2,293 B with jemalloc (10k
-/// connections, `docs/PERFORMANCE.md`). Only the binary chooses: the library leaves the
-/// allocator to the application.
+/// resident. Idle connections measured 2,637 B each with glibc, 2,202-2,264 B with jemalloc's
+/// defaults and 2,048-2,060 B with the settings in `.cargo/config.toml` (10k connections,
+/// `docs/PERFORMANCE.md`). Only the binary chooses: the library leaves the allocator to the
+/// application.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -624,13 +624,12 @@ impl Hub {
     ) -> ConnId {
         let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::Relaxed));
         self.shared.sweep.get_or_init(|| {
-            let period = sweep_period(&self.shared.config);
+            let deadlines = Deadlines::new(&self.shared.config);
             let stop = self.shared.shutdown.token();
-            tokio::spawn(sweep_loop(Arc::downgrade(&self.shared), period, stop));
+            tokio::spawn(sweep_loop(Arc::downgrade(&self.shared), deadlines, stop));
         });
-        let now = self.now_ms();
         self.state()
-            .add_conn(conn, identity, dialect, outbound.clone(), now);
+            .add_conn(conn, identity, dialect, outbound.clone());
         self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
         // Shutdown cancels first, then closes every registered connection: a connection
         // registered in between is caught here.
@@ -681,27 +680,6 @@ impl Shared {
     }
 }
 
-/// How often the sweep runs: a tenth of the shortest deadline, between 5 ms and 1 s. With the
-/// defaults (pings every 54 s, heartbeats every 30 s) that is once a second, so a deadline
-/// fires at most a second late.
-fn sweep_period(config: &SessionConfig) -> Duration {
-    let shortest = [
-        config.ping_period,
-        config.pong_wait,
-        config.heartbeat_interval,
-        config.connection_timeout,
-    ]
-    .into_iter()
-    .filter(|period| !period.is_zero())
-    .min()
-    .unwrap_or(Duration::from_secs(1));
-    (shortest / 10).clamp(Duration::from_millis(5), Duration::from_secs(1))
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Enforces every connection's deadlines from one task: protocol pings, the pong deadline, the
 /// application heartbeat and the idle timeout.
 ///
@@ -711,8 +689,8 @@ fn millis(duration: Duration) -> u64 {
 /// stores per frame) and this task looks at every connection once per period, under the hub's
 /// lock for one pass (a few ms for 100k connections, no waiting inside). Ends with the hub or
 /// at shutdown.
-async fn sweep_loop(hub: Weak<Shared>, period: Duration, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(period);
+async fn sweep_loop(hub: Weak<Shared>, deadlines: Deadlines, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(deadlines.sweep_period());
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -721,13 +699,6 @@ async fn sweep_loop(hub: Weak<Shared>, period: Duration, stop: CancellationToken
         }
         let Some(shared) = hub.upgrade() else {
             return;
-        };
-        let config = &shared.config;
-        let deadlines = Deadlines {
-            ping_period: millis(config.ping_period),
-            pong_wait: millis(config.pong_wait),
-            heartbeat: Some(millis(config.heartbeat_interval)).filter(|every| *every > 0),
-            idle: Some(millis(config.connection_timeout)).filter(|limit| *limit > 0),
         };
         let now = shared.now_ms();
         let slow = shared

@@ -7,9 +7,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::broker::Target;
+use crate::config::SessionConfig;
 use crate::frame::{CloseReason, Frame, close_code};
 use crate::ids::{ConnId, RoomName, UserId};
 use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
@@ -37,8 +39,8 @@ struct Conn {
 }
 
 /// The connection deadlines the hub's sweep enforces, in ms of the hub's clock (see
-/// `Hub::now_ms`).
-#[derive(Debug, Clone, Copy)]
+/// `Hub::now_ms`), taken from the hub's [`SessionConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Deadlines {
     /// A protocol ping is requested this long after the last one.
     pub(crate) ping_period: u64,
@@ -48,6 +50,37 @@ pub(crate) struct Deadlines {
     pub(crate) heartbeat: Option<u64>,
     /// No data message for this long closes it: 1001 "connection timeout"; `None`: off.
     pub(crate) idle: Option<u64>,
+}
+
+impl Deadlines {
+    pub(crate) fn new(config: &SessionConfig) -> Self {
+        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let off_if_zero = |duration: Duration| Some(millis(duration)).filter(|ms| *ms > 0);
+        Self {
+            ping_period: millis(config.ping_period),
+            pong_wait: millis(config.pong_wait),
+            heartbeat: off_if_zero(config.heartbeat_interval),
+            idle: off_if_zero(config.connection_timeout),
+        }
+    }
+
+    /// How often the sweep runs: a tenth of the shortest deadline, between 5 ms and 1 s. With
+    /// the defaults (pings every 54 s, heartbeats every 30 s) that is once a second, so a
+    /// deadline fires at most a second late.
+    pub(crate) fn sweep_period(&self) -> Duration {
+        let shortest = [
+            Some(self.ping_period),
+            Some(self.pong_wait),
+            self.heartbeat,
+            self.idle,
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|ms| *ms > 0)
+        .min()
+        .unwrap_or(1_000);
+        Duration::from_millis(shortest / 10).clamp(Duration::from_millis(5), Duration::from_secs(1))
+    }
 }
 
 /// One room of one connection.
@@ -159,16 +192,16 @@ impl<'e> EncodeOnce<'e> {
 }
 
 impl State {
-    /// Registers a connection. Returns true when this is the user's first connection.
-    /// `now` is the hub's clock (ms): the connection's deadlines count from it.
+    /// Registers a connection. Returns true when this is the user's first connection. Its
+    /// ping and heartbeat periods count from when its queue was made (`Outbound::new`).
     pub(crate) fn add_conn(
         &mut self,
         conn: ConnId,
         identity: &Identity,
         dialect: &'static dyn Dialect,
         outbound: Outbound,
-        now: u64,
     ) -> bool {
+        let (opened, _) = outbound.last_heard();
         self.conns.insert(
             conn,
             Conn {
@@ -176,8 +209,8 @@ impl State {
                 dialect,
                 outbound,
                 rooms: Vec::new(),
-                pinged: now,
-                beat: now,
+                pinged: opened,
+                beat: opened,
             },
         );
         let user = self
@@ -560,7 +593,7 @@ mod tests {
     fn one_conn(dialect: &'static dyn Dialect, at: u64) -> (State, Outbound) {
         let mut state = State::default();
         let outbound = Outbound::new(2, at);
-        state.add_conn(ConnId(1), &Identity::guest(), dialect, outbound.clone(), at);
+        state.add_conn(ConnId(1), &Identity::guest(), dialect, outbound.clone());
         (state, outbound)
     }
 
@@ -621,6 +654,27 @@ mod tests {
         outbound.heard_from(1_400, false);
         state.sweep(1_500, &DEADLINES);
         assert!(!outbound.take().closing, "a message 600 ms ago");
+    }
+
+    #[test]
+    fn deadlines_come_from_the_config_and_set_the_sweep_period() {
+        let defaults = Deadlines::new(&SessionConfig::default());
+        assert_eq!(
+            defaults,
+            Deadlines {
+                ping_period: 54_000,
+                pong_wait: 60_000,
+                heartbeat: Some(30_000),
+                idle: None,
+            }
+        );
+        assert_eq!(defaults.sweep_period(), Duration::from_secs(1));
+        assert_eq!(DEADLINES.sweep_period(), Duration::from_millis(10));
+        let tiny = Deadlines {
+            ping_period: 20,
+            ..DEADLINES
+        };
+        assert_eq!(tiny.sweep_period(), Duration::from_millis(5));
     }
 
     #[test]
