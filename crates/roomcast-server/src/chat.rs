@@ -158,7 +158,8 @@ impl NativeChat {
     /// room's rate was capped near publishers ÷ commit latency). Order is kept: seqs follow
     /// queue order, and the broadcast and the ack of a new message are sent from the commit
     /// hook, which runs in seq order. A retry (duplicate `client_msg_id`) and a failed commit
-    /// are answered when the commit's outcome arrives. The store's bounded queue
+    /// are answered from the same hook when the commit's outcome arrives: no task waits for a
+    /// message (one per message cost a spawn and a cross-thread wake-up). The store's bounded queue
     /// (`queue_capacity`) is what stops a client that sends faster than the store commits.
     async fn message(
         &self,
@@ -181,28 +182,26 @@ impl NativeChat {
         };
         let hub = cx.hub().clone();
         let sender = cx.sender();
-        let on_commit = {
-            let (room, sender) = (room.clone(), sender.clone());
-            move |stored: &StoredMessage| {
-                let message = to_chat(&room, stored.clone());
-                hub.publish_now(&room, Event::Message(message), &[]);
+        let answer = {
+            let room = room.clone();
+            move |outcome: Result<(&StoredMessage, Appended), &StoreError>| {
+                let reply = match outcome {
+                    Ok((stored, appended)) => {
+                        if appended == Appended::New {
+                            let message = to_chat(&room, stored.clone());
+                            hub.publish_now(&room, Event::Message(message), &[]);
+                        }
+                        ack(&room, stored)
+                    }
+                    Err(err) => append_failed(&room, err),
+                };
                 // A full queue closes that connection (1013); nothing else to do here.
-                let _ = sender.send(ack(&room, stored));
+                let _ = sender.send(reply);
             }
         };
-        let committing = match self.state.store.queue_message_with(new, on_commit).await {
-            Ok(committing) => committing,
-            Err(err) => return Ok(cx.send(append_failed(&room, &err))?),
-        };
-        tokio::spawn(async move {
-            let reply = match committing.await {
-                // Acked from the commit hook, in order with the broadcast.
-                Ok((_, Appended::New)) => return,
-                Ok((stored, Appended::Duplicate)) => ack(&room, &stored),
-                Err(err) => append_failed(&room, &err),
-            };
-            let _ = sender.send(reply);
-        });
+        if let Err(err) = self.state.store.queue_message_then(new, answer).await {
+            cx.send(append_failed(&room, &err))?;
+        }
         Ok(())
     }
 }

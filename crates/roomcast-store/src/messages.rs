@@ -11,7 +11,7 @@ use crate::error::{Result, StoreError};
 use crate::records::{Appended, MessageRow, NewMessage, Seq, StoredMessage, check_key, check_text};
 use crate::store::{Store, with_pool};
 use crate::users::could_exist;
-use crate::writer::{AppendRequest, OnCommit, Pending};
+use crate::writer::{AppendRequest, OnCommit, Pending, Waiter};
 
 /// The columns of a [`MessageRow`], from `messages m JOIN rooms r ON r.id = m.room_id`.
 pub(crate) const MESSAGE_COLUMNS: &str = "m.id AS id, r.name AS room, m.seq AS seq, \
@@ -105,7 +105,43 @@ impl Store {
     where
         F: FnOnce(&StoredMessage) + Send + 'static,
     {
-        self.enqueue(message, Some(Box::new(on_commit))).await
+        self.queue_committing(message, Some(Box::new(on_commit)))
+            .await
+    }
+
+    /// [`Store::queue_message_with`] without a future to await: `on_outcome` is called with
+    /// the outcome, whatever it is, and nothing else is. This waits only until the message is
+    /// in the writer's queue.
+    ///
+    /// The hook runs on the writer's answering task, as the hook of
+    /// [`Store::append_message_with`] does, in batch order: with `Ok((stored, Appended::New))`
+    /// after the commit, in seq order within each room; with `Ok((original,
+    /// Appended::Duplicate))` for a retry; with `Err` when the message was not written (the
+    /// errors of [`Store::append_message`] that come after queueing). It must be quick and must
+    /// not block. For a caller that answers from the hook anyway (a chat server sending the
+    /// broadcast and the ack), this saves a task and a wake-up per message.
+    ///
+    /// ```no_run
+    /// # async fn run(store: roomcast_store::Store, message: roomcast_store::NewMessage) -> roomcast_store::Result<()> {
+    /// store
+    ///     .queue_message_then(message, |outcome| match outcome {
+    ///         Ok((stored, appended)) => println!("seq {} ({appended:?})", stored.seq.0),
+    ///         Err(err) => eprintln!("not stored: {err}"),
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// At once, and then the hook is not called: [`StoreError::Invalid`] (the checks of
+    /// [`Store::append_message`]) and [`StoreError::Closed`].
+    pub async fn queue_message_then<F>(&self, message: NewMessage, on_outcome: F) -> Result<()>
+    where
+        F: FnOnce(Result<(&StoredMessage, Appended), &StoreError>) + Send + 'static,
+    {
+        self.enqueue(message, Waiter::Hook(Box::new(on_outcome)))
+            .await
     }
 
     /// Checks `message`, queues it for the writer and waits for the answer.
@@ -114,15 +150,26 @@ impl Store {
         message: NewMessage,
         on_commit: Option<OnCommit>,
     ) -> Result<(StoredMessage, Appended)> {
-        self.enqueue(message, on_commit).await?.await
+        self.queue_committing(message, on_commit).await?.await
     }
 
-    /// Checks `message` and queues it for the writer.
-    async fn enqueue(
+    /// Checks `message`, queues it for the writer and returns the future of its answer.
+    async fn queue_committing(
         &self,
         message: NewMessage,
         on_commit: Option<OnCommit>,
     ) -> Result<Committing> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let waiter = Waiter::Reply {
+            on_commit,
+            reply_tx,
+        };
+        self.enqueue(message, waiter).await?;
+        Ok(Committing { reply_rx })
+    }
+
+    /// Checks `message` and queues it for the writer.
+    async fn enqueue(&self, message: NewMessage, waiter: Waiter) -> Result<()> {
         check_key("room name", &message.room)?;
         check_key("user id", &message.user_id)?;
         check_key("username", &message.username)?;
@@ -137,18 +184,15 @@ impl Store {
             .transpose()
             .map_err(|err| StoreError::Invalid(format!("data is not serializable: {err}")))?;
 
-        let (reply_tx, reply_rx) = oneshot::channel();
         let request = AppendRequest {
             pending: Pending { message, data_json },
-            on_commit,
-            reply_tx,
+            waiter,
         };
         // Both ends fail only when the writer is gone: closed, or (a bug) panicked.
         self.append_tx()
             .send(request)
             .await
-            .map_err(|_| StoreError::Closed)?;
-        Ok(Committing { reply_rx })
+            .map_err(|_| StoreError::Closed)
     }
 
     /// A page of a room's history: the newest `limit` messages with a seq below `before` (all

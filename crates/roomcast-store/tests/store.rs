@@ -19,6 +19,7 @@ store_suite![
     batch_bigger_than_one_statement_keeps_seqs_gap_free_and_retries_idempotent,
     commit_hooks_see_each_room_in_seq_order_and_only_new_messages,
     queued_messages_keep_the_order_they_were_queued_in,
+    outcome_hooks_hear_every_outcome_in_queue_order,
     history_pages_back_in_ascending_order,
     messages_since_replays_in_order,
     unknown_room_fails_only_its_own_message_in_a_batch,
@@ -629,6 +630,59 @@ mod cases {
             .await
             .unwrap_err();
         assert!(matches!(refused, StoreError::Invalid(_)), "{refused}");
+    }
+
+    pub(crate) async fn outcome_hooks_hear_every_outcome_in_queue_order(db: TestDb) {
+        // `queue_message_then`: no future to await; the hook hears new messages (in seq order),
+        // a retry (the original), and a message that could not be written (no room), in the
+        // order they were queued.
+        let store = &db.store;
+        store.create_room("r", false, None).await.unwrap();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let hook = |heard: &Arc<Mutex<Vec<String>>>| {
+            let heard = Arc::clone(heard);
+            move |outcome: Result<(&StoredMessage, Appended), &StoreError>| {
+                let line = match outcome {
+                    Ok((stored, appended)) => {
+                        format!("{appended:?} {} {}", stored.seq.0, stored.content)
+                    }
+                    Err(StoreError::NotFound(_)) => "not found".to_owned(),
+                    Err(err) => format!("other error: {err}"),
+                };
+                heard.lock().unwrap().push(line);
+            }
+        };
+        for n in 1..=50u64 {
+            let key = format!("k{n}");
+            store
+                .queue_message_then(keyed("r", "u1", &key, &key), hook(&heard))
+                .await
+                .expect("queued");
+        }
+        store
+            .queue_message_then(keyed("r", "u1", "again", "k7"), hook(&heard))
+            .await
+            .unwrap();
+        store
+            .queue_message_then(message("missing", "u1", "x"), hook(&heard))
+            .await
+            .unwrap();
+        // Refused at once: the hook is never called.
+        let refused = store
+            .queue_message_then(message("r", "u1", "nul\0"), |_| panic!("refused at once"))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::Invalid(_)), "{refused}");
+        // A plain append queued last is answered after every hook above has run.
+        let (last, _) = store
+            .append_message(message("r", "u1", "last"))
+            .await
+            .unwrap();
+        assert_eq!(last.seq.0, 51);
+        let mut expected: Vec<String> = (1..=50).map(|n| format!("New {n} k{n}")).collect();
+        expected.push("Duplicate 7 k7".to_owned());
+        expected.push("not found".to_owned());
+        assert_eq!(*heard.lock().unwrap(), expected);
     }
 
     pub(crate) async fn history_pages_back_in_ascending_order(db: TestDb) {

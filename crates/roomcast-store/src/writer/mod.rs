@@ -55,14 +55,16 @@ mod sql;
 /// A hook `append_message_with` runs after the message's commit, on the writer's answering task.
 pub(crate) type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
 
+/// A hook `queue_message_then` runs with the message's outcome, whatever it is, on the
+/// writer's answering task.
+pub(crate) type OnOutcome = Box<dyn FnOnce(Result<(&StoredMessage, Appended), &StoreError>) + Send>;
+
 /// One `append_message` call waiting for the writer.
 pub(crate) struct AppendRequest {
     /// What to write.
     pub(crate) pending: Pending,
-    /// Called after the commit if the message was stored now (`append_message_with`).
-    pub(crate) on_commit: Option<OnCommit>,
-    /// Where the answer goes; the caller waits on the other end.
-    pub(crate) reply_tx: oneshot::Sender<Result<(StoredMessage, Appended)>>,
+    /// Who learns the outcome.
+    pub(crate) waiter: Waiter,
 }
 
 /// The part of an `AppendRequest` that is written. Kept apart from the hook and the reply
@@ -76,9 +78,15 @@ pub(crate) struct Pending {
 }
 
 /// The part of an `AppendRequest` that waits for the outcome.
-struct Waiter {
-    on_commit: Option<OnCommit>,
-    reply_tx: oneshot::Sender<Result<(StoredMessage, Appended)>>,
+pub(crate) enum Waiter {
+    /// A caller awaiting a [`Committing`](crate::Committing), with an optional hook to run
+    /// after the commit if the message was stored now (`append_message_with`).
+    Reply {
+        on_commit: Option<OnCommit>,
+        reply_tx: oneshot::Sender<Result<(StoredMessage, Appended)>>,
+    },
+    /// A hook called with every outcome (`queue_message_then`): nothing awaits the message.
+    Hook(OnOutcome),
 }
 
 /// What happened to one message of a batch.
@@ -254,13 +262,7 @@ pub(crate) async fn run(
         }
         let (pending, waiters): (Vec<Pending>, Vec<Waiter>) = batch
             .drain(..)
-            .map(|request| {
-                let waiter = Waiter {
-                    on_commit: request.on_commit,
-                    reply_tx: request.reply_tx,
-                };
-                (request.pending, waiter)
-            })
+            .map(|request| (request.pending, request.waiter))
             .unzip();
         let outcomes = write_batch(&backend, &mut held, &sql, &pending).await;
         if let Err(mpsc::error::SendError((pending, waiters, outcomes))) =
@@ -342,20 +344,47 @@ fn answer(batch: Vec<Pending>, waiters: Vec<Waiter>, outcomes: Vec<ItemOutcome>)
     // Batch order is arrival order, and within each room arrival order is seq order: the hooks
     // see each room's new messages in seq order.
     let mut reply_txs = Vec::with_capacity(waiters.len());
-    for (waiter, reply) in waiters.into_iter().zip(&replies) {
-        reply_txs.push(waiter.reply_tx);
-        if let (Some(hook), Some(Ok((stored, Appended::New)))) = (waiter.on_commit, reply) {
-            // A panicking hook must not take the writer, and every later write, down with it.
-            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(stored)));
-            if run.is_err() {
-                tracing::error!(room = %stored.room, seq = %stored.seq, "append_message_with hook panicked");
+    for (waiter, reply) in waiters.into_iter().zip(&mut replies) {
+        match waiter {
+            Waiter::Reply {
+                on_commit,
+                reply_tx,
+            } => {
+                if let (Some(hook), Some(Ok((stored, Appended::New)))) = (on_commit, &*reply) {
+                    run_hook(Some(stored), || hook(stored));
+                }
+                reply_txs.push((reply_tx, reply.take()));
+            }
+            Waiter::Hook(hook) => {
+                let outcome = reply.as_ref().expect("every reply was filled above");
+                let about = outcome.as_ref().ok().map(|(stored, _)| stored);
+                run_hook(about, || {
+                    hook(
+                        outcome
+                            .as_ref()
+                            .map(|(stored, appended)| (stored, *appended)),
+                    );
+                });
             }
         }
     }
-    for (reply_tx, reply) in reply_txs.into_iter().zip(replies) {
+    for (reply_tx, reply) in reply_txs {
         let reply = reply.expect("every reply was filled above");
         // A dropped receiver is a caller that stopped waiting; there is no one to tell.
         let _ = reply_tx.send(reply);
+    }
+}
+
+/// Runs a caller's hook. A panicking hook must not take the writer, and every later write,
+/// down with it: the panic is caught and logged.
+fn run_hook(about: Option<&StoredMessage>, hook: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
+        match about {
+            Some(stored) => {
+                tracing::error!(room = %stored.room, seq = %stored.seq, "a store hook panicked");
+            }
+            None => tracing::error!("a store hook panicked on a failed append"),
+        }
     }
 }
 
