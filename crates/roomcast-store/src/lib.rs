@@ -51,7 +51,7 @@
 //! flush for PostgreSQL), and so is each statement (a hop to the driver's thread, or a round
 //! trip), so message writes are batched: `append_message` queues its message on a bounded
 //! channel to the store's single writer task, which takes everything queued (up to
-//! [`StoreOptions::max_batch`], 2048 by default) and writes it with a handful of statements
+//! [`StoreOptions::max_batch`], 8192 by default) and writes it with a handful of statements
 //! (multi-row, up to 1024 messages each) and one commit, however many messages and rooms the
 //! batch holds; then it answers every caller. Under load thousands of messages share one
 //! commit; when idle a batch is a single message and nothing waits for a timer. `writer/` has

@@ -47,15 +47,20 @@ pub struct StoreOptions {
     /// Default `None`: the server's default `search_path` (normally `public`). Setting it with a
     /// SQLite URL is refused as [`StoreError::Invalid`].
     pub pg_schema: Option<String>,
-    /// Most appends the writer commits in one transaction. Default 2048: under load one fsync
+    /// Most appends the writer commits in one transaction. Default 8192: under load one fsync
     /// (SQLite) or one round of commit latency (PostgreSQL) is shared by up to that many
-    /// messages, which is what takes SQLite past 50,000 persisted messages/s; a full batch
-    /// holds the write lock (SQLite) or its rooms' row locks (PostgreSQL) for about 20 ms on a
-    /// 2-core machine. Larger batches measured no faster: with the default queue, batches
-    /// under load average about 2,000 messages anyway.
+    /// messages. What a commit costs grows with the pages it touches, about one index page per
+    /// room for each of the `(room, seq)` and `client_msg_id` indexes whatever the number of
+    /// messages, so with many busy rooms a bigger batch is cheaper per message: through the
+    /// server, 1024 rooms with one publisher each went from ~30k to ~45-50k persisted
+    /// messages/s between 2048 and 8192 (`roomcast-loadgen history`, docs/PERFORMANCE.md), with
+    /// a lower p99 too. When idle a batch is one message: a bigger limit adds no latency. A
+    /// full batch holds the write lock (SQLite) or its rooms' row locks (PostgreSQL) for
+    /// ~50-90 ms on a 2-core machine.
     pub max_batch: usize,
     /// How many appends may wait for the writer before `append_message` itself waits
-    /// (backpressure). Default 4096: two full batches, one being written while the next fills.
+    /// (backpressure). Default 8192: a full batch waits while the one before it is written.
+    /// Queued messages are held in memory: at most `queue_capacity + max_batch` of them.
     pub queue_capacity: usize,
 }
 
@@ -63,8 +68,8 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             pg_schema: None,
-            max_batch: 2048,
-            queue_capacity: 4096,
+            max_batch: 8192,
+            queue_capacity: 8192,
         }
     }
 }
