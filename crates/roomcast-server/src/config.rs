@@ -177,7 +177,7 @@ pub struct WebSocketArgs {
           value_parser = parse_with::<usize>("WEBSOCKET_READ_BUFFER_SIZE", "a size in bytes"))]
     pub read_buffer_size: usize,
     /// Queued frames are coalesced into writes of up to this many bytes.
-    #[arg(long = "websocket-write-buffer-size", env = "WEBSOCKET_WRITE_BUFFER_SIZE", default_value = "1024",
+    #[arg(long = "websocket-write-buffer-size", env = "WEBSOCKET_WRITE_BUFFER_SIZE", default_value = "16384",
           value_parser = parse_with::<usize>("WEBSOCKET_WRITE_BUFFER_SIZE", "a size in bytes"))]
     pub write_buffer_size: usize,
     /// Largest message a client may send, bytes; bigger closes with 1009.
