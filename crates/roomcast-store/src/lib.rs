@@ -36,7 +36,9 @@
 //! - `append_message` returns after the message is committed: broadcast and ack after it, and
 //!   an acknowledged message is never lost. [`Store::append_message_with`] also runs a hook
 //!   right after the commit, in seq order within each room: the place to broadcast from, so
-//!   that a room's clients receive its messages in seq order.
+//!   that a room's clients receive its messages in seq order. [`Store::queue_message_then`]
+//!   hands every outcome (new, retry, failure) to such a hook and returns once the message is
+//!   queued: a chat server answers from the hook with no task waiting per message.
 //! - Each room's messages get `seq` 1, 2, 3, … with no gap and no repeat, in commit order,
 //!   whichever process wrote them: the counter is a column of the room's row
 //!   (`rooms.last_seq`), bumped with `UPDATE … RETURNING` in the transaction that inserts the
@@ -78,7 +80,8 @@
 //!   [`StoreOptions`], connecting, migrations, [`Store::close`].
 //! - `writer/mod.rs`: the writer task and the group commit; `writer/sql.rs`: its statements.
 //! - `messages.rs`: [`Store::append_message`], [`Store::append_message_with`],
-//!   [`Store::history`], [`Store::messages_since`].
+//!   [`Store::queue_message_with`], [`Store::queue_message_then`], [`Store::history`],
+//!   [`Store::messages_since`].
 //! - `users.rs`: users and refresh tokens. `rooms.rs`: rooms and members.
 //! - `records.rs`: the records and newtypes ([`Seq`], [`MessageId`]), input checks.
 //! - `error.rs`: [`StoreError`].
