@@ -26,12 +26,43 @@ use crate::AppState;
 #[derive(Clone)]
 pub struct NativeChat {
     state: AppState,
+    public_rooms: Arc<PublicRooms>,
 }
 
 impl NativeChat {
     /// A handler over the server's shared state.
     pub fn new(state: AppState) -> Self {
-        Self { state }
+        Self {
+            state,
+            public_rooms: Arc::default(),
+        }
+    }
+}
+
+/// Rooms this server has seen to exist and be public, so that joining one again needs no
+/// store lookup (a join's first query; the history it sends is the second). Safe because a
+/// room's privacy is fixed when it is created and rooms are never deleted: an entry cannot go
+/// stale. Whoever adds deleting or re-marking rooms must clear it. Bounded: emptied when full.
+#[derive(Default)]
+struct PublicRooms(std::sync::Mutex<std::collections::HashSet<RoomName>>);
+
+impl PublicRooms {
+    /// Most rooms remembered (~100 bytes each) before the set starts over.
+    const CAPACITY: usize = 100_000;
+
+    fn contains(&self, room: &RoomName) -> bool {
+        self.0
+            .lock()
+            .expect("public rooms lock poisoned")
+            .contains(room)
+    }
+
+    fn remember(&self, room: &RoomName) {
+        let mut rooms = self.0.lock().expect("public rooms lock poisoned");
+        if rooms.len() >= Self::CAPACITY {
+            rooms.clear();
+        }
+        rooms.insert(room.clone());
     }
 }
 
@@ -108,26 +139,30 @@ impl NativeChat {
         since: Option<u64>,
     ) -> roomcast::Result<Result<(), String>> {
         let store = &self.state.store;
-        match store.room(room.as_str()).await {
-            Ok(Some(record)) if record.private => {
-                let member = store
-                    .is_member(room.as_str(), cx.user_id().as_str())
-                    .await
-                    .map_err(internal)?;
-                if !member {
-                    return Ok(Err(format!("room '{room}' is private")));
+        if !self.public_rooms.contains(room) {
+            match store.room(room.as_str()).await {
+                Ok(Some(record)) if record.private => {
+                    let member = store
+                        .is_member(room.as_str(), cx.user_id().as_str())
+                        .await
+                        .map_err(internal)?;
+                    if !member {
+                        return Ok(Err(format!("room '{room}' is private")));
+                    }
                 }
-            }
-            Ok(Some(_)) => {}
-            Ok(None) => match store
-                .create_room(room.as_str(), false, Some(cx.user_id().as_str()))
-                .await
-            {
-                // Someone else created it meanwhile: fine.
-                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Ok(Some(_)) => self.public_rooms.remember(room),
+                Ok(None) => match store
+                    .create_room(room.as_str(), false, Some(cx.user_id().as_str()))
+                    .await
+                {
+                    Ok(_) => self.public_rooms.remember(room),
+                    // Someone else created it meanwhile: fine. (Not remembered: they may have
+                    // made it private.)
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(err) => return Err(internal(err)),
+                },
                 Err(err) => return Err(internal(err)),
-            },
-            Err(err) => return Err(internal(err)),
+            }
         }
         let (history_limit, replay_limit) = (self.state.history_limit, self.state.replay_limit);
         let fetch = async {
@@ -261,5 +296,27 @@ pub struct Echo;
 impl Handler for Echo {
     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
         Ok(cx.send(msg.to_frame())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_rooms_are_remembered_until_the_set_is_full_then_it_starts_over() {
+        let rooms = PublicRooms::default();
+        let first = RoomName::new("r0").unwrap();
+        rooms.remember(&first);
+        assert!(rooms.contains(&first));
+        assert!(!rooms.contains(&RoomName::new("other").unwrap()));
+        for n in 1..PublicRooms::CAPACITY {
+            rooms.remember(&RoomName::new(&format!("r{n}")).unwrap());
+        }
+        assert!(rooms.contains(&first), "full, not yet over");
+        let next = RoomName::new("one-more").unwrap();
+        rooms.remember(&next);
+        assert!(rooms.contains(&next));
+        assert!(!rooms.contains(&first), "started over");
     }
 }

@@ -614,6 +614,45 @@ async fn a_private_room_refuses_a_non_member_join_until_a_member_adds_them() {
 }
 
 #[tokio::test]
+async fn a_private_room_stays_private_however_often_members_join_it() {
+    // Joins remember public rooms to skip the store's lookup; a private room must never be
+    // remembered, whoever joined it before and however often.
+    let server = TestServer::start().await;
+    let alice = register_on(&server, "alice").await;
+    let bob = register_on(&server, "bob").await;
+    let alice_token = alice["access_token"].as_str().unwrap();
+    let (status, _) = http(
+        &server,
+        "POST",
+        "/rooms",
+        Some(alice_token),
+        Some(json!({"name": "secret", "private": true})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let mut member = server
+        .connect(&format!("/ws/auth?token={alice_token}"))
+        .await;
+    member.join("secret").await;
+    member.join("lobby").await;
+    let bob_token = bob["access_token"].as_str().unwrap();
+    let mut outsider = server.connect(&format!("/ws/auth?token={bob_token}")).await;
+    outsider.join("lobby").await;
+    for _ in 0..2 {
+        outsider
+            .send_json(json!({"type": "join", "room": "secret"}))
+            .await;
+        let refusal = outsider.recv_type("error").await;
+        assert!(
+            refusal["content"].as_str().unwrap().contains("private"),
+            "{refusal}"
+        );
+    }
+    member.close().await;
+    outsider.close().await;
+}
+
+#[tokio::test]
 async fn messages_page_back_through_history_with_before_and_limit() {
     let server = TestServer::start().await;
     let alice = register_on(&server, "alice").await;
