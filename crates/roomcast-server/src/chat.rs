@@ -219,16 +219,18 @@ impl NativeChat {
         let sender = cx.sender();
         let answer = {
             let room = room.clone();
-            move |outcome: Result<(&StoredMessage, Appended), &StoreError>| {
+            move |outcome: roomcast_store::Result<(StoredMessage, Appended)>| {
                 let reply = match outcome {
                     Ok((stored, appended)) => {
+                        let ack = ack(&room, &stored);
                         if appended == Appended::New {
-                            let message = to_chat(&room, stored.clone());
+                            // The message moves into the broadcast: no copy per message.
+                            let message = to_chat(&room, stored);
                             hub.publish_now(&room, Event::Message(message), &[]);
                         }
-                        ack(&room, stored)
+                        ack
                     }
-                    Err(err) => append_failed(&room, err),
+                    Err(err) => append_failed(&room, &err),
                 };
                 // A full queue closes that connection (1013); nothing else to do here.
                 let _ = sender.send(reply);

@@ -110,7 +110,7 @@ impl Store {
     }
 
     /// [`Store::queue_message_with`] without a future to await: `on_outcome` is called with
-    /// the outcome, whatever it is, and nothing else is. This waits only until the message is
+    /// the outcome, whatever it is, and takes it (no copy of the message is kept). This waits only until the message is
     /// in the writer's queue.
     ///
     /// The hook runs on the writer's answering task, as the hook of
@@ -138,7 +138,7 @@ impl Store {
     /// [`Store::append_message`]) and [`StoreError::Closed`].
     pub async fn queue_message_then<F>(&self, message: NewMessage, on_outcome: F) -> Result<()>
     where
-        F: FnOnce(Result<(&StoredMessage, Appended), &StoreError>) + Send + 'static,
+        F: FnOnce(Result<(StoredMessage, Appended)>) + Send + 'static,
     {
         self.enqueue(message, Waiter::Hook(Box::new(on_outcome)))
             .await

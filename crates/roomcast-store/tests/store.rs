@@ -641,7 +641,7 @@ mod cases {
         let heard = Arc::new(Mutex::new(Vec::new()));
         let hook = |heard: &Arc<Mutex<Vec<String>>>| {
             let heard = Arc::clone(heard);
-            move |outcome: Result<(&StoredMessage, Appended), &StoreError>| {
+            move |outcome: Result<(StoredMessage, Appended), StoreError>| {
                 let line = match outcome {
                     Ok((stored, appended)) => {
                         format!("{appended:?} {} {}", stored.seq.0, stored.content)

@@ -587,14 +587,7 @@ async fn a_private_room_refuses_a_non_member_join_until_a_member_adds_them() {
     assert_eq!(status, 403);
 
     let mut client = server.connect(&format!("/ws/auth?token={bob_token}")).await;
-    client
-        .send_json(json!({"type": "join", "room": "secret"}))
-        .await;
-    let refusal = client.recv_type("error").await;
-    assert!(
-        refusal["content"].as_str().unwrap().contains("private"),
-        "{refusal}"
-    );
+    expect_private_refusal(&mut client, "secret").await;
 
     let (status, body) = http(
         &server,
@@ -639,17 +632,22 @@ async fn a_private_room_stays_private_however_often_members_join_it() {
     let mut outsider = server.connect(&format!("/ws/auth?token={bob_token}")).await;
     outsider.join("lobby").await;
     for _ in 0..2 {
-        outsider
-            .send_json(json!({"type": "join", "room": "secret"}))
-            .await;
-        let refusal = outsider.recv_type("error").await;
-        assert!(
-            refusal["content"].as_str().unwrap().contains("private"),
-            "{refusal}"
-        );
+        expect_private_refusal(&mut outsider, "secret").await;
     }
     member.close().await;
     outsider.close().await;
+}
+
+/// Sends a join for `room` and expects the error envelope that refuses a private room.
+async fn expect_private_refusal(client: &mut TestClient, room: &str) {
+    client
+        .send_json(json!({"type": "join", "room": room}))
+        .await;
+    let refusal = client.recv_type("error").await;
+    assert!(
+        refusal["content"].as_str().unwrap().contains("private"),
+        "{refusal}"
+    );
 }
 
 #[tokio::test]

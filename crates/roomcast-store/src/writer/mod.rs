@@ -56,8 +56,8 @@ mod sql;
 pub(crate) type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
 
 /// A hook `queue_message_then` runs with the message's outcome, whatever it is, on the
-/// writer's answering task.
-pub(crate) type OnOutcome = Box<dyn FnOnce(Result<(&StoredMessage, Appended), &StoreError>) + Send>;
+/// writer's answering task. It owns the outcome: nothing else needs the message after it.
+pub(crate) type OnOutcome = Box<dyn FnOnce(Result<(StoredMessage, Appended)>) + Send>;
 
 /// One `append_message` call waiting for the writer.
 pub(crate) struct AppendRequest {
@@ -365,20 +365,14 @@ fn answer(batch: Vec<Pending>, waiters: Vec<Waiter>, outcomes: Vec<ItemOutcome>)
                 reply_tx,
             } => {
                 if let (Some(hook), Some(Ok((stored, Appended::New)))) = (on_commit, &*reply) {
-                    run_hook(Some(stored), || hook(stored));
+                    run_hook(Some(stored.seq), || hook(stored));
                 }
                 reply_txs.push((reply_tx, reply.take()));
             }
             Waiter::Hook(hook) => {
-                let outcome = reply.as_ref().expect("every reply was filled above");
-                let about = outcome.as_ref().ok().map(|(stored, _)| stored);
-                run_hook(about, || {
-                    hook(
-                        outcome
-                            .as_ref()
-                            .map(|(stored, appended)| (stored, *appended)),
-                    );
-                });
+                let outcome = reply.take().expect("every reply was filled above");
+                let seq = outcome.as_ref().ok().map(|(stored, _)| stored.seq);
+                run_hook(seq, || hook(outcome));
             }
         }
     }
@@ -389,14 +383,13 @@ fn answer(batch: Vec<Pending>, waiters: Vec<Waiter>, outcomes: Vec<ItemOutcome>)
     }
 }
 
-/// Runs a caller's hook. A panicking hook must not take the writer, and every later write,
-/// down with it: the panic is caught and logged.
-fn run_hook(about: Option<&StoredMessage>, hook: impl FnOnce()) {
+/// Runs a caller's hook for the message stored at `seq` (`None`: an append that failed). A
+/// panicking hook must not take the writer, and every later write, down with it: the panic is
+/// caught and logged (the panic's own message, printed by the panic hook, says where).
+fn run_hook(seq: Option<Seq>, hook: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
-        match about {
-            Some(stored) => {
-                tracing::error!(room = %stored.room, seq = %stored.seq, "a store hook panicked");
-            }
+        match seq {
+            Some(seq) => tracing::error!(%seq, "a store hook panicked"),
             None => tracing::error!("a store hook panicked on a failed append"),
         }
     }
