@@ -180,6 +180,11 @@ pub struct WebSocketArgs {
     #[arg(long = "websocket-write-buffer-size", env = "WEBSOCKET_WRITE_BUFFER_SIZE", default_value = "16384",
           value_parser = parse_with::<usize>("WEBSOCKET_WRITE_BUFFER_SIZE", "a size in bytes"))]
     pub write_buffer_size: usize,
+    /// Shortest time between two writes to one connection; frames queued meanwhile leave
+    /// together (a frame after a quiet spell leaves at once). `0s` writes at once.
+    #[arg(long = "websocket-write-interval", env = "WEBSOCKET_WRITE_INTERVAL", default_value = "20ms",
+          value_parser = duration_var("WEBSOCKET_WRITE_INTERVAL"))]
+    pub write_interval: Duration,
     /// Largest message a client may send, bytes; bigger closes with 1009.
     #[arg(long = "websocket-max-message-size", env = "WEBSOCKET_MAX_MESSAGE_SIZE", default_value = "4096",
           value_parser = parse_with::<usize>("WEBSOCKET_MAX_MESSAGE_SIZE", "a size in bytes"))]
@@ -394,6 +399,7 @@ impl WebSocketArgs {
             max_connections: self.max_connections,
             read_buffer_bytes: self.read_buffer_size,
             write_buffer_bytes: self.write_buffer_size,
+            write_interval: self.write_interval,
             max_message_bytes: self.max_message_size,
             write_wait: self.write_wait,
             pong_wait: self.pong_wait,
@@ -408,6 +414,7 @@ impl WebSocketArgs {
                 "read_buffer_bytes" => "WEBSOCKET_READ_BUFFER_SIZE",
                 "max_message_bytes" => "WEBSOCKET_MAX_MESSAGE_SIZE",
                 "write_wait" => "WEBSOCKET_WRITE_WAIT",
+                "write_interval" => "WEBSOCKET_WRITE_INTERVAL",
                 "outbound_capacity" => "ROOMCAST_OUTBOUND_QUEUE",
                 "ping_period" => "WEBSOCKET_PING_PERIOD",
                 "pong_wait" => "WEBSOCKET_PONG_WAIT (must be longer than WEBSOCKET_PING_PERIOD)",

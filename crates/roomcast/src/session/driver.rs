@@ -14,10 +14,11 @@
 //! heartbeat, and requests the close when `pong_wait` or `connection_timeout` has passed.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::time::error::Elapsed;
-use tokio::time::timeout;
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 use tracing::Instrument;
 
 use super::outbound::Taken;
@@ -153,14 +154,32 @@ impl Conn<'_> {
             return End::close(err.close_reason());
         }
         let wait = self.config.write_wait;
+        let interval = self.config.write_interval;
+        // When the last batch was written, and while frames wait out `write_interval` after
+        // it, the timer they wait for (boxed: an idle connection holds only the `None`).
+        let mut last_write: Option<Instant> = None;
+        let mut pause: Option<Pin<Box<Sleep>>> = None;
         loop {
             tokio::select! {
                 // Queue first: a requested close (shutdown, slow consumer, a deadline the
                 // hub's sweep saw pass) wins over reading.
                 biased;
 
-                // Something was queued, a ping is due, or a close was requested.
-                () = outbound.ready() => {
+                // Something was queued, a ping is due, or a close was requested; and the
+                // write interval since the last batch has passed. Reading goes on meanwhile.
+                closing = std::future::poll_fn(|cx| match pause.as_mut() {
+                    Some(sleep) => sleep.as_mut().poll(cx).map(|()| false),
+                    None => outbound.poll_ready(cx),
+                }) => {
+                    if pause.take().is_none()
+                        && !closing
+                        && let Some(due) = last_write.map(|last| last + interval)
+                        && due > Instant::now()
+                    {
+                        pause = Some(Box::pin(sleep_until(due)));
+                        continue;
+                    }
+                    last_write = Some(Instant::now());
                     let Taken { frames, ping, closing } = outbound.take();
                     // Boxed: a write in progress (buffer, frame, timeout) is ~440 bytes that an
                     // idle connection would otherwise carry. One allocation per batch written.

@@ -188,18 +188,22 @@ impl Outbound {
     /// # Cancel safety
     ///
     /// Cancel-safe: it only looks at the queue, so dropping it loses nothing.
+    #[cfg(test)]
     pub(crate) async fn ready(&self) {
-        std::future::poll_fn(|cx| {
-            // Register first, then look: a frame queued in between wakes the new waker.
-            self.shared.wake.register(cx.waker());
-            let queue = self.lock();
-            if queue.frames.is_empty() && queue.close.is_none() && !queue.ping {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        })
-        .await;
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await;
+    }
+
+    /// [`Outbound::ready`] as a poll: `Ready` once something was queued or a close was
+    /// requested, and then whether a close is pending.
+    pub(crate) fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
+        // Register first, then look: a frame queued in between wakes the new waker.
+        self.shared.wake.register(cx.waker());
+        let queue = self.lock();
+        if queue.frames.is_empty() && queue.close.is_none() && !queue.ping {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(queue.close.is_some())
+        }
     }
 
     /// Takes every queued frame, buffer and all (the queue is left with no allocation, and the

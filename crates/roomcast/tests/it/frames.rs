@@ -351,3 +351,71 @@ async fn requests_that_are_not_websocket_upgrades_get_an_http_error() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(server.hub.stats().accepted_total, 0);
 }
+
+#[tokio::test]
+async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
+    let config = roomcast::SessionConfig {
+        write_interval: Duration::from_millis(800),
+        ..roomcast::SessionConfig::default()
+    };
+    let server = TestServer::builder()
+        .hub(roomcast::Hub::new(config))
+        .start()
+        .await;
+    // The welcome is the connection's first write: nothing came before it, so it left at
+    // once (`connect` reads it). Frames queued within 800 ms of it wait for the interval.
+    let mut client = RawClient::connect(&server, "alice").await;
+    let alice = roomcast::UserId::from("alice");
+    assert_eq!(server.hub.send_to(&alice, "b").await.unwrap(), 1);
+    let hub = server.hub.clone();
+    let later = tokio::spawn(async move {
+        // Queued after "b" has been waiting a while: written at once, "b" would be gone.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        hub.send_to(&alice, "c").await.unwrap()
+    });
+    // One read: it returns as soon as anything arrives, so "b" alone if it left on its own.
+    let mut chunk = [0u8; 4096];
+    let read = timeout(WAIT, client.tcp.read(&mut chunk))
+        .await
+        .expect("the queued frames arrive in time")
+        .expect("read from the server");
+    assert_eq!(
+        &chunk[..read],
+        &[0x81, 1, b'b', 0x81, 1, b'c'],
+        "both frames in one write"
+    );
+    assert_eq!(later.await.unwrap(), 1);
+}
+
+#[test]
+fn the_write_interval_is_bounded() {
+    let config = roomcast::SessionConfig {
+        write_interval: Duration::from_secs(2),
+        ..roomcast::SessionConfig::default()
+    };
+    assert_eq!(config.validate().unwrap_err().field, "write_interval");
+}
+
+#[tokio::test]
+async fn the_connection_keeps_reading_while_frames_wait_out_the_write_interval() {
+    let config = roomcast::SessionConfig {
+        write_interval: Duration::from_millis(800),
+        ..roomcast::SessionConfig::default()
+    };
+    let server = TestServer::builder()
+        .hub(roomcast::Hub::new(config))
+        .start()
+        .await;
+    let mut client = RawClient::connect(&server, "alice").await;
+    let alice = roomcast::UserId::from("alice");
+    assert_eq!(server.hub.send_to(&alice, "b").await.unwrap(), 1);
+    // "b" waits out the interval after the welcome; the ping is read and answered meanwhile.
+    client.send(true, PING, b"still there?", true).await;
+    let pong = client.recv().await;
+    assert_eq!(
+        (pong.opcode, pong.payload.as_slice()),
+        (PONG, &b"still there?"[..])
+    );
+    let b = client.recv().await;
+    assert_eq!((b.opcode, b.payload.as_slice()), (TEXT, &b"b"[..]));
+}
