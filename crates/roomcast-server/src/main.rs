@@ -9,8 +9,9 @@ use tracing_subscriber::EnvFilter;
 /// jemalloc, not glibc's malloc: with glibc each runtime thread allocates from its own arena and
 /// the connections' small allocations, made on one thread and freed on another, leave memory
 /// resident. Idle connections measured 2,637 B each with glibc, 2,202-2,264 B with jemalloc's
-/// defaults and 2,048-2,060 B with the settings in `.cargo/config.toml` (10k connections,
-/// `docs/PERFORMANCE.md`). Only the binary chooses: the library leaves the allocator to the
+/// defaults, 2,048-2,060 B with one arena and smaller thread caches, and 1,982-1,997 B once a
+/// background thread also returns freed pages (all set in `.cargo/config.toml`; 10k
+/// connections, `docs/PERFORMANCE.md`). Only the binary chooses: the library leaves the allocator to the
 /// application.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
