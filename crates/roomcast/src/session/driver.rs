@@ -8,10 +8,14 @@
 //!                 ▲ ping due / deadline passed: the hub's sweep (`hub::sweep_loop`)
 //! ```
 //!
-//! Every write is bounded by `write_wait`. The connection has no timer of its own: it records
-//! when its peer last sent a frame (any frame, a pong included) and a data message, and the
-//! hub's sweep, one task for every connection, asks for protocol pings, queues the dialect's
-//! heartbeat, and requests the close when `pong_wait` or `connection_timeout` has passed.
+//! Every write is bounded by `write_wait`, and follows the connection's previous write by at
+//! least `write_interval`: frames queued sooner wait (reading goes on) and leave together, so
+//! a busy member costs one system call per interval rather than one per group of frames.
+//! Besides a blocked write's deadline, that wait is the only timer a connection has, and only
+//! while frames wait. The connection records when its peer last sent a frame (any frame, a
+//! pong included) and a data message, and the hub's sweep, one task for every connection, asks
+//! for protocol pings, queues the dialect's heartbeat, and requests the close when `pong_wait`
+//! or `connection_timeout` has passed.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
