@@ -139,6 +139,8 @@ pub struct AppState {
     pub history_limit: usize,
     /// Most messages a resume replays.
     pub replay_limit: usize,
+    /// Broadcasts what the store has committed, a group at a time.
+    pub(crate) deliveries: chat::Deliveries,
 }
 
 /// A server: its hub, store and configuration. [`Server::start`] it, read [`Server::hub`] if
@@ -162,8 +164,10 @@ impl Server {
                 .clone()
                 .directory(StoreDirectory::new(store.clone()));
         }
+        let hub = Hub::new(config.session.clone());
         let state = AppState {
-            hub: Hub::new(config.session.clone()),
+            deliveries: chat::Deliveries::start(hub.clone(), &store),
+            hub,
             store,
             issuer: config.issuer.clone(),
             auth: config.auth.clone(),

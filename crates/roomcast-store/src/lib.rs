@@ -77,7 +77,7 @@
 //! # Layout
 //!
 //! - `store.rs`: [`Store`] (an `Arc` over the pool, the writer's queue and its task),
-//!   [`StoreOptions`], connecting, migrations, [`Store::close`].
+//!   [`StoreOptions`], connecting, migrations, [`Store::after_each_batch`], [`Store::close`].
 //! - `writer/mod.rs`: the writer task and the group commit; `writer/sql.rs`: its statements.
 //! - `messages.rs`: [`Store::append_message`], [`Store::append_message_with`],
 //!   [`Store::queue_message_with`], [`Store::queue_message_then`], [`Store::history`],

@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -94,6 +94,8 @@ struct Shared {
     writer_shutdown: Arc<Notify>,
     /// The writer task, taken and awaited by the first `close`.
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Runs after each written batch's hooks ([`Store::after_each_batch`]).
+    after_batch: Arc<OnceLock<writer::AfterBatch>>,
 }
 
 /// The two backends. Their pools are reference-counted handles, so this is cheap to clone.
@@ -175,6 +177,7 @@ impl Store {
 
         let (append_tx, append_rx) = mpsc::channel(options.queue_capacity);
         let writer_shutdown = Arc::new(Notify::new());
+        let after_batch = Arc::new(OnceLock::new());
         let span = tracing::info_span!("store_writer", backend = backend.name());
         let writer = tokio::spawn(
             writer::run(
@@ -182,6 +185,7 @@ impl Store {
                 append_rx,
                 Arc::clone(&writer_shutdown),
                 options.max_batch,
+                Arc::clone(&after_batch),
             )
             .instrument(span),
         );
@@ -191,8 +195,34 @@ impl Store {
                 append_tx,
                 writer_shutdown,
                 writer: Mutex::new(Some(writer)),
+                after_batch,
             }),
         })
+    }
+
+    /// Registers `after` to run on the writer's answering task once every hook of a written
+    /// batch has run (the hooks of [`Store::queue_message_then`] and the like, in batch order).
+    /// A hook can leave work for it, to be done once per group commit rather than once per
+    /// message: the chat server's hooks collect each commit's messages, and `after` broadcasts
+    /// them together. Like a hook it must be quick and must not block; a panic in it is caught
+    /// and logged. One per store: returns false, and drops `after`, when one is registered.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> roomcast_store::Result<()> {
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let store = roomcast_store::Store::connect("sqlite::memory:").await?;
+    /// let batches = Arc::new(AtomicUsize::new(0));
+    /// let counter = Arc::clone(&batches);
+    /// assert!(store.after_each_batch(move || {
+    ///     counter.fetch_add(1, Ordering::Relaxed);
+    /// }));
+    /// assert!(!store.after_each_batch(|| {}), "one per store");
+    /// # Ok(()) }
+    /// ```
+    pub fn after_each_batch(&self, after: impl Fn() + Send + Sync + 'static) -> bool {
+        self.shared.after_batch.set(Box::new(after)).is_ok()
     }
 
     /// `"sqlite"` or `"postgres"`, for logs and metrics.

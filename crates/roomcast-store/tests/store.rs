@@ -20,6 +20,7 @@ store_suite![
     commit_hooks_see_each_room_in_seq_order_and_only_new_messages,
     queued_messages_keep_the_order_they_were_queued_in,
     outcome_hooks_hear_every_outcome_in_queue_order,
+    the_after_batch_callback_follows_every_hook_of_its_batch,
     history_pages_back_in_ascending_order,
     messages_since_replays_in_order,
     unknown_room_fails_only_its_own_message_in_a_batch,
@@ -683,6 +684,45 @@ mod cases {
         expected.push("Duplicate 7 k7".to_owned());
         expected.push("not found".to_owned());
         assert_eq!(*heard.lock().unwrap(), expected);
+    }
+
+    pub(crate) async fn the_after_batch_callback_follows_every_hook_of_its_batch(db: TestDb) {
+        // The callback runs on the answering task after each batch's hooks: what it sees of the
+        // hooks' work only grows, and once everything is answered it has seen all of it.
+        let store = &db.store;
+        store.create_room("r", false, None).await.unwrap();
+        let hooked = Arc::new(Mutex::new(0usize));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        {
+            let (hooked, seen) = (Arc::clone(&hooked), Arc::clone(&seen));
+            assert!(store.after_each_batch(move || {
+                let count = *hooked.lock().unwrap();
+                seen.lock().unwrap().push(count);
+            }));
+        }
+        assert!(!store.after_each_batch(|| {}), "one callback per store");
+        for n in 1..=50u64 {
+            let hooked = Arc::clone(&hooked);
+            store
+                .queue_message_then(message("r", "u1", &format!("m{n}")), move |outcome| {
+                    outcome.expect("stored");
+                    *hooked.lock().unwrap() += 1;
+                })
+                .await
+                .expect("queued");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().last() != Some(&50) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the callback never saw all 50 hooks: {:?}",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.is_sorted(), "{seen:?}");
+        assert!(seen.len() <= 50, "at most one call per batch: {seen:?}");
     }
 
     pub(crate) async fn history_pages_back_in_ascending_order(db: TestDb) {

@@ -36,7 +36,7 @@
 //! Only `BEGIN` or `COMMIT` failing fails the whole batch (`StoreError::BatchFailed`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -238,11 +238,15 @@ async fn checkpoint_loop(pool: SqlitePool) {
 
 /// Runs the writer until the queue is closed (`close`, or every `Store` clone dropped) and
 /// drained. Every request received is answered.
+/// What runs after a batch's hooks (`Store::after_each_batch`).
+pub(crate) type AfterBatch = Box<dyn Fn() + Send + Sync>;
+
 pub(crate) async fn run(
     backend: Backend,
     mut append_rx: mpsc::Receiver<AppendRequest>,
     shutdown: Arc<Notify>,
     max_batch: usize,
+    after_batch: Arc<OnceLock<AfterBatch>>,
 ) {
     let sql = BatchSql::for_backend(&backend);
     let checkpointer = match &backend {
@@ -256,11 +260,15 @@ pub(crate) async fn run(
     // long as the commit itself, and the writer waited for them. One batch may wait to be
     // answered while another is written (the channel's bound), so memory stays bounded.
     let (answer_tx, mut answer_rx) = mpsc::channel::<Answer>(1);
-    let answerer = tokio::spawn(async move {
-        while let Some((pending, waiters, outcomes)) = answer_rx.recv().await {
-            answer(pending, waiters, outcomes);
-        }
-    });
+    let answerer = {
+        let after_batch = Arc::clone(&after_batch);
+        tokio::spawn(async move {
+            while let Some((pending, waiters, outcomes)) = answer_rx.recv().await {
+                answer(pending, waiters, outcomes);
+                run_after_batch(&after_batch);
+            }
+        })
+    };
     loop {
         let received = tokio::select! {
             // Appends are waiting: take all of them, up to `max_batch`. 0 means closed and empty.
@@ -284,6 +292,7 @@ pub(crate) async fn run(
         {
             // The answering task is gone (it panicked): answer here rather than lose replies.
             answer(pending, waiters, outcomes);
+            run_after_batch(&after_batch);
         }
     }
     if let Some(checkpointer) = checkpointer {
@@ -380,6 +389,16 @@ fn answer(batch: Vec<Pending>, waiters: Vec<Waiter>, outcomes: Vec<ItemOutcome>)
         let reply = reply.expect("every reply was filled above");
         // A dropped receiver is a caller that stopped waiting; there is no one to tell.
         let _ = reply_tx.send(reply);
+    }
+}
+
+/// Runs the after-batch callback, if one is registered; a panic in it is caught and logged,
+/// as a hook's is.
+fn run_after_batch(after_batch: &OnceLock<AfterBatch>) {
+    if let Some(after) = after_batch.get()
+        && std::panic::catch_unwind(std::panic::AssertUnwindSafe(after)).is_err()
+    {
+        tracing::error!("the store's after-batch callback panicked");
     }
 }
 

@@ -399,6 +399,53 @@ impl Hub {
         sent
     }
 
+    /// Publishes `events` to `room` at once, in order, without waiting: what
+    /// [`Hub::publish_now`] does for each, but each local connection gets all of them with one
+    /// queue operation and one wake-up. For a group of persisted messages committed together
+    /// (in `seq` order within the room). Returns the frames queued locally.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// use roomcast::protocol::{ChatMessage, Event, UserInfo};
+    /// use roomcast::{Hub, RoomName, SessionConfig};
+    ///
+    /// let hub = Hub::new(SessionConfig::default());
+    /// let room = RoomName::new("lobby").unwrap();
+    /// let message = |seq: u64| {
+    ///     Event::Message(Arc::new(ChatMessage {
+    ///         id: format!("m{seq}").into(),
+    ///         seq: Some(seq),
+    ///         room: room.clone(),
+    ///         sender: UserInfo { id: "ann".into(), username: "Ann".into() },
+    ///         content: "hi".into(),
+    ///         data: None,
+    ///         timestamp_ms: 0,
+    ///     }))
+    /// };
+    /// // No connection is in the room yet: nothing is queued.
+    /// assert_eq!(hub.publish_now_many(&room, vec![message(1), message(2)], &[]), 0);
+    /// ```
+    pub fn publish_now_many(
+        &self,
+        room: &RoomName,
+        events: Vec<Event>,
+        exclude: &[UserId],
+    ) -> usize {
+        let delivery = self.state().deliver_many(room, &events, exclude);
+        let sent = self.count(delivery);
+        if let Some(ordered_tx) = self.shared.ordered_tx.get() {
+            for event in events {
+                let _ = ordered_tx.send(RoomEvent {
+                    origin: self.shared.node,
+                    target: Target::Room(room.clone()),
+                    exclude: exclude.to_vec(),
+                    event,
+                });
+            }
+        }
+        sent
+    }
+
     async fn send(
         &self,
         target: Target,
@@ -427,7 +474,12 @@ impl Hub {
         exclude: &[UserId],
         exclude_conn: Option<ConnId>,
     ) -> usize {
-        let Delivery { sent, slow } = self.state().deliver(target, event, exclude, exclude_conn);
+        let delivery = self.state().deliver(target, event, exclude, exclude_conn);
+        self.count(delivery)
+    }
+
+    /// Adds a delivery to the hub's counters; returns the frames it queued.
+    fn count(&self, Delivery { sent, slow }: Delivery) -> usize {
         let stats = &self.shared.stats;
         stats
             .frames_queued

@@ -113,6 +113,21 @@ fn find_room<'r>(rooms: &'r mut [ConnRoom], room: &RoomName) -> Option<&'r mut C
     rooms.iter_mut().find(|r| r.name == *room)
 }
 
+/// Whether the persisted message at `seq` goes to this connection now. Not when a replay
+/// already sent it (at or below the watermark); not yet while a replay is being fetched (it is
+/// held, to follow the replay).
+fn admit(entry: &mut ConnRoom, seq: u64, message: &Arc<ChatMessage>) -> bool {
+    if let Some(held) = &mut entry.held {
+        held.push(message.clone());
+        return false;
+    }
+    if seq <= entry.watermark {
+        return false;
+    }
+    entry.watermark = seq;
+    true
+}
+
 #[derive(Default)]
 struct Room {
     conns: HashSet<ConnId>,
@@ -481,15 +496,9 @@ impl State {
             }
             if let Some((room, seq, message)) = sequenced
                 && let Some(entry) = find_room(&mut conn.rooms, room)
+                && !admit(entry, seq, message)
             {
-                if let Some(held) = &mut entry.held {
-                    held.push(message.clone());
-                    return;
-                }
-                if seq <= entry.watermark {
-                    return;
-                }
-                entry.watermark = seq;
+                return;
             }
             let Some(frame) = encoder.frame_for(conn.dialect) else {
                 return;
@@ -513,6 +522,59 @@ impl State {
                         user.conns.iter().for_each(&mut send);
                     }
                 }
+            }
+        }
+        delivery
+    }
+
+    /// Queues `events`, in order, for every local connection in `room` except the excluded
+    /// users: what [`State::deliver`] does for each event, but a connection's frames are queued
+    /// together, with one lock and one wake-up for all of them. Encodes each event once per
+    /// dialect; never waits.
+    pub(crate) fn deliver_many(
+        &mut self,
+        room: &RoomName,
+        events: &[Event],
+        exclude: &[UserId],
+    ) -> Delivery {
+        let mut delivery = Delivery::default();
+        let Some(members) = self.rooms.get(room) else {
+            return delivery;
+        };
+        let mut encoders: Vec<EncodeOnce<'_>> = events.iter().map(EncodeOnce::new).collect();
+        // Reused for every member: emptied by each `try_send_many`.
+        let mut frames = Vec::with_capacity(events.len());
+        for conn_id in &members.conns {
+            let Some(Conn {
+                user,
+                dialect,
+                outbound,
+                rooms,
+                ..
+            }) = self.conns.get_mut(conn_id)
+            else {
+                continue;
+            };
+            if exclude.contains(user) {
+                continue;
+            }
+            let mut entry = find_room(rooms, room);
+            for (event, encoder) in events.iter().zip(&mut encoders) {
+                if let (Event::Message(message), Some(entry)) = (event, entry.as_deref_mut())
+                    && let Some(seq) = message.seq
+                    && !admit(entry, seq, message)
+                {
+                    continue;
+                }
+                frames.extend(encoder.frame_for(*dialect));
+            }
+            if frames.is_empty() {
+                continue;
+            }
+            match outbound.try_send_many(&mut frames) {
+                Ok(sent) => delivery.sent += sent,
+                Err(SendError::Full) => delivery.slow += 1,
+                Err(SendError::Closed) => {}
             }
         }
         delivery
@@ -685,5 +747,76 @@ mod tests {
         outbound.heard_from(150, false);
         assert_eq!(state.sweep(150, &DEADLINES), 1);
         assert_eq!(outbound.close_reason(), Some(CloseReason::slow_consumer()));
+    }
+
+    fn message(room: &RoomName, seq: u64) -> Event {
+        Event::Message(Arc::new(ChatMessage {
+            id: format!("m{seq}").into(),
+            seq: Some(seq),
+            room: room.clone(),
+            sender: UserInfo {
+                id: "ann".into(),
+                username: "Ann".into(),
+            },
+            content: "hi".into(),
+            data: None,
+            timestamp_ms: 0,
+        }))
+    }
+
+    fn seqs(outbound: &Outbound) -> Vec<u64> {
+        outbound
+            .take()
+            .frames
+            .iter()
+            .map(|frame| {
+                let value: serde_json::Value =
+                    serde_json::from_str(frame.as_text().expect("a text frame")).unwrap();
+                value["seq"].as_u64().expect("a seq")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_of_messages_reaches_each_member_in_order_past_its_watermark_or_is_held() {
+        let room = RoomName::new("lobby").unwrap();
+        let mut state = State::default();
+        let queues: Vec<Outbound> = (1..=3)
+            .map(|n| {
+                let outbound = Outbound::new(16, 0);
+                state.add_conn(ConnId(n), &Identity::guest(), &NATIVE, outbound.clone());
+                state.join(ConnId(n), &room).expect("a known connection");
+                outbound
+            })
+            .collect();
+        // Connection 2 was replayed up to seq 2; connection 3 is being replayed to.
+        let conn2 = state.conns.get_mut(&ConnId(2)).unwrap();
+        find_room(&mut conn2.rooms, &room).unwrap().watermark = 2;
+        assert!(state.hold(ConnId(3), &room));
+
+        let events: Vec<Event> = (1..=4).map(|seq| message(&room, seq)).collect();
+        let delivery = state.deliver_many(&room, &events, &[]);
+        assert_eq!((delivery.sent, delivery.slow), (4 + 2, 0));
+        assert_eq!(seqs(&queues[0]), [1, 2, 3, 4]);
+        assert_eq!(seqs(&queues[1]), [3, 4], "what the replay sent is skipped");
+        assert!(queues[2].take().frames.is_empty(), "held until the replay");
+        let conn3 = state.conns.get_mut(&ConnId(3)).unwrap();
+        let held = find_room(&mut conn3.rooms, &room).unwrap().held.take();
+        assert_eq!(held.map(|held| held.len()), Some(4));
+    }
+
+    #[test]
+    fn a_group_that_overflows_a_queue_makes_one_slow_consumer() {
+        let room = RoomName::new("lobby").unwrap();
+        let (mut state, outbound) = one_conn(&NATIVE, 0);
+        state.join(ConnId(1), &room).expect("a known connection");
+        let events: Vec<Event> = (1..=3).map(|seq| message(&room, seq)).collect();
+        let delivery = state.deliver_many(&room, &events, &[]);
+        assert_eq!(
+            (delivery.sent, delivery.slow),
+            (0, 1),
+            "capacity 2, three frames"
+        );
+        assert!(outbound.take().closing);
     }
 }

@@ -150,6 +150,32 @@ impl Outbound {
         Ok(())
     }
 
+    /// Queues every frame of `frames` (emptying it) under one lock and with one wake-up: a
+    /// group of messages for one member costs what one costs. When they do not all fit, the
+    /// connection is a slow consumer, exactly as if [`Outbound::try_send`] had queued them one
+    /// by one. Returns how many were queued.
+    pub(crate) fn try_send_many(&self, frames: &mut Vec<Frame>) -> Result<usize, SendError> {
+        let mut queue = self.lock();
+        if queue.close.is_some() {
+            frames.clear();
+            return Err(SendError::Closed);
+        }
+        let room = self.shared.capacity as usize + queue.replay as usize;
+        if queue.frames.len() + frames.len() > room {
+            queue.close = Some(Box::new(CloseReason::slow_consumer()));
+            queue.frames = VecDeque::new();
+            drop(queue);
+            frames.clear();
+            self.shared.wake.wake();
+            return Err(SendError::Full);
+        }
+        let queued = frames.len();
+        queue.frames.extend(frames.drain(..));
+        drop(queue);
+        self.shared.wake.wake();
+        Ok(queued)
+    }
+
     /// Queues a history replay without counting it against the capacity.
     pub(crate) fn push_replay(&self, frames: Vec<Frame>) -> Result<(), SendError> {
         let mut queue = self.lock();
@@ -243,6 +269,26 @@ mod tests {
             taken.frames.is_empty(),
             "a slow consumer's backlog is dropped"
         );
+    }
+
+    #[test]
+    fn a_group_is_queued_whole_or_makes_a_slow_consumer() {
+        let outbound = Outbound::new(3, 0);
+        outbound.try_send(Frame::from("a")).unwrap();
+        let mut group = vec![Frame::from("b"), Frame::from("c")];
+        assert_eq!(outbound.try_send_many(&mut group), Ok(2));
+        assert!(group.is_empty());
+        assert_eq!(
+            outbound.take().frames,
+            [Frame::from("a"), Frame::from("b"), Frame::from("c")]
+        );
+        outbound.try_send(Frame::from("d")).unwrap();
+        let mut group = vec![Frame::from("e"), Frame::from("f"), Frame::from("g")];
+        assert_eq!(outbound.try_send_many(&mut group), Err(SendError::Full));
+        assert_eq!(outbound.close_reason(), Some(CloseReason::slow_consumer()));
+        assert!(outbound.take().frames.is_empty(), "the backlog is dropped");
+        let mut group = vec![Frame::from("h")];
+        assert_eq!(outbound.try_send_many(&mut group), Err(SendError::Closed));
     }
 
     #[test]

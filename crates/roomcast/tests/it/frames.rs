@@ -352,8 +352,10 @@ async fn requests_that_are_not_websocket_upgrades_get_an_http_error() {
     assert_eq!(server.hub.stats().accepted_total, 0);
 }
 
-#[tokio::test]
-async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
+/// A server writing at most every 800 ms, alice connected to it, and a frame "b" queued for
+/// her. The welcome was the connection's first write: nothing came before it, so it left at
+/// once (`connect` reads it); "b", queued within 800 ms of it, waits out the interval.
+async fn a_frame_waiting_out_the_write_interval() -> (TestServer, RawClient, roomcast::UserId) {
     let config = roomcast::SessionConfig {
         write_interval: Duration::from_millis(800),
         ..roomcast::SessionConfig::default()
@@ -362,11 +364,15 @@ async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
         .hub(roomcast::Hub::new(config))
         .start()
         .await;
-    // The welcome is the connection's first write: nothing came before it, so it left at
-    // once (`connect` reads it). Frames queued within 800 ms of it wait for the interval.
-    let mut client = RawClient::connect(&server, "alice").await;
+    let client = RawClient::connect(&server, "alice").await;
     let alice = roomcast::UserId::from("alice");
     assert_eq!(server.hub.send_to(&alice, "b").await.unwrap(), 1);
+    (server, client, alice)
+}
+
+#[tokio::test]
+async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
+    let (server, mut client, alice) = a_frame_waiting_out_the_write_interval().await;
     let hub = server.hub.clone();
     let later = tokio::spawn(async move {
         // Queued after "b" has been waiting a while: written at once, "b" would be gone.
@@ -398,18 +404,8 @@ fn the_write_interval_is_bounded() {
 
 #[tokio::test]
 async fn the_connection_keeps_reading_while_frames_wait_out_the_write_interval() {
-    let config = roomcast::SessionConfig {
-        write_interval: Duration::from_millis(800),
-        ..roomcast::SessionConfig::default()
-    };
-    let server = TestServer::builder()
-        .hub(roomcast::Hub::new(config))
-        .start()
-        .await;
-    let mut client = RawClient::connect(&server, "alice").await;
-    let alice = roomcast::UserId::from("alice");
-    assert_eq!(server.hub.send_to(&alice, "b").await.unwrap(), 1);
-    // "b" waits out the interval after the welcome; the ping is read and answered meanwhile.
+    let (_server, mut client, _) = a_frame_waiting_out_the_write_interval().await;
+    // The ping is read and answered while "b" waits.
     client.send(true, PING, b"still there?", true).await;
     let pong = client.recv().await;
     assert_eq!(
