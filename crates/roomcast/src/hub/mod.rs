@@ -52,7 +52,8 @@ struct Shared {
     node: NodeId,
     /// `None` on a single node: nothing is published.
     broker: Option<Arc<dyn Broker>>,
-    /// Feeds [`Hub::publish_now`]'s events to the broker in order, from one task.
+    /// Feeds the events of [`Hub::publish_now`] and [`Hub::publish_now_many`] to the broker in
+    /// order, from one task.
     ordered_tx: OnceLock<mpsc::UnboundedSender<RoomEvent>>,
     /// Cancelled on shutdown; every session holds a clone and a tracker token.
     shutdown: Shutdown,
@@ -137,8 +138,8 @@ impl HubBuilder {
                 deliver_rx,
                 hub.shared.shutdown.token(),
             ));
-            // Unbounded, but fed only by `publish_now`, whose callers (the store's commit
-            // path) are themselves bounded; one task keeps the publishes in order.
+            // Unbounded, but fed only by `publish_now` and `publish_now_many`, whose callers
+            // (the store's commit path) are themselves bounded; one task keeps them in order.
             let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<RoomEvent>();
             let _ = hub.shared.ordered_tx.set(ordered_tx);
             tokio::spawn(async move {
