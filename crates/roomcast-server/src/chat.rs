@@ -13,7 +13,7 @@
 //!
 //! Anything malformed gets an `error` envelope and the connection stays open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use roomcast::protocol::native::{self, NATIVE, Request};
@@ -45,21 +45,25 @@ impl NativeChat {
 /// room's privacy is fixed when it is created and rooms are never deleted: an entry cannot go
 /// stale. Whoever adds deleting or re-marking rooms must clear it. Bounded: emptied when full.
 #[derive(Default)]
-struct PublicRooms(std::sync::Mutex<std::collections::HashSet<RoomName>>);
+struct PublicRooms(Mutex<HashSet<RoomName>>);
 
 impl PublicRooms {
     /// Most rooms remembered (~100 bytes each) before the set starts over.
     const CAPACITY: usize = 100_000;
 
     fn contains(&self, room: &RoomName) -> bool {
+        self.lock().contains(room)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<RoomName>> {
+        // Inserts and clears only: a panic cannot leave the set inconsistent.
         self.0
             .lock()
-            .expect("public rooms lock poisoned")
-            .contains(room)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn remember(&self, room: &RoomName) {
-        let mut rooms = self.0.lock().expect("public rooms lock poisoned");
+        let mut rooms = self.lock();
         if rooms.len() >= Self::CAPACITY {
             rooms.clear();
         }
@@ -270,46 +274,31 @@ pub(crate) struct Deliveries(Arc<Collected>);
 struct Collected {
     hub: Hub,
     answered: Mutex<Vec<Answered>>,
-    /// The store calls [`Deliveries::flush`] after each batch. When another callback was
-    /// registered first, each answer is delivered at once instead.
-    batched: bool,
 }
 
 impl Deliveries {
-    /// Collects for `hub` and registers the flush with `store`.
+    /// Collects for `hub` and has `store` flush after each batch. `store` must be fresh: the
+    /// server registers this once, on the store it has just connected.
     pub(crate) fn start(hub: Hub, store: &Store) -> Self {
-        let collected = Arc::new_cyclic(|weak: &std::sync::Weak<Collected>| {
-            let weak = weak.clone();
-            let batched = store.after_each_batch(move || {
-                if let Some(collected) = weak.upgrade() {
-                    Deliveries(collected).flush();
-                }
-            });
-            if !batched {
-                tracing::warn!(
-                    "the store has an after-batch callback already: delivering each message on its own"
-                );
-            }
-            Collected {
-                hub,
-                answered: Mutex::new(Vec::new()),
-                batched,
-            }
+        let collected = Arc::new(Collected {
+            hub,
+            answered: Mutex::new(Vec::new()),
         });
+        let flushed = Arc::clone(&collected);
+        let registered = store.after_each_batch(move || flushed.flush());
+        assert!(registered, "a fresh store has no after-batch callback");
         Self(collected)
     }
 
     fn push(&self, answered: Answered) {
-        self.lock().push(answered);
-        if !self.0.batched {
-            self.flush();
-        }
+        self.0.lock().push(answered);
     }
+}
 
+impl Collected {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Answered>> {
         // Pushes and takes only: a panic cannot leave the list inconsistent.
-        self.0
-            .answered
+        self.answered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -333,7 +322,7 @@ impl Deliveries {
             rooms[at].1.push(Event::Message(message));
         }
         for (room, events) in rooms {
-            self.0.hub.publish_now_many(&room, events, &[]);
+            self.hub.publish_now_many(&room, events, &[]);
         }
         for item in answered {
             // A full queue closes that connection (1013); nothing else to do here.

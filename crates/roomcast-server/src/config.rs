@@ -519,6 +519,19 @@ mod tests {
     }
 
     #[test]
+    fn a_write_interval_over_a_second_is_refused_by_name() {
+        let args = serve(&["--websocket-write-interval", "2s"]).unwrap();
+        let err = args.into_config().unwrap_err().to_string();
+        assert!(err.contains("WEBSOCKET_WRITE_INTERVAL"), "{err}");
+        let err = serve(&["--websocket-write-interval", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("WEBSOCKET_WRITE_INTERVAL"), "{err}");
+        let args = serve(&["--websocket-write-interval", "0"]).unwrap();
+        assert!(args.into_config().is_ok(), "0 turns pacing off");
+    }
+
+    #[test]
     fn a_missing_secret_is_refused_off_loopback() {
         let args = serve(&["--listen", "0.0.0.0:8080"]).unwrap();
         let err = args.into_config().unwrap_err().to_string();

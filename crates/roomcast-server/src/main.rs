@@ -11,8 +11,8 @@ use tracing_subscriber::EnvFilter;
 /// resident. Idle connections measured 2,637 B each with glibc, 2,202-2,264 B with jemalloc's
 /// defaults, 2,048-2,060 B with one arena and smaller thread caches, and 1,982-1,997 B once a
 /// background thread also returns freed pages (all set in `.cargo/config.toml`; 10k
-/// connections, `docs/PERFORMANCE.md`). Only the binary chooses: the library leaves the allocator to the
-/// application.
+/// connections, `docs/PERFORMANCE.md`). Only the binary chooses: the library leaves the
+/// allocator to the application.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -110,8 +110,8 @@ impl Store {
     }
 
     /// [`Store::queue_message_with`] without a future to await: `on_outcome` is called with
-    /// the outcome, whatever it is, and takes it (no copy of the message is kept). This waits only until the message is
-    /// in the writer's queue.
+    /// the outcome, whatever it is, and takes it (no copy of the message is kept). This waits
+    /// only until the message is in the writer's queue.
     ///
     /// The hook runs on the writer's answering task, as the hook of
     /// [`Store::append_message_with`] does, in batch order: with `Ok((stored, Appended::New))`

@@ -128,10 +128,21 @@ async fn messages_sent_without_waiting_for_acks_keep_their_order() {
 
     let mut acks = Vec::new();
     let mut errors = 0;
+    // The burst is committed in groups and each group broadcast together: ann still sees each
+    // new message before its ack.
+    let mut broadcast = Vec::new();
     while acks.len() < 32 || errors < 1 {
         let frame = ann.recv_json().await;
         match frame["type"].as_str() {
-            Some("ack") => acks.push((frame["client_msg_id"].clone(), frame["seq"].clone())),
+            Some("ack") => {
+                assert!(
+                    broadcast.contains(&frame["seq"]),
+                    "the ack of seq {} came before its message",
+                    frame["seq"]
+                );
+                acks.push((frame["client_msg_id"].clone(), frame["seq"].clone()));
+            }
+            Some("message") => broadcast.push(frame["seq"].clone()),
             Some("error") => errors += 1,
             _ => {}
         }

@@ -236,11 +236,12 @@ async fn checkpoint_loop(pool: SqlitePool) {
     }
 }
 
-/// Runs the writer until the queue is closed (`close`, or every `Store` clone dropped) and
-/// drained. Every request received is answered.
 /// What runs after a batch's hooks (`Store::after_each_batch`).
 pub(crate) type AfterBatch = Box<dyn Fn() + Send + Sync>;
 
+/// Runs the writer until the queue is closed (`close`, or every `Store` clone dropped) and
+/// drained. Every request received is answered, and the after-batch callback runs after each
+/// batch's hooks.
 pub(crate) async fn run(
     backend: Backend,
     mut append_rx: mpsc::Receiver<AppendRequest>,

@@ -178,31 +178,40 @@ pub(crate) struct Delivery {
     pub(crate) slow: usize,
 }
 
-/// Encodes an event at most once per dialect name.
+/// Encodes a group of events at most once per dialect name.
 struct EncodeOnce<'e> {
-    event: &'e Event,
-    encoded: Vec<(&'static str, Option<Frame>)>,
+    events: &'e [Event],
+    encoded: Vec<(&'static str, Vec<Option<Frame>>)>,
 }
 
 impl<'e> EncodeOnce<'e> {
-    fn new(event: &'e Event) -> Self {
+    fn new(events: &'e [Event]) -> Self {
         Self {
-            event,
+            events,
             encoded: Vec::new(),
         }
     }
 
-    fn frame_for(&mut self, dialect: &dyn Dialect) -> Option<Frame> {
-        if let Event::Frame(frame) = self.event {
-            return Some(frame.clone());
-        }
+    /// Each event's frame for `dialect`, in order (`None`: the dialect does not send it),
+    /// encoded the first time the dialect asks.
+    fn frames_for(&mut self, dialect: &dyn Dialect) -> &[Option<Frame>] {
         let name = dialect.name();
-        if let Some((_, frame)) = self.encoded.iter().find(|(n, _)| *n == name) {
-            return frame.clone();
-        }
-        let frame = dialect.encode(self.event);
-        self.encoded.push((name, frame.clone()));
-        frame
+        let at = match self.encoded.iter().position(|(n, _)| *n == name) {
+            Some(at) => at,
+            None => {
+                let frames = self
+                    .events
+                    .iter()
+                    .map(|event| match event {
+                        Event::Frame(frame) => Some(frame.clone()),
+                        event => dialect.encode(event),
+                    })
+                    .collect();
+                self.encoded.push((name, frames));
+                self.encoded.len() - 1
+            }
+        };
+        &self.encoded[at].1
     }
 }
 
@@ -468,7 +477,7 @@ impl State {
         exclude: &[UserId],
         exclude_conn: Option<ConnId>,
     ) -> Delivery {
-        let mut encoder = EncodeOnce::new(event);
+        let mut encoder = EncodeOnce::new(std::slice::from_ref(event));
         let mut delivery = Delivery::default();
         // A persisted room message is sequenced: each connection's watermark drops what a
         // replay already sent, and a connection being replayed to holds it for later.
@@ -500,7 +509,7 @@ impl State {
             {
                 return;
             }
-            let Some(frame) = encoder.frame_for(conn.dialect) else {
+            let Some(frame) = encoder.frames_for(conn.dialect)[0].clone() else {
                 return;
             };
             match conn.outbound.try_send(frame) {
@@ -541,7 +550,7 @@ impl State {
         let Some(members) = self.rooms.get(room) else {
             return delivery;
         };
-        let mut encoders: Vec<EncodeOnce<'_>> = events.iter().map(EncodeOnce::new).collect();
+        let mut encoder = EncodeOnce::new(events);
         // Reused for every member: emptied by each `try_send_many`.
         let mut frames = Vec::with_capacity(events.len());
         for conn_id in &members.conns {
@@ -559,14 +568,14 @@ impl State {
                 continue;
             }
             let mut entry = find_room(rooms, room);
-            for (event, encoder) in events.iter().zip(&mut encoders) {
+            for (event, frame) in events.iter().zip(encoder.frames_for(*dialect)) {
                 if let (Event::Message(message), Some(entry)) = (event, entry.as_deref_mut())
                     && let Some(seq) = message.seq
                     && !admit(entry, seq, message)
                 {
                     continue;
                 }
-                frames.extend(encoder.frame_for(*dialect));
+                frames.extend(frame.clone());
             }
             if frames.is_empty() {
                 continue;

@@ -175,15 +175,16 @@ impl Conn<'_> {
                     Some(sleep) => sleep.as_mut().poll(cx).map(|()| false),
                     None => outbound.poll_ready(cx),
                 }) => {
+                    let now = Instant::now();
                     if pause.take().is_none()
                         && !closing
                         && let Some(due) = last_write.map(|last| last + interval)
-                        && due > Instant::now()
+                        && due > now
                     {
                         pause = Some(Box::pin(sleep_until(due)));
                         continue;
                     }
-                    last_write = Some(Instant::now());
+                    last_write = Some(now);
                     let Taken { frames, ping, closing } = outbound.take();
                     // Boxed: a write in progress (buffer, frame, timeout) is ~440 bytes that an
                     // idle connection would otherwise carry. One allocation per batch written.

@@ -133,17 +133,7 @@ impl Outbound {
     /// Queues `frame` without waiting.
     pub(crate) fn try_send(&self, frame: Frame) -> Result<(), SendError> {
         let mut queue = self.lock();
-        if queue.close.is_some() {
-            return Err(SendError::Closed);
-        }
-        let room = self.shared.capacity as usize + queue.replay as usize;
-        if queue.frames.len() >= room {
-            queue.close = Some(Box::new(CloseReason::slow_consumer()));
-            queue.frames = VecDeque::new();
-            drop(queue);
-            self.shared.wake.wake();
-            return Err(SendError::Full);
-        }
+        self.make_room(&mut queue, 1)?;
         queue.frames.push_back(frame);
         drop(queue);
         self.shared.wake.wake();
@@ -156,24 +146,32 @@ impl Outbound {
     /// by one. Returns how many were queued.
     pub(crate) fn try_send_many(&self, frames: &mut Vec<Frame>) -> Result<usize, SendError> {
         let mut queue = self.lock();
-        if queue.close.is_some() {
+        if let Err(err) = self.make_room(&mut queue, frames.len()) {
             frames.clear();
-            return Err(SendError::Closed);
-        }
-        let room = self.shared.capacity as usize + queue.replay as usize;
-        if queue.frames.len() + frames.len() > room {
-            queue.close = Some(Box::new(CloseReason::slow_consumer()));
-            queue.frames = VecDeque::new();
-            drop(queue);
-            frames.clear();
-            self.shared.wake.wake();
-            return Err(SendError::Full);
+            return Err(err);
         }
         let queued = frames.len();
         queue.frames.extend(frames.drain(..));
         drop(queue);
         self.shared.wake.wake();
         Ok(queued)
+    }
+
+    /// Checks that `count` more frames may be queued. A closing connection takes none; one
+    /// whose queue would overflow is a slow consumer: its close (1013) is recorded, its backlog
+    /// dropped and its session woken to close.
+    fn make_room(&self, queue: &mut Queue, count: usize) -> Result<(), SendError> {
+        if queue.close.is_some() {
+            return Err(SendError::Closed);
+        }
+        let room = self.shared.capacity as usize + queue.replay as usize;
+        if queue.frames.len() + count > room {
+            queue.close = Some(Box::new(CloseReason::slow_consumer()));
+            queue.frames = VecDeque::new();
+            self.shared.wake.wake();
+            return Err(SendError::Full);
+        }
+        Ok(())
     }
 
     /// Queues a history replay without counting it against the capacity.
