@@ -16,6 +16,7 @@ use crate::frame::{CloseReason, Frame, close_code};
 use crate::ids::{ConnId, RoomName, UserId};
 use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
 use crate::session::{Outbound, SendError};
+use crate::ws::Framed;
 
 #[derive(Default)]
 pub(crate) struct State {
@@ -181,7 +182,26 @@ pub(crate) struct Delivery {
 /// Encodes a group of events at most once per dialect name.
 struct EncodeOnce<'e> {
     events: &'e [Event],
-    encoded: Vec<(&'static str, Vec<Option<Frame>>)>,
+    encoded: Vec<(&'static str, Encoded)>,
+}
+
+/// A group of events encoded for one dialect.
+struct Encoded {
+    /// Each event's frame, in order (`None`: the dialect does not send it).
+    frames: Vec<Option<Frame>>,
+    /// All of them framed for the wire in one buffer, made the first time a member takes the
+    /// whole group.
+    framed: Option<Framed>,
+}
+
+impl Encoded {
+    /// The whole group framed for the wire, shared: one entry in each member's queue.
+    fn framed(&mut self) -> Framed {
+        let frames = &self.frames;
+        self.framed
+            .get_or_insert_with(|| Framed::encode(frames.iter().flatten()))
+            .clone()
+    }
 }
 
 impl<'e> EncodeOnce<'e> {
@@ -192,9 +212,8 @@ impl<'e> EncodeOnce<'e> {
         }
     }
 
-    /// Each event's frame for `dialect`, in order (`None`: the dialect does not send it),
-    /// encoded the first time the dialect asks.
-    fn frames_for(&mut self, dialect: &dyn Dialect) -> &[Option<Frame>] {
+    /// The group encoded for `dialect`, the first time the dialect asks.
+    fn for_dialect(&mut self, dialect: &dyn Dialect) -> &mut Encoded {
         let name = dialect.name();
         let at = match self.encoded.iter().position(|(n, _)| *n == name) {
             Some(at) => at,
@@ -207,11 +226,20 @@ impl<'e> EncodeOnce<'e> {
                         event => dialect.encode(event),
                     })
                     .collect();
-                self.encoded.push((name, frames));
+                let encoded = Encoded {
+                    frames,
+                    framed: None,
+                };
+                self.encoded.push((name, encoded));
                 self.encoded.len() - 1
             }
         };
-        &self.encoded[at].1
+        &mut self.encoded[at].1
+    }
+
+    /// Each event's frame for `dialect`, in order (`None`: the dialect does not send it).
+    fn frames_for(&mut self, dialect: &dyn Dialect) -> &[Option<Frame>] {
+        &self.for_dialect(dialect).frames
     }
 }
 
@@ -551,7 +579,9 @@ impl State {
             return delivery;
         };
         let mut encoder = EncodeOnce::new(events);
-        // Reused for every member: emptied by each `try_send_many`.
+        // Reused for every member: which events it takes, and (when not all of them) their
+        // frames, emptied by each `try_send_many`.
+        let mut admitted = Vec::with_capacity(events.len());
         let mut frames = Vec::with_capacity(events.len());
         for conn_id in &members.conns {
             let Some(Conn {
@@ -568,19 +598,39 @@ impl State {
                 continue;
             }
             let mut entry = find_room(rooms, room);
-            for (event, frame) in events.iter().zip(encoder.frames_for(*dialect)) {
-                if let (Event::Message(message), Some(entry)) = (event, entry.as_deref_mut())
-                    && let Some(seq) = message.seq
-                    && !admit(entry, seq, message)
-                {
+            admitted.clear();
+            admitted.extend(
+                events
+                    .iter()
+                    .map(|event| match (event, entry.as_deref_mut()) {
+                        (Event::Message(message), Some(entry)) => {
+                            message.seq.is_none_or(|seq| admit(entry, seq, message))
+                        }
+                        _ => true,
+                    }),
+            );
+            let encoded = encoder.for_dialect(*dialect);
+            // The usual case: the member takes the whole group, framed once for everyone.
+            // Otherwise (a replay held some back, or sent them already) frame by frame.
+            let queued = if admitted.iter().all(|&taken| taken) {
+                let framed = encoded.framed();
+                if framed.messages() == 0 {
                     continue;
                 }
-                frames.extend(frame.clone());
-            }
-            if frames.is_empty() {
-                continue;
-            }
-            match outbound.try_send_many(&mut frames) {
+                outbound.try_send_framed(framed)
+            } else {
+                let taken = encoded.frames.iter().zip(&admitted);
+                frames.extend(
+                    taken
+                        .filter(|(_, taken)| **taken)
+                        .flat_map(|(f, _)| f.clone()),
+                );
+                if frames.is_empty() {
+                    continue;
+                }
+                outbound.try_send_many(&mut frames)
+            };
+            match queued {
                 Ok(sent) => delivery.sent += sent,
                 Err(SendError::Full) => delivery.slow += 1,
                 Err(SendError::Closed) => {}
@@ -652,6 +702,7 @@ mod tests {
     use super::*;
     use crate::protocol::Raw;
     use crate::protocol::native::NATIVE;
+    use crate::ws::Outgoing;
 
     const DEADLINES: Deadlines = Deadlines {
         ping_period: 100,
@@ -683,7 +734,7 @@ mod tests {
         state.sweep(1_150, &DEADLINES);
         let taken = outbound.take();
         assert!(!taken.ping, "the next ping is a period after the last one");
-        assert_eq!(taken.frames, [Frame::from(r#"{"type":"ping"}"#)]);
+        assert_eq!(taken.frames, [Frame::from(r#"{"type":"ping"}"#).into()]);
         assert!(!taken.closing);
     }
 
@@ -778,9 +829,9 @@ mod tests {
             .take()
             .frames
             .iter()
-            .map(|frame| {
-                let value: serde_json::Value =
-                    serde_json::from_str(frame.as_text().expect("a text frame")).unwrap();
+            .flat_map(Outgoing::texts)
+            .map(|text| {
+                let value: serde_json::Value = serde_json::from_str(text).unwrap();
                 value["seq"].as_u64().expect("a seq")
             })
             .collect()

@@ -28,11 +28,11 @@ use tracing::Instrument;
 use super::outbound::Taken;
 use super::{Outbound, Session};
 use crate::config::SessionConfig;
-use crate::frame::{CloseReason, Frame, close_code};
+use crate::frame::{CloseReason, close_code};
 use crate::handler::Handler;
 use crate::ws::codec::{OP_CLOSE, OP_PING, OP_PONG};
 use crate::ws::handshake::Io;
-use crate::ws::{Event, ReadError, WsStream};
+use crate::ws::{Event, Outgoing, ReadError, WsStream};
 
 /// Longest a closing session waits for the peer's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -248,7 +248,7 @@ impl Conn<'_> {
     /// Writes every frame of the batch, then flushes once, within `write_wait`.
     /// The batch is dropped when written (or abandoned): an idle connection keeps no buffer.
     /// A protocol ping, when due, follows the batch.
-    async fn write_batch(&mut self, mut batch: VecDeque<Frame>, ping: bool) -> Result<(), End> {
+    async fn write_batch(&mut self, mut batch: VecDeque<Outgoing>, ping: bool) -> Result<(), End> {
         let wait = self.config.write_wait;
         if !batch.is_empty() {
             written(timeout(wait, self.socket.write_frames(&mut batch)).await)?;

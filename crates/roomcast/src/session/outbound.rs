@@ -3,7 +3,9 @@
 //! Everyone who sends to a connection (broadcasts, direct sends, its own hooks) calls
 //! [`Outbound::try_send`], which never waits: a full queue records "slow consumer" (1013) as the
 //! close reason and wakes the session, which closes; it never slows the sender. The session task
-//! is the only consumer: it swaps the queue out and writes the batch, then flushes once.
+//! is the only consumer: it swaps the queue out and writes the batch, then flushes once. A
+//! room's group of messages arrives already framed for the wire, shared by every member
+//! ([`Outbound::try_send_framed`]), and counts against the bound as the messages it holds.
 //!
 //! Why not `tokio::sync::mpsc`: its first block of 32 slots is allocated when the channel is
 //! created, ~1.3 KB per idle connection for `Frame`s (`PERFORMANCE-NOTES.md`). This queue is a
@@ -18,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::task::AtomicWaker;
 
 use crate::frame::{CloseReason, Frame};
+use crate::ws::{Framed, Outgoing};
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +60,9 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Queue {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<Outgoing>,
+    /// Messages queued: a [`Framed`] entry counts as the messages it holds.
+    messages: u32,
     /// Frames of a history replay still queued: they may exceed `capacity` (a replay is
     /// bounded by its own limit), and live frames get the usual room on top of them.
     replay: u32,
@@ -71,8 +76,8 @@ struct Queue {
 /// What [`Outbound::take`] hands the session.
 #[derive(Debug)]
 pub(crate) struct Taken {
-    /// Every frame queued, in order.
-    pub(crate) frames: VecDeque<Frame>,
+    /// Everything queued, in order.
+    pub(crate) frames: VecDeque<Outgoing>,
     /// A protocol ping is due.
     pub(crate) ping: bool,
     /// A close was requested ([`Outbound::close_reason`] has the reason); the frames queued
@@ -134,7 +139,7 @@ impl Outbound {
     pub(crate) fn try_send(&self, frame: Frame) -> Result<(), SendError> {
         let mut queue = self.lock();
         self.make_room(&mut queue, 1)?;
-        queue.frames.push_back(frame);
+        queue.frames.push_back(Outgoing::Frame(frame));
         drop(queue);
         self.shared.wake.wake();
         Ok(())
@@ -151,26 +156,42 @@ impl Outbound {
             return Err(err);
         }
         let queued = frames.len();
-        queue.frames.extend(frames.drain(..));
+        queue.frames.extend(frames.drain(..).map(Outgoing::Frame));
         drop(queue);
         self.shared.wake.wake();
         Ok(queued)
     }
 
-    /// Checks that `count` more frames may be queued. A closing connection takes none; one
-    /// whose queue would overflow is a slow consumer: its close (1013) is recorded, its backlog
-    /// dropped and its session woken to close.
+    /// Queues messages already framed for the wire (a group shared by a room's members), as
+    /// one entry that counts as the messages it holds: all of them, or a slow consumer, as
+    /// with [`Outbound::try_send_many`]. Returns how many were queued.
+    pub(crate) fn try_send_framed(&self, framed: Framed) -> Result<usize, SendError> {
+        let messages = framed.messages();
+        let mut queue = self.lock();
+        self.make_room(&mut queue, messages)?;
+        queue.frames.push_back(Outgoing::Framed(framed));
+        drop(queue);
+        self.shared.wake.wake();
+        Ok(messages)
+    }
+
+    /// Makes room for `count` more messages, counting them as queued. A closing connection
+    /// takes none; one whose queue would overflow is a slow consumer: its close (1013) is
+    /// recorded, its backlog dropped and its session woken to close.
     fn make_room(&self, queue: &mut Queue, count: usize) -> Result<(), SendError> {
         if queue.close.is_some() {
             return Err(SendError::Closed);
         }
         let room = self.shared.capacity as usize + queue.replay as usize;
-        if queue.frames.len() + count > room {
+        let messages = queue.messages as usize + count;
+        if messages > room {
             queue.close = Some(Box::new(CloseReason::slow_consumer()));
             queue.frames = VecDeque::new();
+            queue.messages = 0;
             self.shared.wake.wake();
             return Err(SendError::Full);
         }
+        queue.messages = u32::try_from(messages).unwrap_or(u32::MAX);
         Ok(())
     }
 
@@ -180,10 +201,10 @@ impl Outbound {
         if queue.close.is_some() {
             return Err(SendError::Closed);
         }
-        queue.replay = queue
-            .replay
-            .saturating_add(u32::try_from(frames.len()).unwrap_or(u32::MAX));
-        queue.frames.extend(frames);
+        let count = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+        queue.replay = queue.replay.saturating_add(count);
+        queue.messages = queue.messages.saturating_add(count);
+        queue.frames.extend(frames.into_iter().map(Outgoing::Frame));
         drop(queue);
         self.shared.wake.wake();
         Ok(())
@@ -236,6 +257,7 @@ impl Outbound {
     pub(crate) fn take(&self) -> Taken {
         let mut queue = self.lock();
         queue.replay = 0;
+        queue.messages = 0;
         Taken {
             frames: std::mem::take(&mut queue.frames),
             ping: std::mem::take(&mut queue.ping),
@@ -278,7 +300,7 @@ mod tests {
         assert!(group.is_empty());
         assert_eq!(
             outbound.take().frames,
-            [Frame::from("a"), Frame::from("b"), Frame::from("c")]
+            [Frame::from("a"), Frame::from("b"), Frame::from("c")].map(Outgoing::from)
         );
         outbound.try_send(Frame::from("d")).unwrap();
         let mut group = vec![Frame::from("e"), Frame::from("f"), Frame::from("g")];
@@ -287,6 +309,27 @@ mod tests {
         assert!(outbound.take().frames.is_empty(), "the backlog is dropped");
         let mut group = vec![Frame::from("h")];
         assert_eq!(outbound.try_send_many(&mut group), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn a_framed_group_counts_as_its_messages() {
+        let outbound = Outbound::new(4, 0);
+        outbound.try_send(Frame::from("a")).unwrap();
+        let group = Framed::encode(&[Frame::from("b"), Frame::from("c")]);
+        assert_eq!(outbound.try_send_framed(group.clone()), Ok(2));
+        assert_eq!(
+            outbound.take().frames,
+            [Outgoing::from(Frame::from("a")), Outgoing::Framed(group)]
+        );
+        // Taking empties the count: four fit again, and a fifth message overflows.
+        let three = Framed::encode(&[Frame::from("d"), Frame::from("e"), Frame::from("f")]);
+        assert_eq!(outbound.try_send_framed(three), Ok(3));
+        outbound.try_send(Frame::from("g")).unwrap();
+        let one = Framed::encode(&[Frame::from("h")]);
+        assert_eq!(outbound.try_send_framed(one.clone()), Err(SendError::Full));
+        assert_eq!(outbound.close_reason(), Some(CloseReason::slow_consumer()));
+        assert!(outbound.take().frames.is_empty(), "the backlog is dropped");
+        assert_eq!(outbound.try_send_framed(one), Err(SendError::Closed));
     }
 
     #[test]
@@ -299,7 +342,10 @@ mod tests {
         let taken = outbound.take();
         assert!(taken.closing);
         assert_eq!(outbound.close_reason(), Some(CloseReason::normal()));
-        assert_eq!(taken.frames, [Frame::from("a"), Frame::from("b")]);
+        assert_eq!(
+            taken.frames,
+            [Frame::from("a"), Frame::from("b")].map(Outgoing::from)
+        );
     }
 
     #[tokio::test(start_paused = true)]

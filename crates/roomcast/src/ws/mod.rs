@@ -19,6 +19,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::frame::{CloseReason, Frame};
@@ -38,6 +39,102 @@ pub(crate) enum ReadError {
     Io(io::Error),
     /// The peer's frames were refused.
     Decode(DecodeError),
+}
+
+/// What a connection's queue holds and [`WsStream::write_frames`] writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    /// One message, given its header when written.
+    Frame(Frame),
+    /// Messages already framed for the wire, shared by every connection they go to.
+    Framed(Framed),
+}
+
+impl Outgoing {
+    /// Its size on the wire, headers included (a frame's header counted at its largest).
+    fn wire_len(&self) -> usize {
+        match self {
+            Self::Frame(frame) => codec::MAX_SERVER_HEADER + frame.wire().1.len(),
+            Self::Framed(framed) => framed.bytes.len(),
+        }
+    }
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Self {
+        Self::Frame(frame)
+    }
+}
+
+#[cfg(test)]
+impl Outgoing {
+    /// The text payloads it holds, in order (tests read queues with it).
+    pub(crate) fn texts(&self) -> Vec<&str> {
+        let mut bytes: &[u8] = match self {
+            Self::Frame(frame) => return frame.as_text().into_iter().collect(),
+            Self::Framed(framed) => &framed.bytes,
+        };
+        let mut texts = Vec::new();
+        while let [first, second, rest @ ..] = bytes {
+            let (len, rest) = match second & 0x7f {
+                126 => (
+                    usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+                    &rest[2..],
+                ),
+                127 => {
+                    let len = u64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+                    (
+                        usize::try_from(len).expect("a test-sized frame"),
+                        &rest[8..],
+                    )
+                }
+                len => (usize::from(len), rest),
+            };
+            assert_eq!(first & 0x0f, codec::OP_TEXT, "a text frame");
+            texts.push(std::str::from_utf8(&rest[..len]).expect("UTF-8"));
+            bytes = &rest[len..];
+        }
+        assert!(bytes.is_empty(), "whole frames");
+        texts
+    }
+}
+
+/// Complete server frames (each header and payload), one after another: a group of messages
+/// framed once for every member of a room it goes to, so each member's queue takes one shared
+/// buffer (one reference count, one copy when written) instead of a frame per message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Framed {
+    bytes: Bytes,
+    /// How many frames `bytes` holds.
+    messages: u32,
+}
+
+impl Framed {
+    /// Frames `frames`, in order, into one buffer.
+    pub(crate) fn encode<'f>(frames: impl IntoIterator<Item = &'f Frame> + Clone) -> Self {
+        let len: usize = frames
+            .clone()
+            .into_iter()
+            .map(|frame| codec::MAX_SERVER_HEADER + frame.len())
+            .sum();
+        let mut bytes = Vec::with_capacity(len);
+        let mut messages = 0u32;
+        for frame in frames {
+            let (opcode, payload) = frame.wire();
+            encode_header(&mut bytes, opcode, payload.len());
+            bytes.extend_from_slice(payload);
+            messages += 1;
+        }
+        Self {
+            bytes: Bytes::from(bytes),
+            messages,
+        }
+    }
+
+    /// How many messages it holds.
+    pub(crate) fn messages(&self) -> usize {
+        self.messages as usize
+    }
 }
 
 /// One upgraded connection: frames in, frames out.
@@ -131,31 +228,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         .await;
     }
 
-    /// Writes every frame of `frames` (emptying it), coalesced into writes of at most the write
-    /// buffer size; a frame larger than that is written straight from its shared bytes.
-    pub(crate) async fn write_frames(&mut self, frames: &mut VecDeque<Frame>) -> io::Result<()> {
+    /// Writes everything in `queued` (emptying it), coalesced into writes of at most the write
+    /// buffer size; anything larger than that is written straight from its shared bytes.
+    /// Flushes once at the end.
+    pub(crate) async fn write_frames(&mut self, queued: &mut VecDeque<Outgoing>) -> io::Result<()> {
         let limit = self.write_buffer as usize;
-        // Sized once for the frames it will hold (up to the limit) rather than grown frame by
-        // frame; a frame over the limit is written from its own bytes and takes no room.
-        let queued: usize = frames
+        // Sized once for what it will hold (up to the limit) rather than grown entry by entry;
+        // an entry over the limit is written from its own bytes and takes no room.
+        let wanted: usize = queued
             .iter()
-            .map(|frame| frame.wire().1.len())
+            .map(Outgoing::wire_len)
             .filter(|&len| len <= limit)
-            .map(|len| codec::MAX_SERVER_HEADER + len)
             .sum();
-        let mut buf = Vec::with_capacity(queued.min(limit));
-        while let Some(frame) = frames.pop_front() {
-            let (opcode, payload) = frame.wire();
-            if !buf.is_empty() && buf.len() + codec::MAX_SERVER_HEADER + payload.len() > limit {
+        let mut buf = Vec::with_capacity(wanted.min(limit));
+        while let Some(out) = queued.pop_front() {
+            let len = out.wire_len();
+            if !buf.is_empty() && buf.len() + len > limit {
                 self.io.write_all(&buf).await?;
                 buf.clear();
             }
-            encode_header(&mut buf, opcode, payload.len());
-            if payload.len() > limit {
-                write_both(&mut self.io, &buf, payload).await?;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(payload);
+            match &out {
+                Outgoing::Frame(frame) => {
+                    let (opcode, payload) = frame.wire();
+                    encode_header(&mut buf, opcode, payload.len());
+                    if len > limit {
+                        write_both(&mut self.io, &buf, payload).await?;
+                        buf.clear();
+                    } else {
+                        buf.extend_from_slice(payload);
+                    }
+                }
+                Outgoing::Framed(framed) if len > limit => self.io.write_all(&framed.bytes).await?,
+                Outgoing::Framed(framed) => buf.extend_from_slice(&framed.bytes),
             }
         }
         if !buf.is_empty() {
@@ -345,7 +449,9 @@ mod tests {
             config.write_buffer_bytes,
         );
         let envelope = "m".repeat(300);
-        let mut frames: VecDeque<Frame> = (0..40).map(|_| Frame::text(envelope.clone())).collect();
+        let mut frames: VecDeque<Outgoing> = (0..40)
+            .map(|_| Frame::text(envelope.clone()).into())
+            .collect();
         stream.write_frames(&mut frames).await.unwrap();
         assert_eq!(stream.io.bytes, 40 * (2 + 2 + 300), "every frame written");
         assert_eq!(stream.io.writes, 1, "one write for the whole burst");
@@ -357,18 +463,26 @@ mod tests {
         let mut stream = WsStream::new(server, 1024, 1024, 64);
         let big = "x".repeat(70_000);
         let mut frames = VecDeque::from([
-            Frame::text("a"),
-            Frame::binary(vec![1, 2, 3]),
-            Frame::text(big.clone()),
-            Frame::text("z"),
+            Frame::text("a").into(),
+            Frame::binary(vec![1, 2, 3]).into(),
+            Frame::text(big.clone()).into(),
+            Frame::text("z").into(),
+            // Already framed: a small group joins the buffer, a big one is written whole.
+            Outgoing::Framed(Framed::encode(&[Frame::text("b"), Frame::text("c")])),
+            Outgoing::Framed(Framed::encode(&[Frame::text(big.clone())])),
+            Frame::text("d").into(),
         ]);
         stream.write_frames(&mut frames).await.unwrap();
         stream.write_control(OP_PING, b"").await.unwrap();
         assert!(frames.is_empty());
-        let mut expected = vec![0x81, 1, b'a', 0x82, 3, 1, 2, 3, 0x81, 127];
-        expected.extend_from_slice(&70_000u64.to_be_bytes());
-        expected.extend_from_slice(big.as_bytes());
-        expected.extend_from_slice(&[0x81, 1, b'z', 0x89, 0]);
+        let mut big_frame = vec![0x81, 127];
+        big_frame.extend_from_slice(&70_000u64.to_be_bytes());
+        big_frame.extend_from_slice(big.as_bytes());
+        let mut expected = vec![0x81, 1, b'a', 0x82, 3, 1, 2, 3];
+        expected.extend_from_slice(&big_frame);
+        expected.extend_from_slice(&[0x81, 1, b'z', 0x81, 1, b'b', 0x81, 1, b'c']);
+        expected.extend_from_slice(&big_frame);
+        expected.extend_from_slice(&[0x81, 1, b'd', 0x89, 0]);
         let mut got = vec![0; expected.len()];
         client.read_exact(&mut got).await.unwrap();
         assert!(got == expected, "wire bytes differ");
