@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,9 @@ use crate::wire::{self, Inbound, MsgId};
 
 /// Most messages one publisher writes before it flushes and lets its reader run.
 const MAX_BATCH: u64 = 256;
+
+/// Most frames a client handles in a row before it looks at its stop token and timers again.
+const MAX_DRAIN: usize = 256;
 
 /// How long a client waits for the server's answer to its close frame at the end.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -168,30 +171,32 @@ pub async fn run(mut ws: Ws, role: Role, shared: Arc<Shared>) -> ClientEnd {
                     }
                 }
             }
-            // A frame from the server.
-            frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => match wire::classify(&text) {
-                    Inbound::Message(Some(id)) => {
-                        count(id, &role, &shared, &mut tally, &mut latency);
+            // A frame from the server, then the ones read with it, without another trip
+            // through the `select` (which would poll the stop token and both timers again).
+            first = ws.next() => {
+                // Frames read together arrived together: one clock read for all of them.
+                let now_us = wire::now_us();
+                let mut frame = first;
+                let mut handled = 0;
+                let ended = loop {
+                    if let Some(end) = on_frame(frame, now_us, &role, &shared, &mut tally, &mut latency) {
+                        break Some(end);
                     }
-                    Inbound::Message(None) => tally.foreign += 1,
-                    _ => {}
-                },
-                Some(Ok(Message::Close(frame))) => {
-                    close_code = Some(frame.map_or(1005, |f| f.code.into()));
-                    error = Some("closed by the server".to_owned());
+                    handled += 1;
+                    if handled == MAX_DRAIN {
+                        break None;
+                    }
+                    match ws.next().now_or_never() {
+                        Some(next) => frame = next,
+                        None => break None,
+                    }
+                };
+                if let Some((code, message)) = ended {
+                    close_code = code;
+                    error = Some(message);
                     break;
                 }
-                Some(Ok(_)) => {}
-                Some(Err(err)) => {
-                    error = Some(err.to_string());
-                    break;
-                }
-                None => {
-                    error = Some("connection ended".to_owned());
-                    break;
-                }
-            },
+            }
         }
     }
     if let Some(p) = &publisher
@@ -212,9 +217,39 @@ pub async fn run(mut ws: Ws, role: Role, shared: Arc<Shared>) -> ClientEnd {
     }
 }
 
-/// Counts one of our messages.
+/// Handles one frame received at `now_us`; returns how the client ends (the server's close
+/// code, if it sent one, and what happened) when the frame ends it.
+fn on_frame(
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    now_us: u64,
+    role: &Role,
+    shared: &Shared,
+    tally: &mut Tally,
+    latency: &mut LatencyRecorder,
+) -> Option<(Option<u16>, String)> {
+    match frame {
+        Some(Ok(Message::Text(text))) => {
+            match wire::classify(&text) {
+                Inbound::Message(Some(id)) => count(id, now_us, role, shared, tally, latency),
+                Inbound::Message(None) => tally.foreign += 1,
+                _ => {}
+            }
+            None
+        }
+        Some(Ok(Message::Close(frame))) => Some((
+            Some(frame.map_or(1005, |f| f.code.into())),
+            "closed by the server".to_owned(),
+        )),
+        Some(Ok(_)) => None,
+        Some(Err(err)) => Some((None, err.to_string())),
+        None => Some((None, "connection ended".to_owned())),
+    }
+}
+
+/// Counts one of our messages, received at `now_us`.
 fn count(
     id: MsgId,
+    now_us: u64,
     role: &Role,
     shared: &Shared,
     tally: &mut Tally,
@@ -223,7 +258,7 @@ fn count(
     match shared.publisher_room.get(id.publisher as usize) {
         Some(&room) if room == role.room_index => {
             if tally.record(id) {
-                latency.record(wire::now_us().saturating_sub(id.sent_us));
+                latency.record(now_us.saturating_sub(id.sent_us));
                 shared.progress.set(role.index, tally.unique);
             }
         }

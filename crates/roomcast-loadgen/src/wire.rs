@@ -18,6 +18,8 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use memchr::memmem::Finder;
+
 /// The identity a receiver reads back from a message's `content`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MsgId {
@@ -112,7 +114,7 @@ pub struct Ack<'a> {
 /// assert_eq!(roomcast_loadgen::wire::kind("[]"), None);
 /// ```
 pub fn kind(text: &str) -> Option<&str> {
-    string_field(text, "\"type\":\"")
+    string_field(text, &TYPE)
 }
 
 /// Reads an `ack` frame's `seq` and `client_msg_id` (the caller has checked [`kind`]).
@@ -124,8 +126,8 @@ pub fn kind(text: &str) -> Option<&str> {
 /// ```
 pub fn ack(text: &str) -> Ack<'_> {
     Ack {
-        seq: number_field(text, "\"seq\":"),
-        client_msg_id: string_field(text, "\"client_msg_id\":\""),
+        seq: number_field(text, &SEQ),
+        client_msg_id: string_field(text, &CLIENT_MSG_ID),
     }
 }
 
@@ -150,12 +152,12 @@ pub fn content_id(content: &str) -> Option<MsgId> {
 /// assert_eq!(classify(r#"{"type":"user_list","room":"r","data":[]}"#), Inbound::UserList { room: "r" });
 /// ```
 pub fn classify(text: &str) -> Inbound<'_> {
-    let Some(kind) = string_field(text, "\"type\":\"") else {
+    let Some(kind) = string_field(text, &TYPE) else {
         return Inbound::Unknown;
     };
     match kind {
-        "message" => Inbound::Message(string_field(text, "\"content\":\"").and_then(parse_id)),
-        "user_list" => match string_field(text, "\"room\":\"") {
+        "message" => Inbound::Message(string_field(text, &CONTENT).and_then(parse_id)),
+        "user_list" => match string_field(text, &ROOM) {
             Some(room) => Inbound::UserList { room },
             None => Inbound::Other(kind),
         },
@@ -164,31 +166,83 @@ pub fn classify(text: &str) -> Inbound<'_> {
     }
 }
 
+/// A key to look for in a frame, with its searcher built once: every frame received is
+/// scanned (a million a second at the top of a sweep), and building a substring searcher per
+/// call was the load generator's largest cost.
+struct Key {
+    text: &'static str,
+    finder: OnceLock<Finder<'static>>,
+}
+
+impl Key {
+    const fn new(text: &'static str) -> Self {
+        Self {
+            text,
+            finder: OnceLock::new(),
+        }
+    }
+
+    /// Where the value after the first occurrence of the key starts.
+    fn value_start(&self, text: &str) -> Option<usize> {
+        // Every server puts `type` first: right after the brace, no search for it.
+        let at = if text.as_bytes().get(1..=self.text.len()) == Some(self.text.as_bytes()) {
+            1
+        } else {
+            let finder = self.finder.get_or_init(|| Finder::new(self.text));
+            finder.find(text.as_bytes())?
+        };
+        Some(at + self.text.len())
+    }
+}
+
+static TYPE: Key = Key::new("\"type\":\"");
+static CONTENT: Key = Key::new("\"content\":\"");
+static ROOM: Key = Key::new("\"room\":\"");
+static CLIENT_MSG_ID: Key = Key::new("\"client_msg_id\":\"");
+static SEQ: Key = Key::new("\"seq\":");
+
 /// The string value after the first occurrence of `key` (which ends with the opening quote),
 /// up to the next quote. A `"key":"` sequence cannot occur inside a JSON string (its quotes
 /// would be escaped), so the first match is a key. Values with escapes are not needed here.
-fn string_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    let start = text.find(key)? + key.len();
-    let len = text[start..].find('"')?;
+fn string_field<'a>(text: &'a str, key: &Key) -> Option<&'a str> {
+    let start = key.value_start(text)?;
+    let len = memchr::memchr(b'"', &text.as_bytes()[start..])?;
+    // Both ends are ASCII quotes, so both are character boundaries.
     Some(&text[start..start + len])
 }
 
 /// The unsigned integer after the first occurrence of `key` (which ends with the colon).
-fn number_field(text: &str, key: &str) -> Option<u64> {
-    let start = text.find(key)? + key.len();
-    let digits = text[start..].bytes().take_while(u8::is_ascii_digit).count();
-    text[start..start + digits].parse().ok()
+fn number_field(text: &str, key: &Key) -> Option<u64> {
+    let start = key.value_start(text)?;
+    let (value, _) = leading_number(&text.as_bytes()[start..])?;
+    Some(value)
+}
+
+/// The decimal number `bytes` starts with, and what follows it; `None` without a digit or
+/// past `u64::MAX`.
+fn leading_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &digit in &bytes[..digits] {
+        value = value
+            .checked_mul(10)?
+            .checked_add(u64::from(digit - b'0'))?;
+    }
+    Some((value, &bytes[digits..]))
 }
 
 /// `lg:{publisher}:{seq}:{sent_us}:…`.
 fn parse_id(content: &str) -> Option<MsgId> {
-    let mut parts = content.strip_prefix("lg:")?.splitn(4, ':');
-    let publisher = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    let sent_us = parts.next()?.parse().ok()?;
-    parts.next()?;
+    let rest = content.as_bytes().strip_prefix(b"lg:")?;
+    let (publisher, rest) = leading_number(rest)?;
+    let (seq, rest) = leading_number(rest.strip_prefix(b":")?)?;
+    let (sent_us, rest) = leading_number(rest.strip_prefix(b":")?)?;
+    rest.strip_prefix(b":")?;
     Some(MsgId {
-        publisher,
+        publisher: u32::try_from(publisher).ok()?,
         seq,
         sent_us,
     })
@@ -280,6 +334,24 @@ mod tests {
             Inbound::Message(None)
         );
         assert_eq!(classify("[]"), Inbound::Unknown);
+        // `type` anywhere, not only first; ids must be whole and in range.
+        assert_eq!(
+            classify(r#"{"room":"r","type":"message","content":"lg:1:2:3:"}"#),
+            Inbound::Message(Some(MsgId {
+                publisher: 1,
+                seq: 2,
+                sent_us: 3
+            }))
+        );
+        for content in [
+            "lg:1:2:3",
+            "lg:1::3:",
+            "lg:4294967296:2:3:",
+            "lg:1:2:99999999999999999999:",
+        ] {
+            let frame = format!(r#"{{"type":"message","content":"{content}"}}"#);
+            assert_eq!(classify(&frame), Inbound::Message(None), "{content}");
+        }
         assert_eq!(
             classify(r#"{"type":"user_list","room":"a","data":["u"],"users":[]}"#),
             Inbound::UserList { room: "a" }
