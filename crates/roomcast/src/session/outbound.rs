@@ -139,9 +139,10 @@ impl Outbound {
     pub(crate) fn try_send(&self, frame: Frame) -> Result<(), SendError> {
         let mut queue = self.lock();
         self.make_room(&mut queue, 1)?;
+        let wake = queue.frames.is_empty();
         queue.frames.push_back(Outgoing::Frame(frame));
         drop(queue);
-        self.shared.wake.wake();
+        self.wake_if(wake);
         Ok(())
     }
 
@@ -156,9 +157,10 @@ impl Outbound {
             return Err(err);
         }
         let queued = frames.len();
+        let wake = queue.frames.is_empty();
         queue.frames.extend(frames.drain(..).map(Outgoing::Frame));
         drop(queue);
-        self.shared.wake.wake();
+        self.wake_if(wake);
         Ok(queued)
     }
 
@@ -169,10 +171,21 @@ impl Outbound {
         let messages = framed.messages();
         let mut queue = self.lock();
         self.make_room(&mut queue, messages)?;
+        let wake = queue.frames.is_empty();
         queue.frames.push_back(Outgoing::Framed(framed));
         drop(queue);
-        self.shared.wake.wake();
+        self.wake_if(wake);
         Ok(messages)
+    }
+
+    /// Wakes the session for frames just queued, when the queue was empty before them. When
+    /// it was not, the session has been woken for those earlier frames already, or it is
+    /// waiting out the write interval with them (`driver`) and takes these too when the wait
+    /// ends: waking it again would only poll it for nothing, once per member per group.
+    fn wake_if(&self, was_empty: bool) {
+        if was_empty {
+            self.shared.wake.wake();
+        }
     }
 
     /// Makes room for `count` more messages, counting them as queued. A closing connection
@@ -330,6 +343,45 @@ mod tests {
         assert_eq!(outbound.close_reason(), Some(CloseReason::slow_consumer()));
         assert!(outbound.take().frames.is_empty(), "the backlog is dropped");
         assert_eq!(outbound.try_send_framed(one), Err(SendError::Closed));
+    }
+
+    #[test]
+    fn only_the_first_frame_into_an_empty_queue_wakes_the_session() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let woken = || count.0.load(Ordering::Relaxed);
+        let outbound = Outbound::new(8, 0);
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(outbound.poll_ready(&mut cx).is_pending());
+        outbound.try_send(Frame::from("a")).unwrap();
+        assert_eq!(woken(), 1);
+        // The session was woken for "a" (or waits out the write interval with it).
+        outbound.try_send(Frame::from("b")).unwrap();
+        outbound
+            .try_send_framed(Framed::encode(&[Frame::from("c")]))
+            .unwrap();
+        outbound.try_send_many(&mut vec![Frame::from("d")]).unwrap();
+        assert_eq!(woken(), 1, "no wake-up for frames behind others");
+        // The session writes them, then waits on the queue again.
+        assert_eq!(outbound.take().frames.len(), 4);
+        assert!(outbound.poll_ready(&mut cx).is_pending());
+        outbound
+            .try_send_framed(Framed::encode(&[Frame::from("e")]))
+            .unwrap();
+        assert_eq!(woken(), 2, "an emptied queue wakes the session again");
+        outbound.take();
+        assert!(outbound.poll_ready(&mut cx).is_pending());
+        outbound.try_send_many(&mut vec![Frame::from("f")]).unwrap();
+        assert_eq!(woken(), 3);
+        assert!(outbound.poll_ready(&mut cx).is_ready());
+        assert!(outbound.close(CloseReason::normal()));
+        assert_eq!(woken(), 4, "a close always wakes");
     }
 
     #[test]
