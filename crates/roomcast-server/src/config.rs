@@ -66,6 +66,13 @@ pub struct ServeArgs {
           value_parser = parse_with::<usize>("ROOMCAST_REPLAY_LIMIT", "a whole number"))]
     pub replay_limit: usize,
 
+    /// Shortest time between the starts of two commits of chat messages while several
+    /// clients send at once; messages that arrive meanwhile join the next commit. `0s` commits
+    /// at once. At most 1 s.
+    #[arg(long = "commit-interval", env = "ROOMCAST_COMMIT_INTERVAL", default_value = "5ms",
+          value_parser = duration_var("ROOMCAST_COMMIT_INTERVAL"))]
+    pub commit_interval: Duration,
+
     /// Lifetime of access tokens issued by the accounts API.
     #[arg(long = "access-token-ttl", env = "ROOMCAST_ACCESS_TOKEN_TTL", default_value = "15m",
           value_parser = duration_var("ROOMCAST_ACCESS_TOKEN_TTL"))]
@@ -138,6 +145,9 @@ pub enum JwtAlgorithm {
     /// ECDSA P-256 with `ROOMCAST_JWT_PUBLIC_KEY`.
     Es256,
 }
+
+/// The longest `ROOMCAST_COMMIT_INTERVAL`: past it, a chat message waits noticeably.
+const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Where the store is and who decides that users exist; shared by `serve` and `token`.
 #[derive(Debug, Clone, Args)]
@@ -447,12 +457,20 @@ impl ServeArgs {
                 self.store.database_url
             );
         }
+        if self.commit_interval > MAX_COMMIT_INTERVAL {
+            bail!(
+                "ROOMCAST_COMMIT_INTERVAL: at most {MAX_COMMIT_INTERVAL:?}, got {:?}",
+                self.commit_interval
+            );
+        }
+        let mut store = StoreConfig::new(self.store.database_url);
+        store.options.commit_interval = self.commit_interval;
         Ok(ServerConfig {
             listen: self.listen,
             session: self.websocket.session_config()?,
             auth,
             issuer,
-            store: StoreConfig::new(self.store.database_url),
+            store,
             history_limit: self.history_limit,
             replay_limit: self.replay_limit,
             user_directory: self.store.user_directory,
@@ -529,6 +547,30 @@ mod tests {
         assert!(err.contains("WEBSOCKET_WRITE_INTERVAL"), "{err}");
         let args = serve(&["--websocket-write-interval", "0"]).unwrap();
         assert!(args.into_config().is_ok(), "0 turns pacing off");
+    }
+
+    #[test]
+    fn the_commit_interval_reaches_the_store_and_is_bounded() {
+        let config = serve(&[]).unwrap().into_config().unwrap();
+        assert_eq!(
+            config.store.options.commit_interval,
+            Duration::from_millis(5)
+        );
+        let config = serve(&["--commit-interval", "0"]).unwrap().into_config();
+        assert_eq!(
+            config.unwrap().store.options.commit_interval,
+            Duration::ZERO
+        );
+        let err = serve(&["--commit-interval", "2s"])
+            .unwrap()
+            .into_config()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROOMCAST_COMMIT_INTERVAL"), "{err}");
+        let err = serve(&["--commit-interval", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROOMCAST_COMMIT_INTERVAL"), "{err}");
     }
 
     #[test]

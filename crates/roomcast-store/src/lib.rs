@@ -56,8 +56,9 @@
 //! [`StoreOptions::max_batch`], 8192 by default) and writes it with a handful of statements
 //! (multi-row, up to 1024 messages each) and one commit, however many messages and rooms the
 //! batch holds; then it answers every caller. Under load thousands of messages share one
-//! commit; when idle a batch is a single message and nothing waits for a timer. `writer/` has
-//! the details.
+//! commit; when idle a batch is a single message and nothing waits for a timer. While several
+//! senders write at once, commits start at least [`StoreOptions::commit_interval`] apart (5 ms
+//! by default), so steady traffic makes fewer, larger commits. `writer/` has the details.
 //!
 //! The trade-offs:
 //!

@@ -21,6 +21,7 @@ store_suite![
     queued_messages_keep_the_order_they_were_queued_in,
     outcome_hooks_hear_every_outcome_in_queue_order,
     the_after_batch_callback_follows_every_hook_of_its_batch,
+    commits_are_spaced_while_several_senders_write,
     history_pages_back_in_ascending_order,
     messages_since_replays_in_order,
     unknown_room_fails_only_its_own_message_in_a_batch,
@@ -723,6 +724,74 @@ mod cases {
         let seen = seen.lock().unwrap().clone();
         assert!(seen.is_sorted(), "{seen:?}");
         assert!(seen.len() <= 50, "at most one call per batch: {seen:?}");
+    }
+
+    pub(crate) async fn commits_are_spaced_while_several_senders_write(db: TestDb) {
+        // Each message's batch: how many batches had ended when its hook ran.
+        let store = db.open_with_commit_interval(Duration::from_secs(1)).await;
+        store.create_room("r", false, None).await.unwrap();
+        let ended = Arc::new(Mutex::new(0usize));
+        let batch_of = Arc::new(Mutex::new(Vec::<(String, usize)>::new()));
+        {
+            let ended = Arc::clone(&ended);
+            store.after_each_batch(move || *ended.lock().unwrap() += 1);
+        }
+        let queue = |content: &str| {
+            let (ended, batch_of) = (Arc::clone(&ended), Arc::clone(&batch_of));
+            let content = content.to_owned();
+            store.queue_message_then(message("r", "u1", &content), move |outcome| {
+                outcome.expect("stored");
+                let batch = *ended.lock().unwrap();
+                batch_of.lock().unwrap().push((content, batch));
+            })
+        };
+        let wait_for = |count: usize| {
+            let batch_of = Arc::clone(&batch_of);
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                while batch_of.lock().unwrap().len() < count {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "appends never committed"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        // Several messages behind a held write lock commit together: a batch of more than one.
+        let hold = db.hold_writes().await;
+        queue("a1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for content in ["a2", "a3", "a4"] {
+            queue(content).await.unwrap();
+        }
+        hold.release().await;
+        wait_for(4).await;
+        // So the next batch waits out the interval, and a message sent 100 ms after the first
+        // joins it, where without the interval each would have been committed at once.
+        queue("x").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        queue("y").await.unwrap();
+        wait_for(6).await;
+        let batch_of = batch_of.lock().unwrap().clone();
+        let batch = |content: &str| batch_of.iter().find(|(c, _)| c == content).unwrap().1;
+        assert_eq!(batch("x"), batch("y"), "{batch_of:?}");
+        assert_eq!(batch("x"), batch("a4") + 1, "{batch_of:?}");
+
+        // One message at a time (a batch of one each): nothing waits, even with an interval
+        // far longer than the test may take.
+        let lone = db.open_with_commit_interval(Duration::from_secs(60)).await;
+        tokio::time::timeout(Duration::from_secs(20), async {
+            for n in 1..=3 {
+                lone.append_message(message("r", "u2", &format!("z{n}")))
+                    .await
+                    .expect("stored");
+            }
+        })
+        .await
+        .expect("a lone sender's appends do not wait for the commit interval");
+        store.close().await;
+        lone.close().await;
     }
 
     pub(crate) async fn history_pages_back_in_ascending_order(db: TestDb) {

@@ -15,6 +15,14 @@
 //!        └────────── oneshot answers ◀─────── └─ COMMIT
 //! ```
 //!
+//! While several senders write at once (the last batch held more than one message), a batch
+//! starts no sooner than `commit_interval` after the last one started, and what arrives
+//! meanwhile joins it; after a batch of one nothing waits, so a lone sender awaiting each
+//! message is not slowed (PostgreSQL's `commit_delay` with `commit_siblings` works the same
+//! way). In `roomcast serve` each batch is one delivery to every member of its rooms, and
+//! members are written at most every `WEBSOCKET_WRITE_INTERVAL` anyway, so committing more
+//! often than that buys little latency for its statements and wake-ups.
+//!
 //! A batch costs a handful of statements however many messages and rooms it holds: the
 //! per-room lists go as one JSON array parameter, the per-message ones as multi-row `VALUES`
 //! of up to 1024 rows a statement (`sql.rs` has the statement texts and why). Each statement
@@ -43,7 +51,7 @@ use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Sqlite, SqlitePool};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use self::sql::BatchSql;
 use crate::error::{Result, StoreError};
@@ -247,6 +255,7 @@ pub(crate) async fn run(
     mut append_rx: mpsc::Receiver<AppendRequest>,
     shutdown: Arc<Notify>,
     max_batch: usize,
+    commit_interval: Duration,
     after_batch: Arc<OnceLock<AfterBatch>>,
 ) {
     let sql = BatchSql::for_backend(&backend);
@@ -256,6 +265,8 @@ pub(crate) async fn run(
     };
     let mut held = Held::None;
     let mut batch = Vec::with_capacity(max_batch);
+    // When the next batch may start, if it is to wait (`commit_interval`).
+    let mut spaced_until: Option<Instant> = None;
     // Hooks and replies run on their own task, in batch order, while the next batch is being
     // written: in `roomcast serve` the hooks broadcast and ack every message, which took as
     // long as the commit itself, and the writer waited for them. One batch may wait to be
@@ -283,6 +294,21 @@ pub(crate) async fn run(
         if received == 0 {
             break;
         }
+        // Several senders at once (the last batch held more than one message): let this batch
+        // fill until `commit_interval` after the last one started, then take what came.
+        if let Some(due) = spaced_until
+            && batch.len() < max_batch
+            && Instant::now() < due
+        {
+            tokio::time::sleep_until(due).await;
+            while batch.len() < max_batch {
+                match append_rx.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+        }
+        spaced_until = (batch.len() > 1).then(|| Instant::now() + commit_interval);
         let (pending, waiters): (Vec<Pending>, Vec<Waiter>) = batch
             .drain(..)
             .map(|request| (request.pending, request.waiter))

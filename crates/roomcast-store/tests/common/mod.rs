@@ -6,6 +6,7 @@
 //!   PostgreSQL half prints a note and passes; when it is set but unreachable it fails.
 
 use std::future::Future;
+use std::time::Duration;
 
 use roomcast_store::{Store, StoreOptions};
 use sqlx::Connection;
@@ -33,6 +34,17 @@ impl TestDb {
             .expect("reopening the test database");
         // Replacing the field drops the old store: its writer exits once its queue is empty.
         self.store = reopened;
+    }
+
+    /// Opens a second store on the same database, with `commit_interval`.
+    pub(crate) async fn open_with_commit_interval(&self, commit_interval: Duration) -> Store {
+        let options = StoreOptions {
+            commit_interval,
+            ..self.options.clone()
+        };
+        Store::connect_with(&self.url, options)
+            .await
+            .expect("a second store on the test database")
     }
 
     /// Holds the database's write lock (SQLite) or the `rooms` table lock (PostgreSQL) until the
