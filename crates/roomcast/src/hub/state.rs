@@ -236,11 +236,6 @@ impl<'e> EncodeOnce<'e> {
         };
         &mut self.encoded[at].1
     }
-
-    /// Each event's frame for `dialect`, in order (`None`: the dialect does not send it).
-    fn frames_for(&mut self, dialect: &dyn Dialect) -> &[Option<Frame>] {
-        &self.for_dialect(dialect).frames
-    }
 }
 
 impl State {
@@ -537,11 +532,13 @@ impl State {
             {
                 return;
             }
-            let Some(frame) = encoder.frames_for(conn.dialect)[0].clone() else {
+            // Framed once for everyone it goes to, like a group (`deliver_many`).
+            let encoded = encoder.for_dialect(conn.dialect);
+            if encoded.frames[0].is_none() {
                 return;
-            };
-            match conn.outbound.try_send(frame) {
-                Ok(()) => delivery.sent += 1,
+            }
+            match conn.outbound.try_send_framed(encoded.framed()) {
+                Ok(sent) => delivery.sent += sent,
                 Err(SendError::Full) => delivery.slow += 1,
                 Err(SendError::Closed) => {}
             }
