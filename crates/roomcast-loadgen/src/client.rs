@@ -258,7 +258,7 @@ fn count(
     match shared.publisher_room.get(id.publisher as usize) {
         Some(&room) if room == role.room_index => {
             if tally.record(id) {
-                latency.record(now_us.saturating_sub(id.sent_us));
+                latency.record_sent(id.sent_us, now_us);
                 shared.progress.set(role.index, tally.unique);
             }
         }

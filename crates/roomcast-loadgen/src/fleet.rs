@@ -17,9 +17,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{self, ClientEnd, PublishPlan, Role, Shared, Window};
-use crate::ledger::{self, Delivery, LatencySink, LatencySummary, Progress, Receiver, Tally};
+use crate::ledger::{
+    self, Delivery, LatencySink, LatencySummary, Progress, Receiver, SecondLatency, Tally,
+};
 use crate::progress::Bar;
 use crate::target::Connector;
+use crate::wire;
 
 /// How often waits poll the counters (progress bars, drain).
 const POLL: Duration = Duration::from_millis(100);
@@ -82,6 +85,8 @@ pub struct FleetEnd {
     pub delivery: Delivery,
     /// Delivery latency.
     pub latency: LatencySummary,
+    /// Delivery latency by second of the publishing window (by scheduled send time).
+    pub latency_by_second: Vec<SecondLatency>,
     /// Clients closed by the server during the run, by close code.
     pub closed: BTreeMap<u16, u64>,
     /// Client errors during the run, by message.
@@ -367,6 +372,11 @@ impl Fleet {
         out.delivery.expected = expected;
         out.delivery.lost = expected.saturating_sub(out.delivery.received);
         out.latency = self.shared.latency.summary();
+        if let Some(window) = *self.window_tx.borrow() {
+            let first = wire::micros_since_epoch(window.start) / 1_000_000;
+            let end = wire::micros_since_epoch(window.end).div_ceil(1_000_000);
+            out.latency_by_second = self.shared.latency.by_second(first, end);
+        }
         out
     }
 }

@@ -166,10 +166,27 @@ pub struct LatencySummary {
     pub mean_us: f64,
 }
 
-/// The run's latency histogram (1 µs to 1 h, 3 significant digits).
+/// The latency of the messages sent in one second of a run.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct SecondLatency {
+    /// Seconds from the first second asked for.
+    pub second: u32,
+    /// Deliveries of messages sent in that second.
+    pub count: u64,
+    /// Their 99th percentile, µs (2 significant digits).
+    pub p99_us: u64,
+    /// Their largest, µs.
+    pub max_us: u64,
+}
+
+/// The run's latency histogram (1 µs to 1 h, 3 significant digits), and one per second of
+/// sending (2 significant digits), so a run can say when its slow deliveries happened.
 #[derive(Debug)]
 pub struct LatencySink {
     hist: Mutex<Histogram<u64>>,
+    /// Indexed by the second (since [`wire::epoch`](crate::wire::epoch)) the message was
+    /// scheduled in; grown as needed.
+    by_second: Mutex<Vec<Option<Histogram<u64>>>>,
 }
 
 impl Default for LatencySink {
@@ -178,6 +195,7 @@ impl Default for LatencySink {
             hist: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid"),
             ),
+            by_second: Mutex::new(Vec::new()),
         }
     }
 }
@@ -203,7 +221,42 @@ impl LatencySink {
             mean_us: hist.mean(),
         }
     }
+
+    /// Each second in `[from, to)` (seconds since [`wire::epoch`](crate::wire::epoch), by
+    /// scheduled send time) with what its messages' deliveries took; a second with none is
+    /// reported with count 0.
+    ///
+    /// # Panics
+    ///
+    /// If a recorder panicked while holding the lock.
+    pub fn by_second(&self, from: u64, to: u64) -> Vec<SecondLatency> {
+        let seconds = self.by_second.lock().expect("latency lock poisoned");
+        (from..to)
+            .map(|second| {
+                let offset = u32::try_from(second - from).unwrap_or(u32::MAX);
+                let hist = usize::try_from(second)
+                    .ok()
+                    .and_then(|at| seconds.get(at))
+                    .and_then(Option::as_ref);
+                match hist {
+                    Some(hist) if !hist.is_empty() => SecondLatency {
+                        second: offset,
+                        count: hist.len(),
+                        p99_us: hist.value_at_quantile(0.99),
+                        max_us: hist.max(),
+                    },
+                    _ => SecondLatency {
+                        second: offset,
+                        ..SecondLatency::default()
+                    },
+                }
+            })
+            .collect()
+    }
 }
+
+/// Seconds of sending kept per second: a longer run still counts in the overall histogram.
+const MAX_SECONDS: u64 = 3600;
 
 /// Samples in this many are merged into the shared histogram at once.
 const LATENCY_BATCH: usize = 1024;
@@ -211,9 +264,13 @@ const LATENCY_BATCH: usize = 1024;
 /// One receiver's latency buffer; flushes into the [`LatencySink`] when full and on drop.
 #[derive(Debug)]
 pub struct LatencyRecorder {
-    buf: Vec<u64>,
+    /// Latency (µs) and the second it was sent in ([`NO_SECOND`]: not known).
+    buf: Vec<(u64, u64)>,
     sink: Arc<LatencySink>,
 }
+
+/// The second of a sample recorded without its send time.
+const NO_SECOND: u64 = u64::MAX;
 
 impl LatencyRecorder {
     /// A recorder feeding `sink`.
@@ -226,10 +283,21 @@ impl LatencyRecorder {
 
     /// Records one latency, µs.
     pub fn record(&mut self, us: u64) {
+        self.push(us, NO_SECOND);
+    }
+
+    /// Records the latency of a message scheduled at `sent_us` (µs since
+    /// [`wire::epoch`](crate::wire::epoch)) and received at `now_us`, also under the second it
+    /// was sent in ([`LatencySink::by_second`]).
+    pub fn record_sent(&mut self, sent_us: u64, now_us: u64) {
+        self.push(now_us.saturating_sub(sent_us), sent_us / 1_000_000);
+    }
+
+    fn push(&mut self, us: u64, second: u64) {
         if self.buf.capacity() == 0 {
             self.buf.reserve_exact(LATENCY_BATCH);
         }
-        self.buf.push(us);
+        self.buf.push((us, second));
         if self.buf.len() >= LATENCY_BATCH {
             self.flush();
         }
@@ -242,8 +310,25 @@ impl LatencyRecorder {
         }
         // One lock per batch; a poisoned lock means another receiver panicked: drop the samples.
         if let Ok(mut hist) = self.sink.hist.lock() {
-            for &us in &self.buf {
+            for &(us, _) in &self.buf {
                 hist.saturating_record(us.max(1));
+            }
+        }
+        if let Ok(mut seconds) = self.sink.by_second.lock() {
+            for &(us, second) in &self.buf {
+                if second >= MAX_SECONDS {
+                    continue;
+                }
+                let at = second as usize;
+                if seconds.len() <= at {
+                    seconds.resize_with(at + 1, || None);
+                }
+                seconds[at]
+                    .get_or_insert_with(|| {
+                        Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                            .expect("constant bounds are valid")
+                    })
+                    .saturating_record(us.max(1));
             }
         }
         self.buf.clear();
@@ -308,6 +393,45 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_is_kept_per_second_of_sending() {
+        let sink = Arc::new(LatencySink::default());
+        let mut recorder = LatencyRecorder::new(sink.clone());
+        // Second 5: 100 deliveries at 2 ms. Second 6: 99 at 1 ms and one at 80 ms. Second 8:
+        // one. Seconds 7 and 9: none. A sample without a send time counts only overall.
+        for _ in 0..100 {
+            recorder.record_sent(5_000_000, 5_002_000);
+        }
+        for _ in 0..99 {
+            recorder.record_sent(6_100_000, 6_101_000);
+        }
+        recorder.record_sent(6_900_000, 6_980_000);
+        recorder.record_sent(8_000_000, 8_000_500);
+        recorder.record(123);
+        recorder.flush();
+        assert_eq!(sink.summary().count, 202);
+        let seconds = sink.by_second(5, 10);
+        assert_eq!(seconds.len(), 5);
+        assert_eq!(
+            (seconds[0].second, seconds[0].count, seconds[0].p99_us / 100),
+            (0, 100, 20),
+        );
+        assert_eq!((seconds[1].count, seconds[1].max_us / 1000), (100, 80));
+        assert!(
+            seconds[1].p99_us < 2_000,
+            "one slow delivery in 100 is the 100th percentile"
+        );
+        assert_eq!(
+            seconds[2],
+            SecondLatency {
+                second: 2,
+                ..SecondLatency::default()
+            }
+        );
+        assert_eq!((seconds[3].second, seconds[3].count), (3, 1));
+        assert_eq!(seconds[4].count, 0);
+    }
 
     fn id(publisher: u32, seq: u64) -> MsgId {
         MsgId {

@@ -55,6 +55,13 @@ fn assert_every_message_delivered_once(outcome: &FanoutOutcome) {
     assert_eq!(d.incomplete_messages, 0, "{outcome:#?}");
     assert!(outcome.closed.is_empty(), "clients closed: {outcome:#?}");
     assert!(outcome.errors.is_empty(), "client errors: {outcome:#?}");
+    // Every delivery is also counted under the second its message was sent in: the two
+    // seconds of the window (a third when it does not start on a second).
+    let seconds = &outcome.latency_by_second;
+    assert!((2..=3).contains(&seconds.len()), "{seconds:?}");
+    let per_second: u64 = seconds.iter().map(|s| s.count).sum();
+    assert_eq!(per_second, outcome.latency.count, "{seconds:?}");
+    assert_eq!(per_second, d.received, "{seconds:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

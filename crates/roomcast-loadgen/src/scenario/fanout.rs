@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::cli::Shape;
 use crate::fleet::{Fleet, FleetPlan};
-use crate::ledger::{Delivery, LatencySummary};
+use crate::ledger::{Delivery, LatencySummary, SecondLatency};
 use crate::procfs::{CpuMeter, CpuUse};
 use crate::progress::Bar;
 use crate::report::{Better, Report};
@@ -69,6 +69,8 @@ pub struct FanoutOutcome {
     pub delivery: Delivery,
     /// Delivery latency from the scheduled send time.
     pub latency: LatencySummary,
+    /// The same by second of sending: when the slow deliveries happened (JSON only).
+    pub latency_by_second: Vec<SecondLatency>,
     /// Messages per second actually sent.
     pub achieved_rate: f64,
     /// Distinct deliveries per second of publishing.
@@ -371,6 +373,7 @@ pub async fn run(
         deliveries_per_s: end.delivery.received as f64 / secs,
         delivery: end.delivery,
         latency: end.latency,
+        latency_by_second: end.latency_by_second,
         cpu,
         closed: end.closed,
         errors: end.errors,
