@@ -15,7 +15,7 @@
 //! the server are classified with a byte scan rather than a full JSON parse: the load generator
 //! shares the machine with the server, and parsing a million frames a second would take a core.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Instant;
 
 use memchr::memmem::Finder;
@@ -169,43 +169,31 @@ pub fn classify(text: &str) -> Inbound<'_> {
 /// A key to look for in a frame, with its searcher built once: every frame received is
 /// scanned (a million a second at the top of a sweep), and building a substring searcher per
 /// call was the load generator's largest cost.
-struct Key {
-    text: &'static str,
-    finder: OnceLock<Finder<'static>>,
+type Key = LazyLock<Finder<'static>>;
+
+static TYPE: Key = LazyLock::new(|| Finder::new("\"type\":\""));
+static CONTENT: Key = LazyLock::new(|| Finder::new("\"content\":\""));
+static ROOM: Key = LazyLock::new(|| Finder::new("\"room\":\""));
+static CLIENT_MSG_ID: Key = LazyLock::new(|| Finder::new("\"client_msg_id\":\""));
+static SEQ: Key = LazyLock::new(|| Finder::new("\"seq\":"));
+
+/// Where the value after the first occurrence of `key` starts. A key right after the opening
+/// brace (every server puts `type` there) is found without a search.
+fn value_start(text: &str, key: &Key) -> Option<usize> {
+    let needle = key.needle();
+    let at = if text.as_bytes().get(1..=needle.len()) == Some(needle) {
+        1
+    } else {
+        key.find(text.as_bytes())?
+    };
+    Some(at + needle.len())
 }
-
-impl Key {
-    const fn new(text: &'static str) -> Self {
-        Self {
-            text,
-            finder: OnceLock::new(),
-        }
-    }
-
-    /// Where the value after the first occurrence of the key starts.
-    fn value_start(&self, text: &str) -> Option<usize> {
-        // Every server puts `type` first: right after the brace, no search for it.
-        let at = if text.as_bytes().get(1..=self.text.len()) == Some(self.text.as_bytes()) {
-            1
-        } else {
-            let finder = self.finder.get_or_init(|| Finder::new(self.text));
-            finder.find(text.as_bytes())?
-        };
-        Some(at + self.text.len())
-    }
-}
-
-static TYPE: Key = Key::new("\"type\":\"");
-static CONTENT: Key = Key::new("\"content\":\"");
-static ROOM: Key = Key::new("\"room\":\"");
-static CLIENT_MSG_ID: Key = Key::new("\"client_msg_id\":\"");
-static SEQ: Key = Key::new("\"seq\":");
 
 /// The string value after the first occurrence of `key` (which ends with the opening quote),
 /// up to the next quote. A `"key":"` sequence cannot occur inside a JSON string (its quotes
 /// would be escaped), so the first match is a key. Values with escapes are not needed here.
 fn string_field<'a>(text: &'a str, key: &Key) -> Option<&'a str> {
-    let start = key.value_start(text)?;
+    let start = value_start(text, key)?;
     let len = memchr::memchr(b'"', &text.as_bytes()[start..])?;
     // Both ends are ASCII quotes, so both are character boundaries.
     Some(&text[start..start + len])
@@ -213,7 +201,7 @@ fn string_field<'a>(text: &'a str, key: &Key) -> Option<&'a str> {
 
 /// The unsigned integer after the first occurrence of `key` (which ends with the colon).
 fn number_field(text: &str, key: &Key) -> Option<u64> {
-    let start = key.value_start(text)?;
+    let start = value_start(text, key)?;
     let (value, _) = leading_number(&text.as_bytes()[start..])?;
     Some(value)
 }

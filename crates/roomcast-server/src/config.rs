@@ -536,15 +536,26 @@ mod tests {
         assert!(err.contains("WEBSOCKET_PONG_WAIT"), "{err}");
     }
 
-    #[test]
-    fn a_write_interval_over_a_second_is_refused_by_name() {
-        let args = serve(&["--websocket-write-interval", "2s"]).unwrap();
-        let err = args.into_config().unwrap_err().to_string();
-        assert!(err.contains("WEBSOCKET_WRITE_INTERVAL"), "{err}");
-        let err = serve(&["--websocket-write-interval", "soon"])
+    /// The error for a duration flag that parses but is out of range, and for one that does not
+    /// parse at all.
+    fn duration_errors(flag: &str) -> (String, String) {
+        let too_long = serve(&[flag, "2s"])
+            .unwrap()
+            .into_config()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("WEBSOCKET_WRITE_INTERVAL"), "{err}");
+        let unparsable = serve(&[flag, "soon"]).unwrap_err().to_string();
+        (too_long, unparsable)
+    }
+
+    #[test]
+    fn a_write_interval_over_a_second_is_refused_by_name() {
+        let (too_long, unparsable) = duration_errors("--websocket-write-interval");
+        assert!(too_long.contains("WEBSOCKET_WRITE_INTERVAL"), "{too_long}");
+        assert!(
+            unparsable.contains("WEBSOCKET_WRITE_INTERVAL"),
+            "{unparsable}"
+        );
         let args = serve(&["--websocket-write-interval", "0"]).unwrap();
         assert!(args.into_config().is_ok(), "0 turns pacing off");
     }
@@ -561,16 +572,12 @@ mod tests {
             config.unwrap().store.options.commit_interval,
             Duration::ZERO
         );
-        let err = serve(&["--commit-interval", "2s"])
-            .unwrap()
-            .into_config()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("ROOMCAST_COMMIT_INTERVAL"), "{err}");
-        let err = serve(&["--commit-interval", "soon"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("ROOMCAST_COMMIT_INTERVAL"), "{err}");
+        let (too_long, unparsable) = duration_errors("--commit-interval");
+        assert!(too_long.contains("ROOMCAST_COMMIT_INTERVAL"), "{too_long}");
+        assert!(
+            unparsable.contains("ROOMCAST_COMMIT_INTERVAL"),
+            "{unparsable}"
+        );
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub struct StoreOptions {
     /// to each member of the room instead of several. After a batch of one message nothing
     /// waits (like PostgreSQL's `commit_delay` with `commit_siblings`), so a lone client
     /// sending and awaiting one message at a time is not slowed. `Duration::ZERO` commits as
-    /// soon as the last commit is done.
+    /// soon as the last commit is done. Not bounded here (messages of concurrent senders wait
+    /// up to this long); `roomcast serve` refuses more than 1 s (`ROOMCAST_COMMIT_INTERVAL`).
     pub commit_interval: Duration,
 }
 
