@@ -10,7 +10,9 @@
 //!
 //! Every write is bounded by `write_wait`, and follows the connection's previous write by at
 //! least `write_interval`: frames queued sooner wait (reading goes on) and leave together, so
-//! a busy member costs one system call per interval rather than one per group of frames.
+//! a busy member costs one system call per interval rather than one per group of frames. A
+//! reply to the connection itself (`Session::send`, `Sender::send`, a join's replay) or a
+//! close request cuts the wait short: what the client awaits is not held back.
 //! Besides a blocked write's deadline, that wait is the only timer a connection has, and only
 //! while frames wait. The connection records when its peer last sent a frame (any frame, a
 //! pong included) and a data message, and the hub's sweep, one task for every connection, asks
@@ -170,14 +172,18 @@ impl Conn<'_> {
                 biased;
 
                 // Something was queued, a ping is due, or a close was requested; and the
-                // write interval since the last batch has passed. Reading goes on meanwhile.
-                closing = std::future::poll_fn(|cx| match pause.as_mut() {
-                    Some(sleep) => sleep.as_mut().poll(cx).map(|()| false),
+                // write interval since the last batch has passed, or a close or a reply
+                // (`Session::send`) cut it short. Reading goes on meanwhile.
+                at_once = std::future::poll_fn(|cx| match pause.as_mut() {
+                    Some(sleep) => match outbound.poll_urgent(cx) {
+                        std::task::Poll::Ready(()) => std::task::Poll::Ready(true),
+                        std::task::Poll::Pending => sleep.as_mut().poll(cx).map(|()| false),
+                    },
                     None => outbound.poll_ready(cx),
                 }) => {
                     let now = Instant::now();
                     if pause.take().is_none()
-                        && !closing
+                        && !at_once
                         && let Some(due) = last_write.map(|last| last + interval)
                         && due > now
                     {

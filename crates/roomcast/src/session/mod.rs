@@ -78,7 +78,8 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Queues `frame` for the connection, as [`Session::send`] does.
+    /// Queues `frame` for the connection, as [`Session::send`] does: a reply, written without
+    /// waiting out the write interval.
     ///
     /// # Errors
     ///
@@ -96,7 +97,7 @@ impl Sender {
 
 /// Queues `frame`, counting a queue that overflows (the connection is then closed with 1013).
 fn send(hub: &Hub, outbound: &Outbound, frame: Frame) -> Result<(), SendError> {
-    let sent = outbound.try_send(frame);
+    let sent = outbound.try_send_now(frame);
     if sent == Err(SendError::Full) {
         hub.count_slow_consumer();
     }
@@ -187,7 +188,10 @@ impl Session {
         self.hub.conn_in_room(self.conn, room)
     }
 
-    /// Queues `frame` for this connection.
+    /// Queues `frame` for this connection. It is a reply the client waits for, so it leaves
+    /// without waiting out [`SessionConfig::write_interval`](crate::SessionConfig::write_interval),
+    /// together with (after) whatever is queued already; broadcasts to rooms and users wait it
+    /// out and leave in batches.
     ///
     /// # Errors
     ///

@@ -1,7 +1,8 @@
 //! [`Outbound`]: one connection's bounded queue of encoded frames, and its close signal.
 //!
 //! Everyone who sends to a connection (broadcasts, direct sends, its own hooks) calls
-//! [`Outbound::try_send`], which never waits: a full queue records "slow consumer" (1013) as the
+//! [`Outbound::try_send`] or a variant of it, which never waits (a reply to the connection,
+//! [`Outbound::try_send_now`], also ends the session's write interval): a full queue records "slow consumer" (1013) as the
 //! close reason and wakes the session, which closes; it never slows the sender. The session task
 //! is the only consumer: it swaps the queue out and writes the batch, then flushes once. A
 //! room's group of messages arrives already framed for the wire, shared by every member
@@ -71,6 +72,9 @@ struct Queue {
     close: Option<Box<CloseReason>>,
     /// The hub's sweep asks for a protocol ping; the session writes it with its next batch.
     ping: bool,
+    /// A reply to this connection is queued ([`Outbound::try_send_now`], a replay): the next
+    /// batch leaves without waiting out the write interval.
+    urgent: bool,
 }
 
 /// What [`Outbound::take`] hands the session.
@@ -140,6 +144,20 @@ impl Outbound {
         let mut queue = self.lock();
         self.make_room(&mut queue, 1)?;
         let wake = queue.frames.is_empty();
+        queue.frames.push_back(Outgoing::Frame(frame));
+        drop(queue);
+        self.wake_if(wake);
+        Ok(())
+    }
+
+    /// Queues `frame`, a reply this connection waits for (an ack, an error, a direct answer), to
+    /// be written without waiting out the write interval, with whatever is queued before it.
+    pub(crate) fn try_send_now(&self, frame: Frame) -> Result<(), SendError> {
+        let mut queue = self.lock();
+        self.make_room(&mut queue, 1)?;
+        // The session may be waiting out the interval with frames queued: wake it once.
+        let wake = !queue.urgent;
+        queue.urgent = true;
         queue.frames.push_back(Outgoing::Frame(frame));
         drop(queue);
         self.wake_if(wake);
@@ -218,6 +236,8 @@ impl Outbound {
         queue.replay = queue.replay.saturating_add(count);
         queue.messages = queue.messages.saturating_add(count);
         queue.frames.extend(frames.into_iter().map(Outgoing::Frame));
+        // The answer to a join: it leaves without waiting out the write interval.
+        queue.urgent = true;
         drop(queue);
         self.shared.wake.wake();
         Ok(())
@@ -252,7 +272,8 @@ impl Outbound {
     }
 
     /// [`Outbound::ready`] as a poll: `Ready` once something was queued or a close was
-    /// requested, and then whether a close is pending.
+    /// requested, and then whether the batch should leave at once (a close is pending or a
+    /// reply is queued) rather than after the write interval.
     pub(crate) fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<bool> {
         // Register first, then look: a frame queued in between wakes the new waker.
         self.shared.wake.register(cx.waker());
@@ -260,7 +281,19 @@ impl Outbound {
         if queue.frames.is_empty() && queue.close.is_none() && !queue.ping {
             std::task::Poll::Pending
         } else {
-            std::task::Poll::Ready(queue.close.is_some())
+            std::task::Poll::Ready(queue.close.is_some() || queue.urgent)
+        }
+    }
+
+    /// While the session waits out the write interval: `Ready` once a close was requested or a
+    /// reply queued, which end the wait.
+    pub(crate) fn poll_urgent(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.shared.wake.register(cx.waker());
+        let queue = self.lock();
+        if queue.close.is_some() || queue.urgent {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
     }
 
@@ -271,6 +304,7 @@ impl Outbound {
         let mut queue = self.lock();
         queue.replay = 0;
         queue.messages = 0;
+        queue.urgent = false;
         Taken {
             frames: std::mem::take(&mut queue.frames),
             ping: std::mem::take(&mut queue.ping),
@@ -382,6 +416,48 @@ mod tests {
         assert!(outbound.poll_ready(&mut cx).is_ready());
         assert!(outbound.close(CloseReason::normal()));
         assert_eq!(woken(), 4, "a close always wakes");
+    }
+
+    #[test]
+    fn a_reply_ends_the_write_interval_once_and_take_resets_it() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let woken = || count.0.load(Ordering::Relaxed);
+        let mut cx = std::task::Context::from_waker(&waker);
+        let outbound = Outbound::new(8, 0);
+        // A broadcast frame waits out the interval: not urgent.
+        outbound.try_send(Frame::from("a")).unwrap();
+        assert_eq!(outbound.poll_ready(&mut cx), std::task::Poll::Ready(false));
+        assert!(outbound.poll_urgent(&mut cx).is_pending());
+        // A reply behind it wakes the waiting session once, and everything leaves at once.
+        outbound.try_send_now(Frame::from("b")).unwrap();
+        outbound.try_send_now(Frame::from("c")).unwrap();
+        assert_eq!(woken(), 1, "the first reply wakes, the next does not");
+        assert!(outbound.poll_urgent(&mut cx).is_ready());
+        assert_eq!(outbound.poll_ready(&mut cx), std::task::Poll::Ready(true));
+        let taken = outbound.take();
+        assert_eq!(taken.frames.len(), 3);
+        // Written: the next broadcast waits again.
+        outbound.try_send(Frame::from("d")).unwrap();
+        assert!(outbound.poll_urgent(&mut cx).is_pending());
+        assert_eq!(outbound.poll_ready(&mut cx), std::task::Poll::Ready(false));
+        // A replay answers a join, and a close request ends the wait too.
+        outbound.push_replay(vec![Frame::from("e")]).unwrap();
+        assert!(outbound.poll_urgent(&mut cx).is_ready());
+        outbound.take();
+        outbound.try_send(Frame::from("f")).unwrap();
+        assert!(outbound.close(CloseReason::normal()));
+        assert!(outbound.poll_urgent(&mut cx).is_ready());
+        // Replies count against the bound like any frame.
+        let full = Outbound::new(1, 0);
+        full.try_send_now(Frame::from("g")).unwrap();
+        assert_eq!(full.try_send_now(Frame::from("h")), Err(SendError::Full));
     }
 
     #[test]

@@ -393,6 +393,65 @@ async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
     assert_eq!(later.await.unwrap(), 1);
 }
 
+/// A server writing at most every second, alice connected to it, and a broadcast "b" queued
+/// for her: "b" waits out the interval (the welcome was the connection's last write).
+async fn a_frame_waiting_a_second() -> (TestServer, RawClient) {
+    let config = roomcast::SessionConfig {
+        write_interval: Duration::from_secs(1),
+        ..roomcast::SessionConfig::default()
+    };
+    let server = TestServer::builder()
+        .hub(roomcast::Hub::new(config))
+        .start()
+        .await;
+    let client = RawClient::connect(&server, "alice").await;
+    let alice = roomcast::UserId::from("alice");
+    assert_eq!(server.hub.send_to(&alice, "b").await.unwrap(), 1);
+    (server, client)
+}
+
+/// Held by the write interval, frames would arrive about a second after the welcome.
+const WELL_BEFORE_THE_INTERVAL: Duration = Duration::from_millis(700);
+
+#[tokio::test]
+async fn a_reply_is_not_held_back_by_the_write_interval_and_takes_what_waits_with_it() {
+    let (_server, mut client) = a_frame_waiting_a_second().await;
+    // The probe answers any other text with `Session::send`.
+    client.send(true, TEXT, b"ask", true).await;
+    let (b, reply) = timeout(WELL_BEFORE_THE_INTERVAL, async {
+        (client.recv().await, client.recv().await)
+    })
+    .await
+    .expect("a reply leaves without waiting out the write interval");
+    assert_eq!(
+        (b.opcode, b.payload.as_slice()),
+        (TEXT, &b"b"[..]),
+        "in order"
+    );
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["type"], "got");
+    assert_eq!(reply["payload"], "ask");
+}
+
+#[tokio::test]
+async fn a_close_is_not_held_back_by_the_write_interval() {
+    let (server, mut client) = a_frame_waiting_a_second().await;
+    let hub = server.hub.clone();
+    tokio::spawn(async move { hub.shutdown_sessions(WAIT).await });
+    let (b, close) = timeout(WELL_BEFORE_THE_INTERVAL, async {
+        (client.recv().await, client.recv().await)
+    })
+    .await
+    .expect("a close request ends the wait");
+    assert_eq!(
+        (b.opcode, b.payload.as_slice()),
+        (TEXT, &b"b"[..]),
+        "frames first"
+    );
+    assert_eq!(close.opcode, CLOSE);
+    assert_eq!(&close.payload[..2], &1001u16.to_be_bytes());
+}
+
 #[test]
 fn the_write_interval_is_bounded() {
     let config = roomcast::SessionConfig {
