@@ -190,9 +190,10 @@ pub struct WebSocketArgs {
     #[arg(long = "websocket-write-buffer-size", env = "WEBSOCKET_WRITE_BUFFER_SIZE", default_value = "16384",
           value_parser = parse_with::<usize>("WEBSOCKET_WRITE_BUFFER_SIZE", "a size in bytes"))]
     pub write_buffer_size: usize,
-    /// Shortest time between two writes to one connection; frames queued meanwhile leave
-    /// together (a frame after a quiet spell leaves at once). `0s` writes at once.
-    #[arg(long = "websocket-write-interval", env = "WEBSOCKET_WRITE_INTERVAL", default_value = "20ms",
+    /// Shortest time between two writes to one connection; broadcasts queued meanwhile leave
+    /// together (a frame after a quiet spell, an ack or another reply leaves at once). `0s`
+    /// writes at once.
+    #[arg(long = "websocket-write-interval", env = "WEBSOCKET_WRITE_INTERVAL", default_value = "40ms",
           value_parser = duration_var("WEBSOCKET_WRITE_INTERVAL"))]
     pub write_interval: Duration,
     /// Largest message a client may send, bytes; bigger closes with 1009.

@@ -40,14 +40,18 @@ pub struct SessionConfig {
     /// at a time, and in `roomcast-loadgen` (1 room × 1000 clients, 900 msg/s) p99 went from
     /// 646 ms at 1 KiB to ~100 ms at 16 KiB, server CPU 1.14 to 0.89 cores.
     pub write_buffer_bytes: usize,
-    /// Shortest time between two writes to one connection. Frames queued in between wait and
-    /// leave together in the next write; a frame queued after a quiet spell (no write to that
-    /// connection within the interval) leaves at once, so a lone message is never delayed.
-    /// Zero writes as soon as anything is queued. At most 1 s.
-    /// `WEBSOCKET_WRITE_INTERVAL`, default 20 ms. A write is a system call (on loopback it
+    /// Shortest time between two writes to one connection. Broadcast frames queued in between
+    /// wait and leave together in the next write; a frame queued after a quiet spell (no write
+    /// to that connection within the interval) leaves at once, so a lone message is never
+    /// delayed, and a reply to the connection itself (`Session::send`, `Sender::send`, a
+    /// join's replay) or a close cuts the wait short. Zero writes as soon as anything is
+    /// queued. At most 1 s.
+    /// `WEBSOCKET_WRITE_INTERVAL`, default 40 ms. A write is a system call (on loopback it
     /// also runs the receiver's TCP path), the main cost of fan-out: in `roomcast-loadgen`
     /// (1 room × 1000 clients, 800 msg/s) 20 ms took a member's writes from ~180k to ~47k a
-    /// second and server CPU per delivery from 1.06 to 0.81 µs.
+    /// second and server CPU per delivery from 1.06 to 0.81 µs; 40 ms (1,600 msg/s) took
+    /// 0.46 to 0.42 µs and the load generator's CPU from 1.0 to 0.86 cores
+    /// (docs/PERFORMANCE.md).
     pub write_interval: Duration,
     /// Largest message accepted from a client; a bigger one closes the connection with 1009.
     /// `WEBSOCKET_MAX_MESSAGE_SIZE`, default 4096.
@@ -82,7 +86,7 @@ impl Default for SessionConfig {
             max_connections: 1000,
             read_buffer_bytes: 1024,
             write_buffer_bytes: 16 * 1024,
-            write_interval: Duration::from_millis(20),
+            write_interval: Duration::from_millis(40),
             max_message_bytes: 4096,
             write_wait: Duration::from_secs(10),
             pong_wait: Duration::from_secs(60),
