@@ -1082,6 +1082,82 @@ mod sqlite_only {
 
     use roomcast_store::{NewMessage, Store};
 
+    /// Messages of a page each, 64 in flight, until `stop` or `limit` messages.
+    fn keep_writing(
+        store: &Store,
+        limit: usize,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> tokio::task::JoinHandle<usize> {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut appends = tokio::task::JoinSet::new();
+            let mut sent = 0;
+            while sent < limit && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while appends.len() < 64 && sent < limit {
+                    let store = store.clone();
+                    let content = format!("{sent:06} {}", "x".repeat(4000));
+                    appends.spawn(async move {
+                        let message = NewMessage {
+                            room: "r".to_owned(),
+                            user_id: "u1".to_owned(),
+                            username: "u1".to_owned(),
+                            content,
+                            data: None,
+                            client_msg_id: None,
+                        };
+                        store.append_message(message).await.unwrap();
+                    });
+                    sent += 1;
+                }
+                appends.join_next().await.unwrap().unwrap();
+            }
+            while let Some(done) = appends.join_next().await {
+                done.unwrap();
+            }
+            sent
+        })
+    }
+
+    /// Under steady writes SQLite never rewinds the WAL by itself (a passive checkpoint never
+    /// catches up with a writer that keeps appending): the file grew to 600+ MB in 10 s of
+    /// load. The store makes its writer catch up between two batches, and cuts the file back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_while_messages_keep_coming() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("store.db");
+        let wal = dir.path().join("store.db-wal");
+        let store = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("opening a fresh SQLite store");
+        store.create_room("r", false, None).await.unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // 160 MB of messages at most: far more than the 16 MiB the WAL may keep.
+        let writer = keep_writing(&store, 40_000, std::sync::Arc::clone(&stop));
+        let wal_size = || std::fs::metadata(&wal).map_or(0, |meta| meta.len());
+        let (mut largest, mut shrank) = (0, false);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !writer.is_finished() && Instant::now() < deadline {
+            let size = wal_size();
+            if size < largest {
+                shrank = true;
+                break;
+            }
+            largest = size;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = writer.await.unwrap();
+        assert!(
+            shrank,
+            "the WAL only grew, to {largest} bytes, over {sent} messages written without pause"
+        );
+        assert!(
+            largest > 16 << 20,
+            "it was cut back from past its limit: {largest}"
+        );
+        store.close().await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_is_checkpointed_into_the_database_file_while_the_store_runs() {
         let dir = tempfile::tempdir().expect("temporary directory");
