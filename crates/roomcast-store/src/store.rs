@@ -160,7 +160,9 @@ impl Store {
     /// - `sqlite://path` (or `sqlite:path`): the file is created if missing, in WAL mode (readers
     ///   do not block the writer), `synchronous=FULL` (a committed message survives power loss),
     ///   foreign keys on, and a 5 s busy timeout. The writer keeps one connection for itself,
-    ///   and a background task checkpoints the WAL every 500 ms instead of the writer's commits.
+    ///   and a background task checkpoints the WAL every 500 ms instead of the writer's commits;
+    ///   once the log passes 16 MiB the writer lets it catch up between two batches, so it
+    ///   starts over (and its file is cut back to 16 MiB) even under steady writes.
     /// - `postgres://…` or `postgresql://…`: any URL `libpq` would take.
     ///
     /// An unreachable server fails at once with the driver's reason (e.g. "Connection
