@@ -379,17 +379,23 @@ mod tests {
         assert_eq!(outbound.try_send_framed(one), Err(SendError::Closed));
     }
 
-    #[test]
-    fn only_the_first_frame_into_an_empty_queue_wakes_the_session() {
-        struct Count(std::sync::atomic::AtomicUsize);
+    /// A waker that counts its wake-ups.
+    fn counting_waker() -> (std::task::Waker, Arc<std::sync::atomic::AtomicUsize>) {
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
         impl std::task::Wake for Count {
             fn wake(self: Arc<Self>) {
                 self.0.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
-        let waker = std::task::Waker::from(count.clone());
-        let woken = || count.0.load(Ordering::Relaxed);
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waker = std::task::Waker::from(Arc::new(Count(Arc::clone(&count))));
+        (waker, count)
+    }
+
+    #[test]
+    fn only_the_first_frame_into_an_empty_queue_wakes_the_session() {
+        let (waker, count) = counting_waker();
+        let woken = || count.load(Ordering::Relaxed);
         let outbound = Outbound::new(8, 0);
         let mut cx = std::task::Context::from_waker(&waker);
         assert!(outbound.poll_ready(&mut cx).is_pending());
@@ -420,15 +426,8 @@ mod tests {
 
     #[test]
     fn a_reply_ends_the_write_interval_once_and_take_resets_it() {
-        struct Count(std::sync::atomic::AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
-        let waker = std::task::Waker::from(count.clone());
-        let woken = || count.0.load(Ordering::Relaxed);
+        let (waker, count) = counting_waker();
+        let woken = || count.load(Ordering::Relaxed);
         let mut cx = std::task::Context::from_waker(&waker);
         let outbound = Outbound::new(8, 0);
         // A broadcast frame waits out the interval: not urgent.

@@ -352,12 +352,12 @@ async fn requests_that_are_not_websocket_upgrades_get_an_http_error() {
     assert_eq!(server.hub.stats().accepted_total, 0);
 }
 
-/// A server writing at most every 800 ms, alice connected to it, and a frame "b" queued for
-/// her. The welcome was the connection's first write: nothing came before it, so it left at
-/// once (`connect` reads it); "b", queued within 800 ms of it, waits out the interval.
-async fn a_frame_waiting_out_the_write_interval() -> (TestServer, RawClient, roomcast::UserId) {
+/// A server writing at most every `interval`, alice connected to it, and a frame "b" queued
+/// for her. The welcome was the connection's first write: nothing came before it, so it left
+/// at once (`connect` reads it); "b", queued within `interval` of it, waits out the interval.
+async fn a_frame_waiting(interval: Duration) -> (TestServer, RawClient, roomcast::UserId) {
     let config = roomcast::SessionConfig {
-        write_interval: Duration::from_millis(800),
+        write_interval: interval,
         ..roomcast::SessionConfig::default()
     };
     let server = TestServer::builder()
@@ -372,7 +372,7 @@ async fn a_frame_waiting_out_the_write_interval() -> (TestServer, RawClient, roo
 
 #[tokio::test]
 async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
-    let (server, mut client, alice) = a_frame_waiting_out_the_write_interval().await;
+    let (server, mut client, alice) = a_frame_waiting(Duration::from_millis(800)).await;
     let hub = server.hub.clone();
     let later = tokio::spawn(async move {
         // Queued after "b" has been waiting a while: written at once, "b" would be gone.
@@ -393,41 +393,27 @@ async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
     assert_eq!(later.await.unwrap(), 1);
 }
 
-/// A server writing at most every second, alice connected to it, and a broadcast "b" queued
-/// for her: "b" waits out the interval (the welcome was the connection's last write).
-async fn a_frame_waiting_a_second() -> (TestServer, RawClient) {
-    let config = roomcast::SessionConfig {
-        write_interval: Duration::from_secs(1),
-        ..roomcast::SessionConfig::default()
-    };
-    let server = TestServer::builder()
-        .hub(roomcast::Hub::new(config))
-        .start()
-        .await;
-    let client = RawClient::connect(&server, "alice").await;
-    let alice = roomcast::UserId::from("alice");
-    assert_eq!(server.hub.send_to(&alice, "b").await.unwrap(), 1);
-    (server, client)
-}
-
 /// Held by the write interval, frames would arrive about a second after the welcome.
 const WELL_BEFORE_THE_INTERVAL: Duration = Duration::from_millis(700);
 
-#[tokio::test]
-async fn a_reply_is_not_held_back_by_the_write_interval_and_takes_what_waits_with_it() {
-    let (_server, mut client) = a_frame_waiting_a_second().await;
-    // The probe answers any other text with `Session::send`.
-    client.send(true, TEXT, b"ask", true).await;
-    let (b, reply) = timeout(WELL_BEFORE_THE_INTERVAL, async {
+/// Reads the waiting frame "b" and the frame after it, both well before the interval ends.
+async fn b_then_the_next_frame(client: &mut RawClient, why: &str) -> ServerFrame {
+    let (b, next) = timeout(WELL_BEFORE_THE_INTERVAL, async {
         (client.recv().await, client.recv().await)
     })
     .await
-    .expect("a reply leaves without waiting out the write interval");
-    assert_eq!(
-        (b.opcode, b.payload.as_slice()),
-        (TEXT, &b"b"[..]),
-        "in order"
-    );
+    .expect(why);
+    let waiting = (b.opcode, b.payload.as_slice());
+    assert_eq!(waiting, (TEXT, &b"b"[..]), "the waiting frame first");
+    next
+}
+
+#[tokio::test]
+async fn a_reply_is_not_held_back_by_the_write_interval_and_takes_what_waits_with_it() {
+    let (_server, mut client, _) = a_frame_waiting(Duration::from_secs(1)).await;
+    // The probe answers any other text with `Session::send`.
+    client.send(true, TEXT, b"ask", true).await;
+    let reply = b_then_the_next_frame(&mut client, "a reply leaves without waiting").await;
     let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
     assert_eq!(reply["type"], "got");
     assert_eq!(reply["payload"], "ask");
@@ -435,19 +421,10 @@ async fn a_reply_is_not_held_back_by_the_write_interval_and_takes_what_waits_wit
 
 #[tokio::test]
 async fn a_close_is_not_held_back_by_the_write_interval() {
-    let (server, mut client) = a_frame_waiting_a_second().await;
+    let (server, mut client, _) = a_frame_waiting(Duration::from_secs(1)).await;
     let hub = server.hub.clone();
     tokio::spawn(async move { hub.shutdown_sessions(WAIT).await });
-    let (b, close) = timeout(WELL_BEFORE_THE_INTERVAL, async {
-        (client.recv().await, client.recv().await)
-    })
-    .await
-    .expect("a close request ends the wait");
-    assert_eq!(
-        (b.opcode, b.payload.as_slice()),
-        (TEXT, &b"b"[..]),
-        "frames first"
-    );
+    let close = b_then_the_next_frame(&mut client, "a close request ends the wait").await;
     assert_eq!(close.opcode, CLOSE);
     assert_eq!(&close.payload[..2], &1001u16.to_be_bytes());
 }
@@ -463,7 +440,7 @@ fn the_write_interval_is_bounded() {
 
 #[tokio::test]
 async fn the_connection_keeps_reading_while_frames_wait_out_the_write_interval() {
-    let (_server, mut client, _) = a_frame_waiting_out_the_write_interval().await;
+    let (_server, mut client, _) = a_frame_waiting(Duration::from_millis(800)).await;
     // The ping is read and answered while "b" waits.
     client.send(true, PING, b"still there?", true).await;
     let pong = client.recv().await;
