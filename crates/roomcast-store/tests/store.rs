@@ -42,7 +42,7 @@ mod cases {
     use crate::common::TestDb;
 
     /// A message from `user` (whose name is the id upper-cased) with no payload or key.
-    fn message(room: &str, user: &str, content: &str) -> NewMessage {
+    pub(super) fn message(room: &str, user: &str, content: &str) -> NewMessage {
         NewMessage {
             room: room.to_owned(),
             user_id: user.to_owned(),
@@ -1082,6 +1082,8 @@ mod sqlite_only {
 
     use roomcast_store::{NewMessage, Store};
 
+    use super::cases::message;
+
     /// Messages of a page each, 64 in flight, until `stop` or `limit` messages.
     fn keep_writing(
         store: &Store,
@@ -1095,18 +1097,8 @@ mod sqlite_only {
             while sent < limit && !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 while appends.len() < 64 && sent < limit {
                     let store = store.clone();
-                    let content = format!("{sent:06} {}", "x".repeat(4000));
-                    appends.spawn(async move {
-                        let message = NewMessage {
-                            room: "r".to_owned(),
-                            user_id: "u1".to_owned(),
-                            username: "u1".to_owned(),
-                            content,
-                            data: None,
-                            client_msg_id: None,
-                        };
-                        store.append_message(message).await.unwrap();
-                    });
+                    let message = message("r", "u1", &format!("{sent:06} {}", "x".repeat(4000)));
+                    appends.spawn(async move { store.append_message(message).await.unwrap() });
                     sent += 1;
                 }
                 appends.join_next().await.unwrap().unwrap();

@@ -183,9 +183,9 @@ macro_rules! with_writer_conn {
                         .execute(&mut *conn)
                         .await
                         .map_err(AttemptError::Batch)?;
-                    // When the log is rewound, its file is cut back to this (see
-                    // `checkpoint_loop`): the disk a burst took is given back.
-                    sqlx::query(WRITER_WAL_LIMIT_PRAGMA)
+                    // When the log is rewound, its file is cut back to `WAL_LIMIT_BYTES`
+                    // (see `checkpoint_loop`): the disk a burst took is given back.
+                    sqlx::query(&format!("PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}"))
                         .execute(&mut *conn)
                         .await
                         .map_err(AttemptError::Batch)?;
@@ -223,15 +223,15 @@ macro_rules! with_writer_conn {
 /// limit, not an allocation: the cache grows only as pages are used.
 const WRITER_CACHE_PRAGMA: &str = "PRAGMA cache_size = -16384";
 
-/// The size the WAL file is cut back to when the writer rewinds it: `WAL_REWIND_FRAMES` pages.
-const WRITER_WAL_LIMIT_PRAGMA: &str = "PRAGMA journal_size_limit = 16777216";
-
 /// How often `checkpoint_loop` copies the SQLite WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// WAL frames (pages) past which the writer itself finishes a checkpoint between two batches,
-/// so the log starts over: 4096 pages, 16 MiB at SQLite's default page size.
-const WAL_REWIND_FRAMES: i64 = 4096;
+/// How long the SQLite WAL may grow before the writer lets it start over (see
+/// `checkpoint_loop`), and the size its file is cut back to then (`journal_size_limit`).
+const WAL_LIMIT_BYTES: i64 = 16 << 20;
+
+/// `WAL_LIMIT_BYTES` in frames of SQLite's default 4 KiB page, as `wal_checkpoint` counts.
+const WAL_REWIND_FRAMES: i64 = WAL_LIMIT_BYTES / 4096;
 
 /// Checkpoints the SQLite WAL from its own connection, so the writer's commits do not.
 ///

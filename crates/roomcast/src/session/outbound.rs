@@ -73,8 +73,16 @@ struct Queue {
     /// The hub's sweep asks for a protocol ping; the session writes it with its next batch.
     ping: bool,
     /// A reply to this connection is queued ([`Outbound::try_send_now`], a replay): the next
-    /// batch leaves without waiting out the write interval.
+    /// batch leaves without waiting out the write interval. Cleared by [`Outbound::take`].
     urgent: bool,
+}
+
+impl Queue {
+    /// Whether the next batch leaves without waiting out the write interval: a close is
+    /// pending or a reply is queued.
+    fn at_once(&self) -> bool {
+        self.close.is_some() || self.urgent
+    }
 }
 
 /// What [`Outbound::take`] hands the session.
@@ -139,25 +147,25 @@ impl Outbound {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Queues `frame` without waiting.
+    /// Queues `frame` without waiting: a broadcast, which waits out the write interval.
     pub(crate) fn try_send(&self, frame: Frame) -> Result<(), SendError> {
-        let mut queue = self.lock();
-        self.make_room(&mut queue, 1)?;
-        let wake = queue.frames.is_empty();
-        queue.frames.push_back(Outgoing::Frame(frame));
-        drop(queue);
-        self.wake_if(wake);
-        Ok(())
+        self.push(frame, false)
     }
 
     /// Queues `frame`, a reply this connection waits for (an ack, an error, a direct answer), to
     /// be written without waiting out the write interval, with whatever is queued before it.
     pub(crate) fn try_send_now(&self, frame: Frame) -> Result<(), SendError> {
+        self.push(frame, true)
+    }
+
+    /// Queues one frame; `urgent` ends the session's write interval.
+    fn push(&self, frame: Frame, urgent: bool) -> Result<(), SendError> {
         let mut queue = self.lock();
         self.make_room(&mut queue, 1)?;
-        // The session may be waiting out the interval with frames queued: wake it once.
-        let wake = !queue.urgent;
-        queue.urgent = true;
+        // The first frame into an empty queue wakes the session; so does the first reply, as
+        // the session may be waiting out the interval with frames queued.
+        let wake = queue.frames.is_empty() || (urgent && !queue.urgent);
+        queue.urgent |= urgent;
         queue.frames.push_back(Outgoing::Frame(frame));
         drop(queue);
         self.wake_if(wake);
@@ -281,7 +289,7 @@ impl Outbound {
         if queue.frames.is_empty() && queue.close.is_none() && !queue.ping {
             std::task::Poll::Pending
         } else {
-            std::task::Poll::Ready(queue.close.is_some() || queue.urgent)
+            std::task::Poll::Ready(queue.at_once())
         }
     }
 
@@ -289,8 +297,7 @@ impl Outbound {
     /// reply queued, which end the wait.
     pub(crate) fn poll_urgent(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
         self.shared.wake.register(cx.waker());
-        let queue = self.lock();
-        if queue.close.is_some() || queue.urgent {
+        if self.lock().at_once() {
             std::task::Poll::Ready(())
         } else {
             std::task::Poll::Pending
