@@ -10,8 +10,9 @@ use crate::ids::ConnId;
 pub(crate) struct ConnGuard {
     hub: Hub,
     conn: ConnId,
-    armed: bool,
-    _permit: OwnedSemaphorePermit,
+    /// `None` once [`ConnGuard::release`] has run: the guard is disarmed. (An `Option`, not a
+    /// flag beside the permit: 8 bytes less in every connection's task.)
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl ConnGuard {
@@ -19,21 +20,22 @@ impl ConnGuard {
         Self {
             hub,
             conn,
-            armed: true,
-            _permit: permit,
+            permit: Some(permit),
         }
     }
 
-    /// The normal path: unregister, announcing leaves and reaching other nodes.
+    /// The normal path: unregister, announcing leaves and reaching other nodes; the permit
+    /// is given back once the connection is gone from the hub.
     pub(crate) async fn release(mut self) {
-        self.armed = false;
+        let permit = self.permit.take();
         self.hub.unregister(self.conn).await;
+        drop(permit);
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if !self.armed {
+        if self.permit.is_none() {
             return;
         }
         // The task died (panic or cancellation) before `release`: finish the cleanup on a new
