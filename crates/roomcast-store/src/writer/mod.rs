@@ -593,7 +593,8 @@ async fn attempt(
                     .bind(to_json(&rooms))
                     .fetch_all(&mut *tx)
                     .await?;
-                let keys = unit_keys(batch, unit, &locked);
+                let counters = room_counters(&locked);
+                let keys = unit_keys(batch, unit, &counters);
                 let mut originals = Vec::new();
                 let mut keys = keys.as_slice();
                 while !keys.is_empty() {
@@ -613,7 +614,7 @@ async fn attempt(
                     }
                     keys = rest;
                 }
-                let plan = plan_unit(batch, unit, &locked, originals);
+                let plan = plan_unit(batch, unit, &locked, counters, originals);
                 if !plan.inserts.is_empty() {
                     let mut rows = plan.inserts.as_slice();
                     while !rows.is_empty() {
@@ -695,18 +696,26 @@ impl UnitPlan<'_> {
     }
 }
 
-/// The idempotency keys of `unit`'s messages to known rooms, to look earlier messages up by.
-fn unit_keys<'a>(batch: &'a [Pending], unit: &[usize], locked: &[LockedRoom]) -> Vec<KeyRow<'a>> {
-    // A map, not a search of `locked` per message: a batch can hold thousands of messages to
-    // as many rooms (4,096 messages to 1,024 rooms: ~2M name comparisons a batch).
-    let room_ids: HashMap<&str, i64> = locked
+/// The unit's locked rooms by name: `(id, last_seq)`, the counter as `plan_unit` advances it.
+/// One map for the unit, shared by the key look-up and the plan: a batch can hold thousands of
+/// messages to as many rooms (4,096 messages to 1,024 rooms were ~2M name comparisons a batch
+/// when each message searched the list).
+type Counters<'r> = HashMap<&'r str, (i64, i64)>;
+
+/// The counters of `locked`, before the unit.
+fn room_counters(locked: &[LockedRoom]) -> Counters<'_> {
+    locked
         .iter()
-        .map(|room| (room.name.as_str(), room.id))
-        .collect();
+        .map(|room| (room.name.as_str(), (room.id, room.last_seq)))
+        .collect()
+}
+
+/// The idempotency keys of `unit`'s messages to known rooms, to look earlier messages up by.
+fn unit_keys<'a>(batch: &'a [Pending], unit: &[usize], counters: &Counters<'_>) -> Vec<KeyRow<'a>> {
     unit.iter()
         .filter_map(|&index| {
             let message = &batch[index].message;
-            let room_id = *room_ids.get(message.room.as_str())?;
+            let (room_id, _) = *counters.get(message.room.as_str())?;
             Some(KeyRow {
                 room_id,
                 user_id: &message.user_id,
@@ -722,12 +731,9 @@ fn plan_unit<'a>(
     batch: &'a [Pending],
     unit: &[usize],
     locked: &[LockedRoom],
+    mut counters: Counters<'_>,
     originals: Vec<StoredMessage>,
 ) -> UnitPlan<'a> {
-    let mut counters: HashMap<&str, (i64, i64)> = locked
-        .iter()
-        .map(|room| (room.name.as_str(), (room.id, room.last_seq)))
-        .collect();
     let mut originals: HashMap<(&str, &str, &str), StoredMessage> = originals
         .iter()
         .filter_map(|m| {

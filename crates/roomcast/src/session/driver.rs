@@ -121,14 +121,12 @@ pub(crate) fn serve<'a, H: Handler>(
     handler: &'a H,
 ) -> impl Future<Output = ()> + Send + 'a {
     async move {
-        // The session's own queue, not a second handle kept in the task.
-        let outbound = &session.outbound;
         // Hook futures are boxed: inline, the largest one (a chat handler's, with its store
         // calls) would sit in every idle connection's task for its whole life (~2 KB
         // measured). Boxing costs one allocation per received message, off the fan-out path.
         // `on_connect` runs inside `run`: awaited here, its result would be kept (as the
         // match's scrutinee) beside the loop's future for the connection's whole life.
-        let end = conn.run(&session, outbound, handler).await;
+        let end = conn.run(&session, handler).await;
         // Boxed, and one future: the end runs once, and `end` kept across several awaits
         // here would have its own slot in every idle connection's task.
         Box::pin(wind_up(conn, session, guard, handler, end)).await;
@@ -173,10 +171,10 @@ impl Conn<'_> {
     fn run<'s, H: Handler>(
         &'s mut self,
         session: &'s Session,
-        outbound: &'s Outbound,
         handler: &'s H,
     ) -> impl Future<Output = End> + Send + 's {
         async move {
+            let outbound = &session.outbound;
             let connect = handler.on_connect(session).instrument(hook_span(session));
             if let Err(err) = Box::pin(connect).await {
                 return End::close(err.close_reason());
@@ -218,7 +216,7 @@ impl Conn<'_> {
                     received = self.socket.next() => Step::Read(received),
                 };
                 // One allocation per batch written or frame received.
-                if let Some(end) = self.step(step, session, outbound, handler).await {
+                if let Some(end) = self.step(step, session, handler).await {
                     return end;
                 }
             }
@@ -230,11 +228,10 @@ impl Conn<'_> {
         &'s mut self,
         step: Step,
         session: &'s Session,
-        outbound: &'s Outbound,
         handler: &'s H,
     ) -> Pin<Box<dyn Future<Output = Option<End>> + Send + 's>> {
         match step {
-            Step::Write(taken) => Box::pin(self.write_step(taken, outbound)),
+            Step::Write(taken) => Box::pin(self.write_step(taken, &session.outbound)),
             Step::Read(received) => Box::pin(self.read_step(received, session, handler)),
         }
     }

@@ -41,6 +41,38 @@ async fn a_client_over_max_connections_is_closed_with_1013() {
     assert!(!server.hub.is_connected(&roomcast::UserId::from("bob")));
 }
 
+/// A server that admits one connection at a time.
+async fn one_connection_at_a_time() -> TestServer {
+    let config = SessionConfig {
+        max_connections: 1,
+        ..SessionConfig::default()
+    };
+    TestServer::builder().hub(Hub::new(config)).start().await
+}
+
+#[tokio::test]
+async fn a_closed_connection_gives_its_place_back() {
+    let server = one_connection_at_a_time().await;
+    let alice = server.connect_as("alice").await;
+    alice.close().await;
+    server.wait_for_connections(0).await;
+    // Welcomed, not refused with 1013: alice's permit came back.
+    let _bob = server.connect_as("bob").await;
+}
+
+#[tokio::test]
+async fn a_connection_whose_hook_panics_is_unregistered_and_gives_its_place_back() {
+    let server = one_connection_at_a_time().await;
+    let mut alice = server.connect_as("alice").await;
+    // The probe panics on a command it does not know: the connection's task dies.
+    alice
+        .send_json(&serde_json::json!({ "cmd": "no such command" }))
+        .await;
+    server.wait_for_connections(0).await;
+    assert!(!server.hub.is_connected(&roomcast::UserId::from("alice")));
+    let _bob = server.connect_as("bob").await;
+}
+
 #[tokio::test]
 async fn a_client_whose_queue_overflows_is_closed_with_1013_slow_consumer() {
     let config = SessionConfig {
