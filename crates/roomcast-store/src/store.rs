@@ -19,8 +19,6 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use crate::error::{Result, StoreError};
 use crate::writer::{self, AppendRequest};
@@ -113,8 +111,8 @@ struct Shared {
     append_tx: mpsc::Sender<AppendRequest>,
     /// Tells the writer to stop accepting appends, commit what is queued and exit (`close`).
     writer_shutdown: Arc<Notify>,
-    /// The writer task, taken and awaited by the first `close`.
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer's end, taken and awaited by the first `close`.
+    writer: Mutex<Option<writer::Stopped>>,
     /// Runs after each written batch's hooks ([`Store::after_each_batch`]).
     after_batch: Arc<OnceLock<writer::AfterBatch>>,
 }
@@ -169,7 +167,7 @@ impl Store {
     /// refused"): there is no retry loop here, so a supervisor that restarts the process, or the
     /// caller, decides how long to wait for the database.
     ///
-    /// Must be called inside a Tokio runtime: it spawns the writer task.
+    /// Must be called inside a Tokio runtime: the writer's answering task runs on it.
     ///
     /// # Errors
     ///
@@ -201,18 +199,16 @@ impl Store {
         let (append_tx, append_rx) = mpsc::channel(options.queue_capacity);
         let writer_shutdown = Arc::new(Notify::new());
         let after_batch = Arc::new(OnceLock::new());
-        let span = tracing::info_span!("store_writer", backend = backend.name());
-        let writer = tokio::spawn(
-            writer::run(
-                backend.clone(),
-                append_rx,
-                Arc::clone(&writer_shutdown),
-                options.max_batch,
-                options.commit_interval,
-                Arc::clone(&after_batch),
-            )
-            .instrument(span),
-        );
+        let writer = writer::start(
+            backend.clone(),
+            append_rx,
+            Arc::clone(&writer_shutdown),
+            options.max_batch,
+            options.commit_interval,
+            Arc::clone(&after_batch),
+        )
+        .await
+        .map_err(sqlx::Error::Io)?;
         Ok(Store {
             shared: Arc::new(Shared {
                 backend,
@@ -272,7 +268,7 @@ impl Store {
             && let Err(err) = writer.await
         {
             // Only a panic can end the writer early; it is a bug, and this is where it surfaces.
-            tracing::error!(error = %err, "store writer task failed");
+            tracing::error!(error = %err, "the store writer panicked");
         }
         with_pool!(&self.shared.backend, |pool| pool.close().await);
     }
