@@ -21,6 +21,7 @@ store_suite![
     queued_messages_keep_the_order_they_were_queued_in,
     outcome_hooks_hear_every_outcome_in_queue_order,
     the_after_batch_callback_follows_every_hook_of_its_batch,
+    hooks_run_on_the_callers_runtime_not_the_writers_thread,
     commits_are_spaced_while_several_senders_write,
     history_pages_back_in_ascending_order,
     messages_since_replays_in_order,
@@ -724,6 +725,55 @@ mod cases {
         let seen = seen.lock().unwrap().clone();
         assert!(seen.is_sorted(), "{seen:?}");
         assert!(seen.len() <= 50, "at most one call per batch: {seen:?}");
+    }
+
+    pub(crate) async fn hooks_run_on_the_callers_runtime_not_the_writers_thread(db: TestDb) {
+        // The writer has a thread of its own; the hooks are the caller's code and run on the
+        // caller's runtime, where they cannot hold up the writer between two statements.
+        let store = &db.store;
+        store.create_room("r", false, None).await.unwrap();
+        // What the caller's runtime names the threads its tasks run on.
+        let callers = tokio::spawn(async { std::thread::current().name().map(str::to_owned) })
+            .await
+            .unwrap();
+        assert!(callers.is_some(), "the runtime names its threads");
+        let threads = Arc::new(Mutex::new(Vec::new()));
+        let record = |threads: &Arc<Mutex<Vec<Option<String>>>>| {
+            let threads = Arc::clone(threads);
+            move || {
+                let name = std::thread::current().name().map(str::to_owned);
+                threads.lock().unwrap().push(name);
+            }
+        };
+        assert!(store.after_each_batch(record(&threads)));
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let hook = record(&threads);
+        store
+            .queue_message_then(message("r", "u1", "m"), move |outcome| {
+                outcome.expect("stored");
+                hook();
+                let _ = done_tx.send(());
+            })
+            .await
+            .expect("queued");
+        let on_commit = record(&threads);
+        store
+            .append_message_with(message("r", "u1", "n"), move |_| on_commit())
+            .await
+            .expect("appended");
+        done_rx.await.expect("the hook ran");
+        // The after-batch callback follows the hooks of its batch: wait for one after both.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while threads.lock().unwrap().len() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "two hooks and an after-batch callback: {:?}",
+                threads.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let threads = threads.lock().unwrap().clone();
+        assert!(threads.iter().all(|name| *name == callers), "{threads:?}");
     }
 
     pub(crate) async fn commits_are_spaced_while_several_senders_write(db: TestDb) {
