@@ -688,6 +688,15 @@ mod cases {
         assert_eq!(*heard.lock().unwrap(), expected);
     }
 
+    /// Polls `done` every 10 ms; after 10 s, fails with `why()`.
+    async fn wait_for(done: impl Fn() -> bool, why: impl Fn() -> String) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "{}", why());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub(crate) async fn the_after_batch_callback_follows_every_hook_of_its_batch(db: TestDb) {
         // The callback runs on the answering task after each batch's hooks: what it sees of the
         // hooks' work only grows, and once everything is answered it has seen all of it.
@@ -713,15 +722,16 @@ mod cases {
                 .await
                 .expect("queued");
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while seen.lock().unwrap().last() != Some(&50) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the callback never saw all 50 hooks: {:?}",
-                seen.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for(
+            || seen.lock().unwrap().last() == Some(&50),
+            || {
+                format!(
+                    "the callback never saw all 50 hooks: {:?}",
+                    seen.lock().unwrap()
+                )
+            },
+        )
+        .await;
         let seen = seen.lock().unwrap().clone();
         assert!(seen.is_sorted(), "{seen:?}");
         assert!(seen.len() <= 50, "at most one call per batch: {seen:?}");
@@ -763,15 +773,16 @@ mod cases {
             .expect("appended");
         done_rx.await.expect("the hook ran");
         // The after-batch callback follows the hooks of its batch: wait for one after both.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while threads.lock().unwrap().len() < 3 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "two hooks and an after-batch callback: {:?}",
-                threads.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for(
+            || threads.lock().unwrap().len() >= 3,
+            || {
+                format!(
+                    "two hooks and an after-batch callback: {:?}",
+                    threads.lock().unwrap()
+                )
+            },
+        )
+        .await;
         let threads = threads.lock().unwrap().clone();
         assert!(threads.iter().all(|name| *name == callers), "{threads:?}");
     }
