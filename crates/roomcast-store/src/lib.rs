@@ -66,7 +66,11 @@
 //!   exchange for throughput that does not cap the broadcast rate.
 //! - One writer task per store: message writes never contend with each other for SQLite's
 //!   single write lock, and seqs are assigned in one place. On a shared PostgreSQL the writers
-//!   of several processes serialize per room on the room's row.
+//!   of several processes serialize per room on the room's row. The writer runs on a thread of
+//!   its own, so it is not queued behind the application's tasks between its statements; the
+//!   hooks run on the application's runtime.
+//! - A `client_msg_id` is looked up only after a batch that held a retry: otherwise the insert
+//!   skips taken keys and a shortfall sends the batch round again with the look-up.
 //! - A failing message must not fail its neighbours. Unknown rooms are found without an error;
 //!   anything else that makes a statement fail costs a rollback and a retry of the batch in
 //!   smaller pieces (per room, then per message) until the failing message is isolated. Cheap

@@ -1,10 +1,11 @@
 //! The writer task: group commit of appended messages.
 //!
-//! One task per store, on a thread of its own ([`start`]), owns every message write. It receives `AppendRequest`s on the store's
-//! bounded `mpsc` (each carrying a `oneshot` for its answer), takes whatever is queued, up to
-//! `max_batch`, writes it all in one transaction, commits, and only then answers each request.
-//! The answering (commit hooks, then replies) runs on a second task, batch after batch in
-//! commit order, so the next batch is written while the last one's hooks run.
+//! One task per store, on a thread of its own ([`start`]), owns every message write. It
+//! receives `AppendRequest`s on the store's bounded `mpsc` (each carrying a `oneshot` for its
+//! answer), takes whatever is queued, up to `max_batch`, writes it all in one transaction,
+//! commits, and only then answers each request. The answering (commit hooks, then replies)
+//! runs on a second task, on the caller's runtime, batch after batch in commit order, so the
+//! next batch is written while the last one's hooks run.
 //!
 //! ```text
 //! append_message ─┐                           ┌─ BEGIN
@@ -210,8 +211,9 @@ struct CounterRow {
 /// After `BEGIN` or `COMMIT` fails it is let go, and the next batch takes a fresh one. Its page
 /// cache is larger than the pool's: [`WRITER_CACHE_PRAGMA`].
 ///
-/// It is closed when let go, never returned to the pool: a connection the writer opened has its
-/// socket registered with the writer's runtime ([`start`]), which ends with the writer.
+/// It is closed when let go, never returned to the pool: a PostgreSQL connection the writer
+/// opened has its socket registered with the writer's runtime ([`start`]), which ends with the
+/// writer.
 enum Held {
     None,
     Sqlite(PoolConnection<Sqlite>),
