@@ -504,6 +504,8 @@ mod tests {
         assert_eq!(args.websocket.ping_period, Duration::from_secs(54));
         assert_eq!(args.websocket.pong_wait, Duration::from_secs(60));
         assert_eq!(args.websocket.write_wait, Duration::from_secs(10));
+        assert_eq!(args.websocket.write_interval, Duration::from_millis(40));
+        assert_eq!(args.commit_interval, Duration::from_millis(5));
         assert!(args.websocket.enabled);
         assert!(!args.websocket.require_auth);
     }
