@@ -150,10 +150,10 @@ impl From<sqlx::Error> for UnitError {
 /// Looking up costs a statement per 1024 keys and an index search per key, about a fifth of
 /// the writer's time when every message carries a key (`roomcast-loadgen history`), and it
 /// almost never finds anything: a retry is a client resending after a lost connection. So a
-/// batch first inserts without looking, skipping rows whose key is taken
-/// ([`BatchSql::insert_new`](sql::BatchSql)), and counts the rows inserted: one short means a
-/// retry, and the batch is rolled back and written again looking the keys up (its seqs must
-/// not skip the retry's). The batches after it look up too, until one finds no retry: a
+/// batch first inserts without looking, skipping rows whose key is taken (the INSERT of
+/// [`BatchSql`](sql::BatchSql)), and counts the rows inserted: one short means a retry, and the
+/// batch is rolled back and written again looking the keys up (its seqs must not skip the
+/// retry's). The batches after it look up too, until one finds no retry: a
 /// client that keeps resending costs one look-up a batch, as before, not two attempts.
 ///
 /// Measured, alternating builds, SQLite on disk: `tests/throughput.rs` (4096 senders, 8 rooms)
@@ -763,13 +763,9 @@ async fn attempt(
                 found_retries |= !originals.is_empty();
                 let plan = plan_unit(batch, unit, &locked, counters, originals);
                 if !plan.inserts.is_empty() {
-                    let insert = match keys {
-                        Keys::LookUpFirst => &sql.insert,
-                        Keys::InsertFirst => &sql.insert_new,
-                    };
                     let mut rows = plan.inserts.as_slice();
                     while !rows.is_empty() {
-                        let chunk = insert.next_chunk(rows.len());
+                        let chunk = sql.insert.next_chunk(rows.len());
                         let (taken, rest) = rows.split_at(chunk.rows);
                         let mut query = sqlx::query(chunk.statement);
                         for slot in 0..chunk.slots {
@@ -788,7 +784,15 @@ async fn attempt(
                         }
                         let inserted = query.execute(&mut *tx).await?.rows_affected();
                         if inserted < chunk.rows as u64 {
-                            return Err(UnitError::KnownKey);
+                            return Err(match keys {
+                                Keys::InsertFirst => UnitError::KnownKey,
+                                // The look-up ran under the rooms' locks, so no key it missed
+                                // can be taken: fail the unit as a rejected statement would,
+                                // and the retries in smaller units isolate the message.
+                                Keys::LookUpFirst => UnitError::Statement(sqlx::Error::Protocol(
+                                    "a client_msg_id the look-up did not find is taken".into(),
+                                )),
+                            });
                         }
                         rows = rest;
                     }

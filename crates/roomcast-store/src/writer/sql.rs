@@ -126,11 +126,9 @@ pub(super) struct BatchSql {
     pub(super) lock_rooms: &'static str,
     /// `KeyRow`s (3 values a row): the earlier messages with those keys, as `MessageRow`s.
     pub(super) find_originals: ValuesSql,
-    /// `InsertRow`s then `created_at` (9 values a row): insert them.
+    /// `InsertRow`s then `created_at` (9 values a row): insert them, skipping every row whose
+    /// idempotency key is taken. The writer compares the rows inserted with the rows given.
     pub(super) insert: ValuesSql,
-    /// The same, skipping every row whose idempotency key is taken, for a batch whose keys were
-    /// not looked up first: the writer compares the rows inserted with the rows given.
-    pub(super) insert_new: ValuesSql,
     /// `$1` JSON array of `CounterRow`s: set the rooms' `last_seq`.
     pub(super) update_counters: &'static str,
 }
@@ -139,27 +137,19 @@ impl BatchSql {
     /// The statements for `backend`.
     pub(super) fn for_backend(backend: &Backend) -> BatchSql {
         let placeholders = Placeholders::of(backend);
-        // The same texts on both backends: both take a WITH clause before INSERT, and both
+        // The same text on both backends: both take a WITH clause before INSERT, and both
         // name a partial unique index as a conflict target by its columns and predicate. Only
         // a taken key is skipped: any other constraint still fails the statement.
-        let insert = |on_conflict: &str| {
-            ValuesSql::new(
-                placeholders,
-                9,
-                "WITH v (room_id, seq, id, user_id, username, content, data, client_msg_id, \
-                 created_at) AS (VALUES ",
-                &format!(
-                    ") INSERT INTO messages (room_id, seq, id, user_id, username, content, \
-                     data, client_msg_id, created_at) SELECT * FROM v \
-                     WHERE room_id IS NOT NULL{on_conflict}"
-                ),
-            )
-        };
-        let insert_new = insert(
-            " ON CONFLICT (room_id, user_id, client_msg_id) \
-             WHERE client_msg_id IS NOT NULL DO NOTHING",
+        let insert = ValuesSql::new(
+            placeholders,
+            9,
+            "WITH v (room_id, seq, id, user_id, username, content, data, client_msg_id, \
+             created_at) AS (VALUES ",
+            ") INSERT INTO messages (room_id, seq, id, user_id, username, content, data, \
+             client_msg_id, created_at) SELECT * FROM v WHERE room_id IS NOT NULL \
+             ON CONFLICT (room_id, user_id, client_msg_id) WHERE client_msg_id IS NOT NULL \
+             DO NOTHING",
         );
-        let insert = insert("");
         match backend {
             Backend::Sqlite(_) => BatchSql {
                 // `BEGIN IMMEDIATE` holds the write lock already: a plain read is enough.
@@ -179,7 +169,6 @@ impl BatchSql {
                     ),
                 ),
                 insert,
-                insert_new,
                 update_counters: "UPDATE rooms SET last_seq = c.last_seq \
                      FROM (SELECT value ->> 'id' AS id, value ->> 'last_seq' AS last_seq \
                      FROM json_each($1)) AS c \
@@ -206,7 +195,6 @@ impl BatchSql {
                      JOIN rooms r ON r.id = m.room_id",
                 ),
                 insert,
-                insert_new,
                 update_counters: "UPDATE rooms SET last_seq = c.last_seq \
                      FROM json_to_recordset($1::json) AS c(id BIGINT, last_seq BIGINT) \
                      WHERE rooms.id = c.id",
