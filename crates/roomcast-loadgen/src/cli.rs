@@ -95,6 +95,14 @@ pub struct TargetArgs {
     /// one run's teardown does not overlap the next.
     #[arg(long, default_value = "2s", value_parser = duration_between(Duration::ZERO, secs(60)))]
     pub pause: Duration,
+
+    /// Rounds of the comparison. With a baseline, the target runs first in odd rounds and the
+    /// baseline in even ones, so neither always meets the machine's quieter or busier
+    /// minutes; after the rounds a summary gives each figure's ratio per round, the median
+    /// ratio and how many rounds the target won. Without one, the target's figures per round
+    /// and their median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
 }
 
 impl TargetArgs {

@@ -13,7 +13,8 @@
 //!
 //! - [`cli`]: subcommands and options, each with a default and a bound.
 //! - [`scenario`]: `fanout` / `rooms`, `sweep`, `idle`, `connect`, `history`, and
-//!   [`scenario::compare`], which runs one against the target and the baseline and prints both.
+//!   [`scenario::compare`], which runs one against the target and the baseline and prints both
+//!   (`--rounds N`: N times, alternating which runs first, then the median ratios).
 //! - [`fleet`]: a run's clients: set-up with bounded concurrency, the publishing window, drain,
 //!   stop, accounting.
 //! - [`client`]: one connection's task (reads and counts; a publisher also sends on schedule).
@@ -25,7 +26,7 @@
 //! - [`ledger`]: exact delivery accounting and latency (HdrHistogram).
 //! - [`token`]: HS256 access tokens.
 //! - [`procfs`]: CPU time and RSS from `/proc`, the file-descriptor limit.
-//! - [`report`]: the table and the JSON line.
+//! - [`report`]: the table and the JSON line; the summary of several rounds.
 //! - [`progress`]: progress bars, hidden when stdout is not a terminal.
 //! - [`reference`](mod@reference): the bare reference server.
 //!
@@ -83,12 +84,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!(plan),
                 &targets,
                 args.target.pause,
+                args.target.rounds,
                 async |t, ns| Ok(sweep::report(&sweep::run(t, &plan, &ns).await?)),
             )
             .await?;
             Ok(())
         }
         Command::Idle(args) => {
+            if args.target.rounds > 1 {
+                bail!(
+                    "idle takes one round: it reads the growth of each server's RSS, which a \
+                     second round on the same processes would measure against memory the first \
+                     left behind; restart the servers and run it again instead"
+                );
+            }
             let plan = idle::IdlePlan {
                 connections: args.connections,
                 rooms: args.rooms,
@@ -102,6 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!(plan),
                 &targets,
                 args.target.pause,
+                args.target.rounds,
                 async |t, ns| idle::run(t, &plan, &ns).await,
             )
             .await?;
@@ -119,6 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!(plan),
                 &targets,
                 args.target.pause,
+                args.target.rounds,
                 async |t, ns| connect::run(t, &plan, &ns).await,
             )
             .await?;
@@ -148,6 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 json!(plan),
                 &targets,
                 args.target.pause,
+                args.target.rounds,
                 async |t, ns| Ok(history::run(t, &plan, &ns).await?.report()),
             )
             .await?;
@@ -168,6 +180,7 @@ async fn run_fanout(name: &str, args: cli::FanoutArgs) -> anyhow::Result<()> {
         json!(plan),
         &targets,
         args.target.pause,
+        args.target.rounds,
         async |t, ns| Ok(fanout::run(t, &plan, &ns).await?.report()),
     )
     .await?;

@@ -104,14 +104,7 @@ pub fn table(scenario: &str, params: &Value, runs: &[Run]) -> String {
     let Some(first) = runs.first() else {
         return out;
     };
-    let label_width = first
-        .report
-        .metrics
-        .iter()
-        .map(|m| label_with_unit(m).len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
+    let label_width = label_width(&first.report.metrics);
     let col = runs
         .iter()
         .map(|r| r.label.len())
@@ -144,8 +137,23 @@ pub fn table(scenario: &str, params: &Value, runs: &[Run]) -> String {
     out
 }
 
+/// One round of a comparison: every target's run, in the targets' order, and the label of the
+/// one that ran first.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// The label of the target that ran first in this round.
+    pub first: String,
+    /// The runs, in the targets' order (the target, then the baseline), whichever ran first.
+    pub runs: Vec<Run>,
+}
+
 /// The machine-readable report: one line of JSON.
 pub fn json_line(scenario: &str, params: &Value, runs: &[Run]) -> String {
+    json_value(scenario, params, runs).to_string()
+}
+
+/// [`json_line`] as a value, for callers that add to it.
+pub fn json_value(scenario: &str, params: &Value, runs: &[Run]) -> Value {
     let runs_json: Vec<Value> = runs
         .iter()
         .map(|run| {
@@ -179,7 +187,177 @@ pub fn json_line(scenario: &str, params: &Value, runs: &[Run]) -> String {
             .collect();
         line["ratios"] = Value::Object(ratios);
     }
-    line.to_string()
+    line
+}
+
+/// One figure across the rounds: the target's ratio to the baseline in each round (or, with
+/// no baseline, the target's value), their median, and the rounds the target won.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// JSON key of the figure.
+    pub key: &'static str,
+    /// Per round: the ratio target ÷ baseline, or the target's value without a baseline;
+    /// `None` where it was not measured.
+    pub per_round: Vec<Option<f64>>,
+    /// The median of the measured rounds.
+    pub median: Option<f64>,
+    /// With a baseline, for a figure with a better side that was measured: the rounds in which
+    /// the target's was better (ratio above 1 for a rate, below 1 for a cost).
+    pub target_won: Option<usize>,
+    /// Counted with `target_won`: the rounds in which both measured the same (ratio 1).
+    pub tied: Option<usize>,
+}
+
+/// Every figure of the first target across `rounds` (see [`Summary`]).
+///
+/// ```
+/// use roomcast_loadgen::report::{Better, Report, Round, Run, summarize};
+///
+/// let run = |label: &str, rate: f64| {
+///     let mut report = Report::default();
+///     report.push("rate", "rate", "msg/s", rate, Better::Higher);
+///     Run { label: label.into(), url: String::new(), report }
+/// };
+/// let rounds = [
+///     Round { first: "roomcast".into(), runs: vec![run("roomcast", 1500.0), run("bun", 1000.0)] },
+///     Round { first: "bun".into(), runs: vec![run("roomcast", 900.0), run("bun", 1000.0)] },
+///     Round { first: "roomcast".into(), runs: vec![run("roomcast", 1200.0), run("bun", 1000.0)] },
+/// ];
+/// let rate = &summarize(&rounds)[0];
+/// assert_eq!(rate.per_round, [Some(1.5), Some(0.9), Some(1.2)]);
+/// assert_eq!((rate.median, rate.target_won), (Some(1.2), Some(2)));
+/// ```
+pub fn summarize(rounds: &[Round]) -> Vec<Summary> {
+    let Some(first) = rounds.first().and_then(|r| r.runs.first()) else {
+        return Vec::new();
+    };
+    first
+        .report
+        .metrics
+        .iter()
+        .map(|metric| {
+            let per_round: Vec<Option<f64>> = rounds
+                .iter()
+                .map(|round| match round.runs.as_slice() {
+                    [a, b] => ratio(a.report.get(metric.key), b.report.get(metric.key)),
+                    [a] => a.report.get(metric.key),
+                    _ => None,
+                })
+                .collect();
+            let with_baseline = rounds.iter().all(|r| r.runs.len() == 2);
+            let measured = per_round.iter().any(Option::is_some);
+            let target_won = match metric.better {
+                _ if !with_baseline || !measured => None,
+                Better::Neither => None,
+                Better::Higher => Some(per_round.iter().flatten().filter(|r| **r > 1.0).count()),
+                Better::Lower => Some(per_round.iter().flatten().filter(|r| **r < 1.0).count()),
+            };
+            let tied =
+                target_won.map(|_| per_round.iter().flatten().filter(|r| **r == 1.0).count());
+            Summary {
+                key: metric.key,
+                tied,
+                median: median(per_round.iter().flatten().copied().collect()),
+                per_round,
+                target_won,
+            }
+        })
+        .collect()
+}
+
+/// The summary of several rounds for people: one line per figure.
+pub fn summary_table(scenario: &str, rounds: &[Round]) -> String {
+    let mut out = String::new();
+    let Some(first) = rounds.first().and_then(|r| r.runs.first()) else {
+        return out;
+    };
+    let baseline = rounds
+        .first()
+        .and_then(|r| r.runs.get(1))
+        .map(|b| b.label.as_str());
+    let order: Vec<&str> = rounds.iter().map(|r| r.first.as_str()).collect();
+    match baseline {
+        Some(baseline) => out.push_str(&format!(
+            "{scenario} summary: {} rounds, {} ÷ {baseline} (first to run: {})\n",
+            rounds.len(),
+            first.label,
+            order.join(", ")
+        )),
+        None => out.push_str(&format!(
+            "{scenario} summary: {} rounds of {}\n",
+            rounds.len(),
+            first.label
+        )),
+    }
+    let label_width = label_width(&first.report.metrics);
+    out.push_str(&format!("{:<label_width$}", "metric"));
+    for i in 1..=rounds.len() {
+        out.push_str(&format!("  {:>8}", format!("round {i}")));
+    }
+    out.push_str(&format!("  {:>8}", "median"));
+    if baseline.is_some() {
+        out.push_str(&format!("  {} better", first.label));
+    }
+    out.push('\n');
+    for (metric, summary) in first.report.metrics.iter().zip(summarize(rounds)) {
+        out.push_str(&format!("{:<label_width$}", label_with_unit(metric)));
+        let cell = |v: Option<f64>| match (v, baseline) {
+            (None, _) => "-".to_owned(),
+            (Some(r), Some(_)) => format!("{r:.2}"),
+            (Some(v), None) => number(v),
+        };
+        for value in &summary.per_round {
+            out.push_str(&format!("  {:>8}", cell(*value)));
+        }
+        out.push_str(&format!("  {:>8}", cell(summary.median)));
+        if let Some(won) = summary.target_won {
+            out.push_str(&format!("  {won} of {}", rounds.len()));
+        }
+        if let Some(tied) = summary.tied.filter(|&t| t > 0) {
+            out.push_str(&format!(", {tied} tied"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The summary of several rounds for scripts: one line of JSON.
+pub fn summary_json_line(scenario: &str, params: &Value, rounds: &[Round]) -> String {
+    let summaries = summarize(rounds);
+    let pick = |f: &dyn Fn(&Summary) -> Value| -> Map<String, Value> {
+        summaries.iter().map(|s| (s.key.to_owned(), f(s))).collect()
+    };
+    let with_baseline = rounds.iter().all(|r| r.runs.len() == 2);
+    let mut summary = json!({
+        "rounds": rounds.len(),
+        "first": rounds.iter().map(|r| r.first.clone()).collect::<Vec<_>>(),
+        "target": rounds.first().and_then(|r| r.runs.first()).map(|r| r.label.clone()),
+        "baseline": rounds.first().and_then(|r| r.runs.get(1)).map(|r| r.label.clone()),
+    });
+    let (per_round, median) = if with_baseline {
+        ("ratios", "median_ratios")
+    } else {
+        ("values", "median_values")
+    };
+    summary[per_round] = Value::Object(pick(&|s| json!(s.per_round)));
+    summary[median] = Value::Object(pick(&|s| json!(s.median)));
+    if with_baseline {
+        summary["target_won"] = Value::Object(pick(&|s| json!(s.target_won)));
+        summary["tied"] = Value::Object(pick(&|s| json!(s.tied)));
+    }
+    json!({"scenario": scenario, "params": params, "summary": summary}).to_string()
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
@@ -187,6 +365,16 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
         (Some(a), Some(b)) if b != 0.0 && a.is_finite() && b.is_finite() => Some(a / b),
         _ => None,
     }
+}
+
+/// The width of the first column: the longest label, at least "metric".
+fn label_width(metrics: &[Metric]) -> usize {
+    metrics
+        .iter()
+        .map(|m| label_with_unit(m).len())
+        .max()
+        .unwrap_or(6)
+        .max(6)
 }
 
 fn label_with_unit(metric: &Metric) -> String {
@@ -266,6 +454,100 @@ mod tests {
         assert_eq!(line["ratios"]["p99"], 0.5);
         assert!(line["ratios"].get("server_cpu").is_none());
         assert_eq!(line["runs"][1]["metrics"]["rate"], 1000.0);
+    }
+
+    fn round(first: &str, runs: Vec<Run>) -> Round {
+        Round {
+            first: first.to_owned(),
+            runs,
+        }
+    }
+
+    #[test]
+    fn rounds_are_summarized_as_ratios_with_their_median_and_the_rounds_won() {
+        let rounds = [
+            round("a", vec![run("a", 1500.0, 12.5), run("b", 1000.0, 25.0)]),
+            round("b", vec![run("a", 900.0, 30.0), run("b", 1000.0, 20.0)]),
+            round("a", vec![run("a", 1200.0, 10.0), run("b", 1000.0, 20.0)]),
+        ];
+        let summary = summarize(&rounds);
+        let rate = summary.iter().find(|s| s.key == "rate").unwrap();
+        assert_eq!(rate.per_round, [Some(1.5), Some(0.9), Some(1.2)]);
+        assert_eq!(rate.median, Some(1.2));
+        assert_eq!(rate.target_won, Some(2));
+        // A cost is won with a ratio below 1.
+        let p99 = summary.iter().find(|s| s.key == "p99").unwrap();
+        assert_eq!(p99.per_round, [Some(0.5), Some(1.5), Some(0.5)]);
+        assert_eq!(p99.target_won, Some(2));
+        // Not measured: no ratio, no median, no count of rounds won.
+        let cpu = summary.iter().find(|s| s.key == "server_cpu").unwrap();
+        assert_eq!(cpu.per_round, [None, None, None]);
+        assert_eq!((cpu.median, cpu.target_won), (None, None));
+
+        let table = summary_table("sweep", &rounds);
+        assert!(
+            table.starts_with("sweep summary: 3 rounds, a ÷ b (first to run: a, b, a)\n"),
+            "{table}"
+        );
+        let rate_line = table.lines().find(|l| l.starts_with("rate")).unwrap();
+        assert!(rate_line.contains("1.50"), "{table}");
+        assert!(rate_line.ends_with("1.20  2 of 3"), "{table}");
+        let line: Value =
+            serde_json::from_str(&summary_json_line("sweep", &json!({}), &rounds)).unwrap();
+        assert_eq!(line["summary"]["rounds"], 3);
+        assert_eq!(line["summary"]["first"], json!(["a", "b", "a"]));
+        assert_eq!(line["summary"]["ratios"]["rate"], json!([1.5, 0.9, 1.2]));
+        assert_eq!(line["summary"]["median_ratios"]["rate"], 1.2);
+        assert_eq!(line["summary"]["target_won"]["p99"], 2);
+        assert_eq!(line["summary"]["tied"]["rate"], 0);
+
+        // Equal figures are ties, not losses.
+        let tie = [round(
+            "a",
+            vec![run("a", 1000.0, 20.0), run("b", 1000.0, 25.0)],
+        )];
+        let rate = summarize(&tie)
+            .into_iter()
+            .find(|s| s.key == "rate")
+            .unwrap();
+        assert_eq!((rate.target_won, rate.tied), (Some(0), Some(1)));
+        let table = summary_table("sweep", &tie);
+        let rate_line = table.lines().find(|l| l.starts_with("rate")).unwrap();
+        assert!(rate_line.ends_with("0 of 1, 1 tied"), "{table}");
+    }
+
+    #[test]
+    fn rounds_without_a_baseline_are_summarized_as_values() {
+        let rounds = [
+            round("a", vec![run("a", 1500.0, 12.5)]),
+            round("a", vec![run("a", 1000.0, 20.0)]),
+        ];
+        let rate = summarize(&rounds)
+            .into_iter()
+            .find(|s| s.key == "rate")
+            .unwrap();
+        assert_eq!(rate.per_round, [Some(1500.0), Some(1000.0)]);
+        assert_eq!(rate.median, Some(1250.0), "the mean of the middle two");
+        assert_eq!((rate.target_won, rate.tied), (None, None));
+        let table = summary_table("history", &rounds);
+        assert!(
+            table.starts_with("history summary: 2 rounds of a\n"),
+            "{table}"
+        );
+        assert!(table.contains("1,250"), "{table}");
+        let line: Value =
+            serde_json::from_str(&summary_json_line("history", &json!({}), &rounds)).unwrap();
+        assert_eq!(line["summary"]["values"]["rate"], json!([1500.0, 1000.0]));
+        assert_eq!(line["summary"]["median_values"]["rate"], 1250.0);
+        assert!(line["summary"].get("target_won").is_none());
+        assert!(line["summary"]["baseline"].is_null());
+    }
+
+    #[test]
+    fn median_of_nothing_is_none() {
+        assert_eq!(median(Vec::new()), None);
+        assert_eq!(median(vec![f64::NAN]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use roomcast_loadgen::cli::Shape;
-use roomcast_loadgen::reference;
 use roomcast_loadgen::scenario::fanout::{self, FanoutOutcome, FanoutPlan};
 use roomcast_loadgen::scenario::history::{self, HistoryPlan};
 use roomcast_loadgen::target::{Endpoint, Target};
+use roomcast_loadgen::{reference, report, scenario};
 use roomcast_server::{DirectoryMode, Server, ServerConfig, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -77,6 +77,53 @@ async fn fanout_against_the_reference_server_delivers_every_message_once() {
         outcome.delivery.messages_sent * 20
     );
     stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_alternate_which_server_runs_first_and_report_both_every_round() {
+    let (a, stop_a) = reference::spawn_local().await.unwrap();
+    let (b, stop_b) = reference::spawn_local().await.unwrap();
+    let targets = [target("first", a), target("second", b)];
+    let plan = FanoutPlan {
+        duration: Duration::from_secs(1),
+        ..plan(1)
+    };
+    let mut ran: Vec<String> = Vec::new();
+    let rounds = scenario::compare(
+        "fanout",
+        serde_json::json!(plan),
+        &targets,
+        Duration::from_millis(100),
+        2,
+        async |t, ns| {
+            ran.push(t.label.clone());
+            let outcome = fanout::run(t, &plan, &ns).await?;
+            let d = &outcome.delivery;
+            assert!(d.messages_sent > 0, "nothing was sent: {outcome:#?}");
+            assert_eq!((d.received, d.lost), (d.expected, 0), "{outcome:#?}");
+            Ok(outcome.report())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ran, ["first", "second", "second", "first"]);
+    let firsts: Vec<&str> = rounds.iter().map(|r| r.first.as_str()).collect();
+    assert_eq!(firsts, ["first", "second"]);
+    for round in &rounds {
+        // Reported in the targets' order, whichever ran first.
+        let labels: Vec<&str> = round.runs.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["first", "second"]);
+    }
+    // Every figure of the rounds is summarized; both servers delivered everything.
+    let summary = report::summarize(&rounds);
+    let delivered = summary.iter().find(|s| s.key == "received").unwrap();
+    assert_eq!(delivered.per_round.len(), 2);
+    assert!(
+        delivered.per_round.iter().all(|r| r.is_some()),
+        "{delivered:?}"
+    );
+    stop_a.cancel();
+    stop_b.cancel();
 }
 
 /// The real server as `roomcast serve` runs it, on a SQLite file of its own, until the

@@ -1,6 +1,6 @@
 //! The scenarios. Each runs against one [`Target`] and returns figures; [`compare`] runs one
-//! against the target and then the baseline, in the same invocation, and prints both with
-//! their ratios.
+//! against the target and the baseline, in the same invocation, and prints both with their
+//! ratios, in as many rounds as asked (alternating which goes first) with a summary after.
 //!
 //! - [`fanout`]: rooms × clients, publishers at a total rate (also `rooms`).
 //! - [`sweep`]: fan-out steps at rising rates until p99 or loss fails.
@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::bail;
 use serde_json::Value;
 
-use crate::report::{self, Report, Run};
+use crate::report::{self, Report, Round, Run};
 use crate::target::Target;
 
 /// File descriptors kept free for everything that is not a client socket.
@@ -68,33 +68,80 @@ pub fn run_id() -> String {
     format!("{:06x}", nanos & 0xff_ffff)
 }
 
-/// Runs `scenario` against every target in turn (pausing `pause` between them), then prints
-/// the table and the JSON line to stdout.
+/// Runs `scenario` against every target in turn (pausing `pause` between runs), `rounds`
+/// times, printing each round's table and JSON line to stdout as it ends; after more than one
+/// round, a summary of every figure across them ([`report::summarize`]).
+///
+/// Round `k` (from 1) runs the targets in order when `k` is odd and in reverse when it is
+/// even (see [`round_order`]), so with a baseline neither always runs first; each round's runs
+/// are reported in the targets' order.
 ///
 /// # Errors
 ///
-/// The first target whose run failed.
+/// The first run that failed.
 pub async fn compare(
     name: &str,
     params: Value,
     targets: &[Target],
     pause: Duration,
+    rounds: u32,
     mut scenario: impl AsyncFnMut(&Target, String) -> anyhow::Result<Report>,
-) -> anyhow::Result<Vec<Run>> {
+) -> anyhow::Result<Vec<Round>> {
     let id = run_id();
-    let mut runs = Vec::with_capacity(targets.len());
-    for (i, target) in targets.iter().enumerate() {
-        if i > 0 {
-            tokio::time::sleep(pause).await;
+    let mut done: Vec<Round> = Vec::with_capacity(rounds as usize);
+    for round in 1..=rounds {
+        let order = round_order(round, targets.len());
+        let mut runs: Vec<Option<Run>> = vec![None; targets.len()];
+        for (n, &i) in order.iter().enumerate() {
+            if round > 1 || n > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            let target = &targets[i];
+            // Every run gets names of its own: a round's users and rooms are new.
+            let namespace = format!("{id}{}", (round as usize - 1) * targets.len() + i);
+            let report = scenario(target, namespace).await?;
+            runs[i] = Some(Run {
+                label: target.label.clone(),
+                url: target.endpoint.url().to_owned(),
+                report,
+            });
         }
-        let report = scenario(target, format!("{id}{i}")).await?;
-        runs.push(Run {
-            label: target.label.clone(),
-            url: target.endpoint.url().to_owned(),
-            report,
-        });
+        let runs: Vec<Run> = runs.into_iter().flatten().collect();
+        let first = order
+            .first()
+            .map_or_else(String::new, |&i| targets[i].label.clone());
+        if rounds > 1 {
+            println!("round {round} of {rounds} (first: {first})");
+        }
+        print!("{}", report::table(name, &params, &runs));
+        let mut line = report::json_value(name, &params, &runs);
+        if rounds > 1 {
+            line["round"] = round.into();
+            line["first"] = first.clone().into();
+        }
+        println!("{line}");
+        done.push(Round { first, runs });
     }
-    print!("{}", report::table(name, &params, &runs));
-    println!("{}", report::json_line(name, &params, &runs));
-    Ok(runs)
+    if rounds > 1 {
+        print!("{}", report::summary_table(name, &done));
+        println!("{}", report::summary_json_line(name, &params, &done));
+    }
+    Ok(done)
+}
+
+/// The order in which round `round` (from 1) runs `targets` targets: as given in odd rounds,
+/// reversed in even ones.
+///
+/// ```
+/// use roomcast_loadgen::scenario::round_order;
+/// assert_eq!(round_order(1, 2), [0, 1]);
+/// assert_eq!(round_order(2, 2), [1, 0]);
+/// assert_eq!(round_order(3, 1), [0]);
+/// ```
+pub fn round_order(round: u32, targets: usize) -> Vec<usize> {
+    if round % 2 == 1 {
+        (0..targets).collect()
+    } else {
+        (0..targets).rev().collect()
+    }
 }
