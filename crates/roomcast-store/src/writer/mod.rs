@@ -290,6 +290,10 @@ macro_rules! with_writer_conn {
 /// limit, not an allocation: the cache grows only as pages are used.
 const WRITER_CACHE_PRAGMA: &str = "PRAGMA cache_size = -16384";
 
+/// A batch whose statements and commit take longer than this is logged (debug): every message
+/// in it waited that long before its broadcast and ack.
+const SLOW_BATCH: Duration = Duration::from_millis(50);
+
 /// How often `checkpoint_loop` copies the SQLite WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -323,8 +327,14 @@ async fn checkpoint_loop(pool: SqlitePool, rewind: Arc<AtomicBool>) {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        let started = Instant::now();
         match passive_checkpoint(&pool).await {
-            Ok((log, _)) => {
+            Ok((log, copied)) => {
+                let took = started.elapsed();
+                if took >= SLOW_BATCH {
+                    let ms = took.as_millis() as u64;
+                    tracing::debug!(log, copied, ms, "slow WAL checkpoint");
+                }
                 if log > WAL_REWIND_FRAMES {
                     rewind.store(true, Ordering::Relaxed);
                 }
@@ -488,7 +498,16 @@ async fn run(
             .drain(..)
             .map(|request| (request.pending, request.waiter))
             .unzip();
+        let started = Instant::now();
         let outcomes = write_batch(&backend, &mut held, &mut keys, &sql, &pending).await;
+        let took = started.elapsed();
+        if took >= SLOW_BATCH {
+            tracing::debug!(
+                ms = took.as_millis() as u64,
+                messages = pending.len(),
+                "slow batch"
+            );
+        }
         if let Err(mpsc::error::SendError((pending, waiters, outcomes))) =
             answer_tx.send((pending, waiters, outcomes)).await
         {
@@ -501,8 +520,14 @@ async fn run(
         {
             // Between two batches nothing is appended, so this copies every frame no reader
             // still needs and the next batch rewinds the log.
+            let started = Instant::now();
             match passive_checkpoint(&mut **conn).await {
-                Ok((log, copied)) => tracing::debug!(log, copied, "WAL caught up to rewind"),
+                Ok((log, copied)) => tracing::debug!(
+                    log,
+                    copied,
+                    ms = started.elapsed().as_millis() as u64,
+                    "WAL caught up to rewind"
+                ),
                 Err(err) => tracing::warn!(error = %err, "WAL checkpoint failed"),
             }
         }
