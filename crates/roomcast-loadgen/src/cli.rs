@@ -465,6 +465,9 @@ mod tests {
         assert!(parse(&["history", "--publishers", "100001"]).is_err());
         assert!(parse(&["history", "--max-messages", "0"]).is_err());
         assert!(parse(&["history", "--verify-history", "maybe"]).is_err());
+        assert!(parse(&["sweep", "--rounds", "0"]).is_err());
+        assert!(parse(&["sweep", "--rounds", "21"]).is_err());
+        assert!(parse(&["sweep", "--rounds", "20"]).is_ok());
     }
 
     #[test]

@@ -186,3 +186,27 @@ async fn run_fanout(name: &str, args: cli::FanoutArgs) -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// Refusals that come before any connection: the message names what to do instead.
+    async fn refused(args: &[&str]) -> String {
+        let mut argv = vec!["roomcast-loadgen"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).expect("parses");
+        let err = run(cli).await.expect_err("refused before connecting");
+        format!("{err:#}")
+    }
+
+    #[tokio::test]
+    async fn idle_refuses_more_than_one_round_and_history_a_baseline() {
+        let idle = refused(&["idle", "--rounds", "2"]).await;
+        assert!(idle.contains("idle takes one round"), "{idle}");
+        let history = refused(&["history", "--baseline-url", "ws://127.0.0.1:9/ws/auth"]).await;
+        assert!(history.contains("history has no baseline"), "{history}");
+    }
+}

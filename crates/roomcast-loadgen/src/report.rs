@@ -231,6 +231,7 @@ pub fn summarize(rounds: &[Round]) -> Vec<Summary> {
     let Some(first) = rounds.first().and_then(|r| r.runs.first()) else {
         return Vec::new();
     };
+    let with_baseline = with_baseline(rounds);
     first
         .report
         .metrics
@@ -244,7 +245,6 @@ pub fn summarize(rounds: &[Round]) -> Vec<Summary> {
                     _ => None,
                 })
                 .collect();
-            let with_baseline = rounds.iter().all(|r| r.runs.len() == 2);
             let measured = per_round.iter().any(Option::is_some);
             let target_won = match metric.better {
                 _ if !with_baseline || !measured => None,
@@ -327,7 +327,7 @@ pub fn summary_json_line(scenario: &str, params: &Value, rounds: &[Round]) -> St
     let pick = |f: &dyn Fn(&Summary) -> Value| -> Map<String, Value> {
         summaries.iter().map(|s| (s.key.to_owned(), f(s))).collect()
     };
-    let with_baseline = rounds.iter().all(|r| r.runs.len() == 2);
+    let with_baseline = with_baseline(rounds);
     let mut summary = json!({
         "rounds": rounds.len(),
         "first": rounds.iter().map(|r| r.first.clone()).collect::<Vec<_>>(),
@@ -346,6 +346,11 @@ pub fn summary_json_line(scenario: &str, params: &Value, rounds: &[Round]) -> St
         summary["tied"] = Value::Object(pick(&|s| json!(s.tied)));
     }
     json!({"scenario": scenario, "params": params, "summary": summary}).to_string()
+}
+
+/// Whether every round compared a target with a baseline (two runs), so figures are ratios.
+fn with_baseline(rounds: &[Round]) -> bool {
+    rounds.iter().all(|r| r.runs.len() == 2)
 }
 
 /// The median of `values` (the mean of the middle two for an even count); `None` when empty.
