@@ -66,6 +66,19 @@ pub struct ServeArgs {
           value_parser = parse_with::<usize>("ROOMCAST_REPLAY_LIMIT", "a whole number"))]
     pub replay_limit: usize,
 
+    /// Whether joining a room that does not exist creates it (public), on every endpoint that
+    /// joins by name (`/ws` `join`, `/ws/{room}`, `/ws/chat/{room_name}/`). When false, such a
+    /// join is refused (4000, or an `error` envelope). `/create-room` always creates.
+    #[arg(long = "auto-create-rooms", env = "ROOMCAST_AUTO_CREATE_ROOMS", default_value = "true",
+          value_parser = bool_var("ROOMCAST_AUTO_CREATE_ROOMS"), action = clap::ArgAction::Set)]
+    pub auto_create_rooms: bool,
+
+    /// Most characters in one chat message, whatever the endpoint; longer ones are answered
+    /// with an error and the connection stays open. `0`: no bound but the frame size.
+    #[arg(long = "max-message-chars", env = "ROOMCAST_MAX_MESSAGE_CHARS", default_value = "2000",
+          value_parser = parse_with::<usize>("ROOMCAST_MAX_MESSAGE_CHARS", "a whole number"))]
+    pub max_message_chars: usize,
+
     /// Shortest time between the starts of two commits of chat messages while several
     /// clients send at once; messages that arrive meanwhile join the next commit. `0s` commits
     /// at once. At most 1 s.
@@ -474,6 +487,8 @@ impl ServeArgs {
             store,
             history_limit: self.history_limit,
             replay_limit: self.replay_limit,
+            auto_create_rooms: self.auto_create_rooms,
+            max_message_chars: self.max_message_chars,
             user_directory: self.store.user_directory,
             websocket_enabled: self.websocket.enabled,
             require_auth: self.websocket.require_auth,

@@ -7,8 +7,10 @@
 //!
 //! - [`config`]: flags and environment variables (`WEBSOCKET_*`, `ROOMCAST_*`, `DATABASE_URL`),
 //!   start-up checks.
-//! - [`chat`]: the native dialect's [`roomcast::Handler`] (seed 002): join with history and
-//!   resume, leave, message (persist, then broadcast, then ack), ping, user_list, errors.
+//! - [`chat`]: a [`roomcast::Handler`] per wire format, sharing one path to the store and the
+//!   hub: [`chat::NativeChat`] (seed 002: join with history and resume, leave, message, ping,
+//!   user_list, errors), [`chat::ChannelsChat`] (seed 004, `/ws/chat/{room_name}/`),
+//!   [`chat::TokenChat`] (seed 003, `/ws/chat?token=` with room tokens).
 //! - [`token`]: signing tokens ([`token::TokenIssuer`], `roomcast token`).
 //! - `directory`: [`StoreDirectory`], the user directory backed by the store.
 //! - this file: shared state ([`AppState`]), the router ([`Server::router`]) and the life
@@ -24,10 +26,15 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::response::Redirect;
 use axum::routing::get;
+use roomcast::protocol::channels::CHANNELS;
 use roomcast::protocol::native::NATIVE;
-use roomcast::{AllowedOrigins, Authenticator, Endpoint, Hub, SessionConfig};
+use roomcast::protocol::token_scoped::TOKEN_SCOPED;
+use roomcast::{AllowedOrigins, Authenticator, Endpoint, Hub, SessionConfig, TrustTokens};
 use roomcast_store::{Store, StoreError, StoreOptions};
 use tokio::net::TcpListener;
 
@@ -63,6 +70,10 @@ impl StoreConfig {
     }
 }
 
+/// Default of `ROOMCAST_MAX_MESSAGE_CHARS`: a long chat message, well inside the default
+/// `WEBSOCKET_MAX_MESSAGE_SIZE` (4096 bytes) when written in ASCII.
+pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 2000;
+
 /// Everything the server needs, already validated.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -80,6 +91,12 @@ pub struct ServerConfig {
     pub history_limit: usize,
     /// Most messages a `join` with `since` replays (`ROOMCAST_REPLAY_LIMIT`).
     pub replay_limit: usize,
+    /// Whether joining a room that does not exist creates it, on every endpoint that joins by
+    /// name (`ROOMCAST_AUTO_CREATE_ROOMS`).
+    pub auto_create_rooms: bool,
+    /// Most characters in a chat message, whatever the endpoint; `0`: no bound beyond
+    /// `WEBSOCKET_MAX_MESSAGE_SIZE` (`ROOMCAST_MAX_MESSAGE_CHARS`).
+    pub max_message_chars: usize,
     /// Who decides that a token's user exists (`ROOMCAST_USER_DIRECTORY`).
     pub user_directory: DirectoryMode,
     /// Serve the WebSocket endpoints (`WEBSOCKET_ENABLED`).
@@ -114,6 +131,8 @@ impl ServerConfig {
             store,
             history_limit: 50,
             replay_limit: 1000,
+            auto_create_rooms: true,
+            max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
             user_directory: DirectoryMode::Store,
             websocket_enabled: true,
             require_auth: false,
@@ -139,6 +158,12 @@ pub struct AppState {
     pub history_limit: usize,
     /// Most messages a resume replays.
     pub replay_limit: usize,
+    /// Whether joining a missing room creates it.
+    pub auto_create_rooms: bool,
+    /// Most characters in a chat message (`0`: no bound).
+    pub max_message_chars: usize,
+    /// Who may enter which room; remembers public rooms.
+    pub(crate) rooms: Arc<chat::RoomGate>,
     /// Broadcasts what the store has committed, a group at a time.
     pub(crate) deliveries: chat::Deliveries,
 }
@@ -148,6 +173,8 @@ pub struct AppState {
 pub struct Server {
     state: AppState,
     config: ServerConfig,
+    /// Takes only seed 003's room tokens (`/ws/chat`).
+    room_auth: Authenticator,
 }
 
 impl Server {
@@ -158,6 +185,13 @@ impl Server {
     /// When the store cannot be opened or migrated.
     pub async fn start(mut config: ServerConfig) -> Result<Self, StoreError> {
         let store = Store::connect_with(&config.store.url, config.store.options.clone()).await?;
+        // Room tokens name a generated client, never a stored user: the directory is not
+        // asked. Taken before the store directory is set on `auth`.
+        let room_auth = config
+            .auth
+            .clone()
+            .token_type("room")
+            .directory(TrustTokens);
         if config.user_directory == DirectoryMode::Store {
             config.auth = config
                 .auth
@@ -173,8 +207,15 @@ impl Server {
             auth: config.auth.clone(),
             history_limit: config.history_limit,
             replay_limit: config.replay_limit,
+            auto_create_rooms: config.auto_create_rooms,
+            max_message_chars: config.max_message_chars,
+            rooms: Arc::default(),
         };
-        Ok(Self { state, config })
+        Ok(Self {
+            state,
+            config,
+            room_auth,
+        })
     }
 
     /// The hub: connections, rooms, sends.
@@ -197,6 +238,9 @@ impl Server {
         let config = &self.config;
         let mut router = Router::new()
             .route("/healthz", get(healthz))
+            // Seed 004 links its HTTP API documentation here.
+            .route("/swagger", get(|| async { Redirect::permanent("/docs") }))
+            .route("/swagger/", get(|| async { Redirect::permanent("/docs") }))
             .merge(api::router(self.state.clone()));
         if config.websocket_enabled {
             let native = |guests: bool| {
@@ -213,6 +257,24 @@ impl Server {
                 .route("/ws/{room}", native(guests))
                 .route("/ws/auth", native(false))
                 .route("/ws/auth/{room}", native(false));
+            let channels = || {
+                let chat = chat::ChannelsChat::new(self.state.clone());
+                Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat)
+                    .dialect(&CHANNELS)
+                    .allowed_origins(config.allowed_origins.clone())
+                    .into_route()
+            };
+            let token_chat = chat::TokenChat::new(self.state.clone());
+            let token_chat =
+                Endpoint::new(self.state.hub.clone(), self.room_auth.clone(), token_chat)
+                    .dialect(&TOKEN_SCOPED)
+                    .claims_as_params(&[chat::ROOM_CLAIM])
+                    .auth_refusal(chat::TokenChat::refusal)
+                    .allowed_origins(config.allowed_origins.clone());
+            router = router
+                .route("/ws/chat/{room_name}/", channels())
+                .route("/ws/chat/{room_name}", channels())
+                .route("/ws/chat", token_chat.into_route());
             if config.echo_endpoint {
                 let echo = Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat::Echo)
                     .allow_guests(true)
@@ -271,6 +333,21 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let server = Server::start(config).await.map_err(std::io::Error::other)?;
     server.run(listener, shutdown).await
+}
+
+impl AppState {
+    /// Checks a chat message's length against `ROOMCAST_MAX_MESSAGE_CHARS`.
+    ///
+    /// # Errors
+    ///
+    /// What to tell the client when it is too long.
+    pub fn check_length(&self, content: &str) -> Result<(), String> {
+        let max = self.max_message_chars;
+        if max > 0 && content.chars().take(max + 1).count() > max {
+            return Err(format!("message is longer than {max} characters"));
+        }
+        Ok(())
+    }
 }
 
 async fn healthz() -> axum::Json<serde_json::Value> {

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 
 /// Signs tokens with the server's key, with the claims roomcast's [`roomcast::Authenticator`]
-/// checks: `sub`, `username`, `type` (`access` or `refresh`), `iat`, `exp`, and `iss` / `aud`
+/// checks: `sub`, `username`, `type` (`access`, `refresh` or seed 003's `room`), `iat`, `exp`, and `iss` / `aud`
 /// when configured. Refresh tokens also carry a `jti`, the handle the store rotates.
 #[derive(Clone)]
 pub struct TokenIssuer {
@@ -75,8 +75,7 @@ impl TokenIssuer {
         self.sign(access_claims(sub, username, self.access_ttl))
     }
 
-    /// An access token valid for `ttl` with extra claims merged in (seed 003's `client_id`,
-    /// `room_id`, `name`).
+    /// An access token valid for `ttl` with extra claims merged in.
     pub fn access_with(
         &self,
         sub: &str,
@@ -87,6 +86,31 @@ impl TokenIssuer {
         let mut claims = access_claims(sub, username, ttl);
         if let Some(object) = claims.as_object_mut() {
             object.extend(extra);
+        }
+        self.sign(claims)
+    }
+
+    /// A seed 003 room token: claims `client_id` (also `sub`), `room_id`, `name` and
+    /// `"type": "room"`, valid for `ttl`. It opens `/ws/chat` for that room and nothing else;
+    /// access tokens do not open `/ws/chat`.
+    ///
+    /// ```
+    /// let secret = b"a secret of at least 32 bytes, please!";
+    /// let issuer = roomcast_server::token::TokenIssuer::hs256(secret);
+    /// let token = issuer.room("c0ffee", "K7PQ2XHM", "Ann", std::time::Duration::from_secs(60));
+    /// let access = roomcast::Authenticator::hs256(secret);
+    /// assert!(access.validate(&token).is_err(), "not an access token");
+    /// let rooms = access.token_type("room");
+    /// assert_eq!(rooms.validate(&token).unwrap().claim("room_id"), Some("K7PQ2XHM"));
+    /// ```
+    pub fn room(&self, client_id: &str, room_id: &str, name: &str, ttl: Duration) -> String {
+        let mut claims = access_claims(client_id, name, ttl);
+        if let Some(object) = claims.as_object_mut() {
+            object.remove("username");
+            object.insert("type".into(), json!("room"));
+            object.insert("client_id".into(), json!(client_id));
+            object.insert("room_id".into(), json!(room_id));
+            object.insert("name".into(), json!(name));
         }
         self.sign(claims)
     }

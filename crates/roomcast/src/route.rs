@@ -27,7 +27,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::auth::token::{SUBPROTOCOL_PREFIX, find_token, subprotocol_token};
-use crate::auth::{AuthError, Authenticator, Identity};
+use crate::auth::{AuthError, Authenticator, Claims, Identity};
 use crate::frame::{CloseReason, close_code};
 use crate::handler::Handler;
 use crate::hub::Hub;
@@ -129,6 +129,10 @@ struct EndpointInner<H> {
     admission: Admission,
     dialect: &'static dyn Dialect,
     origins: AllowedOrigins,
+    /// Token claims copied into the session's parameters; empty for most endpoints.
+    claim_params: &'static [&'static str],
+    /// The close reason of a connection whose token was refused.
+    auth_refusal: fn(&AuthError) -> CloseReason,
 }
 
 impl<H: Handler> Endpoint<H> {
@@ -143,6 +147,8 @@ impl<H: Handler> Endpoint<H> {
                 admission: Admission::Required,
                 dialect: &Raw,
                 origins: AllowedOrigins::Any,
+                claim_params: &[],
+                auth_refusal: AuthError::close_reason,
             }),
         }
     }
@@ -176,6 +182,47 @@ impl<H: Handler> Endpoint<H> {
         self.edit(|inner| inner.origins = origins)
     }
 
+    /// Copies these string claims of each connection's token into its session's parameters,
+    /// where hooks read them with [`Session::param`]: seed 003's room tokens name their room
+    /// in `room_id`. A token without one of them is refused as invalid. Default: none.
+    ///
+    /// ```no_run
+    /// # use roomcast::{Authenticator, Endpoint, Handler, Hub, Incoming, Session, SessionConfig};
+    /// struct Scoped;
+    /// impl Handler for Scoped {
+    ///     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
+    ///         let room = cx.param("room_id").expect("the endpoint requires the claim");
+    ///         Ok(())
+    ///     }
+    ///     async fn on_message(&self, _: &Session, _: Incoming) -> roomcast::Result<()> { Ok(()) }
+    /// }
+    /// let hub = Hub::new(SessionConfig::default());
+    /// let auth = Authenticator::hs256(b"a secret of at least 32 bytes, please!").token_type("room");
+    /// let route: axum::routing::MethodRouter =
+    ///     Endpoint::new(hub, auth, Scoped).claims_as_params(&["room_id"]).into_route();
+    /// ```
+    pub fn claims_as_params(self, claims: &'static [&'static str]) -> Self {
+        self.edit(|inner| inner.claim_params = claims)
+    }
+
+    /// How a connection whose token was refused is closed. Default:
+    /// [`AuthError::close_reason`] (4001, or 1011 when the user directory cannot answer).
+    /// Seed 003's endpoint closes with 1008 instead.
+    ///
+    /// ```
+    /// use roomcast::{AuthError, CloseReason, close_code};
+    /// fn policy(err: &AuthError) -> CloseReason {
+    ///     match err {
+    ///         AuthError::Missing => CloseReason::new(close_code::POLICY, "Token required"),
+    ///         other => CloseReason::new(close_code::POLICY, other.to_string()),
+    ///     }
+    /// }
+    /// # let _ = policy;
+    /// ```
+    pub fn auth_refusal(self, refusal: fn(&AuthError) -> CloseReason) -> Self {
+        self.edit(|inner| inner.auth_refusal = refusal)
+    }
+
     /// The axum route (a `GET` handler) serving this endpoint.
     pub fn into_route<S>(self) -> MethodRouter<S>
     where
@@ -207,7 +254,8 @@ where
 
 /// Who may connect, decided before the upgrade.
 enum Verdict {
-    Admit(Identity, OwnedSemaphorePermit),
+    /// With the claims the endpoint copies into the session's parameters.
+    Admit(Identity, OwnedSemaphorePermit, Vec<(String, String)>),
     Refuse(CloseReason),
 }
 
@@ -243,7 +291,11 @@ async fn upgrade<H: Handler>(
     // A refused connection gets a task of its own: its future (the close handshake) is larger
     // than a session's, and as one branch of every connection's task it would set that size.
     match verdict {
-        Verdict::Admit(identity, permit) => {
+        Verdict::Admit(identity, permit, claims) => {
+            // The token's claims first: `Session::param` takes the first match, and a path
+            // segment is the client's to choose, a signed claim is not.
+            let mut params = params;
+            params.splice(0..0, claims);
             let admitted = Box::new(Admitted {
                 identity,
                 permit,
@@ -357,25 +409,25 @@ async fn admit<H>(inner: &EndpointInner<H>, headers: &HeaderMap, token: Option<S
             return Verdict::Refuse(CloseReason::new(close_code::POLICY, "origin not allowed"));
         }
     }
-    let identity = match (token, inner.admission) {
+    let authenticated = match (token, inner.admission) {
         (Some(token), _) => inner
             .auth
             .authenticate(&token)
             .await
-            .map(|(identity, _)| identity),
-        (None, Admission::GuestsAllowed) => Ok(Identity::guest()),
+            .and_then(|(identity, claims)| Ok((identity, claim_params(inner, &claims)?))),
+        (None, Admission::GuestsAllowed) => Ok((Identity::guest(), Vec::new())),
         (None, Admission::Required) => Err(AuthError::Missing),
     };
-    let identity = match identity {
-        Ok(identity) => identity,
+    let (identity, claims) = match authenticated {
+        Ok(authenticated) => authenticated,
         Err(err) => {
             // The reason names the broken rule; the token itself is never logged.
             tracing::info!(reason = %err, "authentication refused");
-            return Verdict::Refuse(err.close_reason());
+            return Verdict::Refuse((inner.auth_refusal)(&err));
         }
     };
     match inner.hub.permits().clone().try_acquire_owned() {
-        Ok(permit) => Verdict::Admit(identity, permit),
+        Ok(permit) => Verdict::Admit(identity, permit, claims),
         Err(_) => {
             tracing::warn!(
                 max = inner.hub.config().max_connections,
@@ -384,6 +436,21 @@ async fn admit<H>(inner: &EndpointInner<H>, headers: &HeaderMap, token: Option<S
             Verdict::Refuse(CloseReason::new(close_code::TRY_AGAIN_LATER, "server full"))
         }
     }
+}
+
+/// The claims the endpoint copies into the session's parameters; every one must be present.
+fn claim_params<H>(
+    inner: &EndpointInner<H>,
+    claims: &Claims,
+) -> Result<Vec<(String, String)>, AuthError> {
+    inner
+        .claim_params
+        .iter()
+        .map(|name| match claims.claim(name) {
+            Some(value) => Ok(((*name).to_owned(), value.to_owned())),
+            None => Err(AuthError::Invalid("missing or malformed claim")),
+        })
+        .collect()
 }
 
 async fn refuse(mut socket: WsStream<Io>, hub: &Hub, reason: CloseReason) {

@@ -1,16 +1,17 @@
 //! Seed 003's room codes: `GET /create-room?name=` makes a public room with a short generated
-//! code and hands back a token; `GET /join-room?name=&room_id=` hands out a token for an
-//! existing room.
+//! code and hands back a room token; `GET /join-room?name=&room_id=` hands out a room token for
+//! an existing public room.
 //!
-//! The tokens' users are not stored (usernames are unique in the store, display names here are
-//! not), so a server that serves these clients runs with `ROOMCAST_USER_DIRECTORY=token`.
+//! A room token (`"type": "room"`, claims `client_id`, `room_id`, `name`) opens `/ws/chat` for
+//! its room and nothing else: not the other WebSocket endpoints, not the HTTP API. Its client
+//! is generated and has no account (display names here need not be unique), so `/ws/chat`
+//! does not ask the user directory about it, whatever `ROOMCAST_USER_DIRECTORY` says.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use roomcast_store::StoreError;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiQuery, ErrorBody};
@@ -49,7 +50,7 @@ pub struct JoinRoomQuery {
 pub struct CreatedRoom {
     /// Always `success`.
     pub status: &'static str,
-    /// An access token (1 h) with claims `client_id`, `room_id`, `name`.
+    /// A room token (1 h) with claims `client_id`, `room_id`, `name`, `type: "room"`.
     pub token: String,
     /// The room's code.
     pub room_id: String,
@@ -60,7 +61,7 @@ pub struct CreatedRoom {
 pub struct JoinedRoom {
     /// Always `success`.
     pub status: &'static str,
-    /// An access token (1 h) with claims `client_id`, `room_id`, `name`.
+    /// A room token (1 h) with claims `client_id`, `room_id`, `name`, `type: "room"`.
     pub token: String,
 }
 
@@ -91,11 +92,7 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
 fn client_token(state: &AppState, name: &str, room_id: &str) -> Result<String, ApiError> {
     let issuer = super::accounts::issuer(state)?;
     let client_id = uuid::Uuid::new_v4().simple().to_string();
-    let extra = json!({"client_id": client_id, "room_id": room_id, "name": name});
-    let serde_json::Value::Object(extra) = extra else {
-        unreachable!("json! of an object literal is an object")
-    };
-    Ok(issuer.access_with(&client_id, name, TOKEN_TTL, extra))
+    Ok(issuer.room(&client_id, room_id, name, TOKEN_TTL))
 }
 
 /// Creates a public room with a generated code, and a token for its creator.
@@ -136,7 +133,8 @@ pub async fn create_room(
     }))
 }
 
-/// A token for an existing room.
+/// A room token for an existing public room. A private room (`POST /rooms`) is not found
+/// here: a room code must not be a way into it.
 #[utoipa::path(
     get,
     path = "/join-room",
@@ -154,8 +152,9 @@ pub async fn join_room(
     ApiQuery(query): ApiQuery<JoinRoomQuery>,
 ) -> Result<axum::Json<JoinedRoom>, ApiError> {
     validate_name(&query.name)?;
-    if state.store.room(&query.room_id).await?.is_none() {
-        return Err(ApiError::NotFound("Room not found".into()));
+    match state.store.room(&query.room_id).await? {
+        Some(room) if !room.private => {}
+        _ => return Err(ApiError::NotFound("Room not found".into())),
     }
     let token = client_token(&state, &query.name, &query.room_id)?;
     Ok(axum::Json(JoinedRoom {

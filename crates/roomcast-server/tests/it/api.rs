@@ -6,7 +6,6 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 use crate::common::*;
@@ -59,46 +58,6 @@ async fn call(
     } else {
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {bytes:?}"))
-    };
-    (status, value)
-}
-
-/// A minimal HTTP/1.1 client for a [`TestServer`]: one request per connection.
-async fn http(
-    server: &TestServer,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        server.addr,
-        body.len()
-    );
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("HTTP response timed out")
-        .unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
     };
     (status, value)
 }
@@ -765,45 +724,63 @@ async fn create_room_then_join_room_hand_out_tokens_with_the_room_claims() {
     assert_eq!(bob["name"], "Bob");
     assert_ne!(bob["client_id"], ann["client_id"]);
 
-    // Both are valid access tokens for the server's key.
-    let auth = roomcast::Authenticator::hs256(SECRET.as_bytes());
+    // Room tokens: the room-token authenticator takes them, the access one does not.
+    let access = roomcast::Authenticator::hs256(SECRET.as_bytes());
+    let rooms = access.clone().token_type("room");
     for token in [&created["token"], &joined["token"]] {
-        let claims = auth.validate(token.as_str().unwrap()).unwrap();
-        assert!(claims.extra.contains_key("client_id"));
+        let token = token.as_str().unwrap();
+        assert_eq!(claims(token)["type"], "room");
+        assert_eq!(access.validate(token), Err(roomcast::AuthError::WrongType));
+        assert_eq!(
+            rooms.validate(token).unwrap().claim("room_id"),
+            Some(room_id)
+        );
     }
 }
 
 #[tokio::test]
-async fn clients_of_create_room_and_join_room_talk_over_the_websocket() {
-    // Seed-003 clients have no account: their server trusts the token's user.
-    let server = TestServer::start_with(|config| {
-        config.user_directory = roomcast_server::DirectoryMode::Token
-    })
+async fn join_room_does_not_hand_out_tokens_for_a_private_room() {
+    let (app, _dir) = app().await;
+    let owner = register(&app, "owner").await;
+    let token = owner["access_token"].as_str().unwrap();
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/rooms",
+        Some(token),
+        Some(json!({"name": "hideout", "private": true})),
+    )
     .await;
-    let (status, created) = http(&server, "GET", "/create-room?name=Ann", None, None).await;
-    assert_eq!(status, 200, "{created}");
-    let room_id = created["room_id"].as_str().unwrap();
-    let (status, joined) = http(
-        &server,
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = call(
+        &app,
         "GET",
-        &format!("/join-room?name=Bob&room_id={room_id}"),
+        "/join-room?name=Eve&room_id=hideout",
         None,
         None,
     )
     .await;
-    assert_eq!(status, 200, "{joined}");
-    let connect = |token: &Value| format!("/ws/auth?token={}", token.as_str().unwrap());
-    let mut ann = server.connect(&connect(&created["token"])).await;
-    let mut bob = server.connect(&connect(&joined["token"])).await;
-    ann.join(room_id).await;
-    bob.join(room_id).await;
-    ann.send_json(json!({"type": "message", "room": room_id, "content": "hi Bob"}))
-        .await;
-    let message = bob.recv_type("message").await;
-    assert_eq!(message["content"], "hi Bob");
-    assert_eq!(message["username"], "Ann");
-    ann.close().await;
-    bob.close().await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a room code is no way into a private room"
+    );
+    assert_eq!(body, json!({"error": "Room not found"}));
+}
+
+#[tokio::test]
+async fn swagger_leads_to_the_api_docs() {
+    let (app, _dir) = app().await;
+    for path in ["/swagger/", "/swagger"] {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert!(
+            response.status().is_redirection(),
+            "{path}: {}",
+            response.status()
+        );
+        assert_eq!(response.headers()["location"], "/docs");
+    }
 }
 
 #[tokio::test]

@@ -124,12 +124,12 @@ async fn bad_tokens_are_refused_with_4001() {
         (
             "refresh type",
             sign(&json!({"sub": "u", "type": "refresh", "exp": exp})),
-            "not an access token",
+            "wrong token type",
         ),
         (
             "no type",
             sign(&json!({"sub": "u", "exp": exp})),
-            "not an access token",
+            "wrong token type",
         ),
         ("garbage", "not-a-jwt".to_owned(), "invalid token"),
     ];

@@ -10,6 +10,7 @@ use roomcast::Hub;
 use roomcast_server::{Server, ServerConfig, StoreConfig};
 use roomcast_store::Store;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -189,6 +190,73 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// A minimal HTTP/1.1 client for a [`TestServer`]: one request per connection.
+pub async fn http(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        server.addr,
+        body.len()
+    );
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/json\r\n");
+    }
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("HTTP response timed out")
+        .unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+    };
+    (status, value)
+}
+
+/// `GET /create-room?name=` then, for each of `joiners`, `GET /join-room`: the room code and
+/// the room tokens, the creator's first.
+pub async fn room_codes(
+    server: &TestServer,
+    creator: &str,
+    joiners: &[&str],
+) -> (String, Vec<String>) {
+    let (status, created) = http(
+        server,
+        "GET",
+        &format!("/create-room?name={creator}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let room_id = created["room_id"].as_str().unwrap().to_owned();
+    let mut tokens = vec![created["token"].as_str().unwrap().to_owned()];
+    for name in joiners {
+        let path = format!("/join-room?name={name}&room_id={room_id}");
+        let (status, joined) = http(server, "GET", &path, None, None).await;
+        assert_eq!(status, 200, "{joined}");
+        tokens.push(joined["token"].as_str().unwrap().to_owned());
+    }
+    (room_id, tokens)
 }
 
 pub fn capitalize(user: &str) -> String {

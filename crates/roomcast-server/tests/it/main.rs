@@ -5,10 +5,13 @@
 #![allow(unreachable_pub, missing_docs)]
 mod api;
 mod auth;
+mod channels;
 mod common;
+mod dialects;
 mod heartbeat;
 mod history;
 mod lifecycle;
 mod limits;
 mod native;
 mod postgres;
+mod token_chat;

@@ -268,3 +268,46 @@ async fn message_ids_are_unique() {
         assert!(ids.insert(message["id"].as_str().unwrap().to_owned()));
     }
 }
+
+#[tokio::test]
+async fn a_message_longer_than_the_character_limit_gets_an_error_and_nothing_is_stored() {
+    let server = TestServer::start_with(|config| config.max_message_chars = 10).await;
+    let mut ann = server.connect_as("/ws", "ann").await;
+    ann.join("lobby").await;
+    // Ten characters of two bytes each: within the limit, which counts characters.
+    ann.send_json(json!({"type": "message", "room": "lobby", "content": "é".repeat(10)}))
+        .await;
+    assert_eq!(ann.recv_type("message").await["seq"], 1);
+    ann.send_json(json!({"type": "message", "room": "lobby", "content": "x".repeat(11)}))
+        .await;
+    let error = ann.recv_type("error").await;
+    assert_eq!(error["content"], "message is longer than 10 characters");
+    ann.send_json(json!({"type": "message", "room": "lobby", "content": "ok"}))
+        .await;
+    assert_eq!(
+        ann.recv_type("message").await["seq"],
+        2,
+        "the long one took no seq"
+    );
+}
+
+#[tokio::test]
+async fn without_auto_created_rooms_a_join_of_a_missing_room_is_refused() {
+    let server = TestServer::start_with(|config| config.auto_create_rooms = false).await;
+    let mut ann = server.connect_as("/ws", "ann").await;
+    ann.send_json(json!({"type": "join", "room": "nowhere"}))
+        .await;
+    let error = ann.recv_type("error").await;
+    assert_eq!(error["content"], "room 'nowhere' does not exist");
+    assert!(server.store.room("nowhere").await.unwrap().is_none());
+
+    let mut bob = server.connect_as("/ws/nowhere", "bob").await;
+    bob.expect_close(4000).await;
+
+    server
+        .store
+        .create_room("somewhere", false, None)
+        .await
+        .unwrap();
+    ann.join("somewhere").await;
+}

@@ -1,7 +1,7 @@
 //! Authentication: who is this connection?
 //!
 //! [`Authenticator`] holds the JWT rules (pinned algorithm, key, leeway, optional issuer and
-//! audience, `type == "access"`) and a [`UserDirectory`] that says whether the token's user
+//! audience, the token kind: `type == "access"` unless set otherwise) and a [`UserDirectory`] that says whether the token's user
 //! exists (the seed's `AuthManager`). [`token::find_token`] finds the token in an upgrade
 //! request. The route calls both before it upgrades; nothing here touches sockets.
 
@@ -36,8 +36,9 @@ pub enum AuthError {
     /// The token's `nbf` is in the future (beyond the leeway).
     #[error("token not yet valid")]
     NotYetValid,
-    /// The token's claim `type` is not `"access"` (a refresh token, say).
-    #[error("not an access token")]
+    /// The token's claim `type` is not the kind this authenticator takes: a refresh token or a
+    /// room token where an access token is needed, or the other way round.
+    #[error("wrong token type")]
     WrongType,
     /// The signature, algorithm, issuer, audience or format is wrong.
     #[error("invalid token: {0}")]
@@ -60,7 +61,7 @@ impl AuthError {
             Self::Missing => CloseReason::new(close_code::UNAUTHORIZED, "token required"),
             Self::Expired => CloseReason::new(close_code::UNAUTHORIZED, "token expired"),
             Self::NotYetValid => CloseReason::new(close_code::UNAUTHORIZED, "token not yet valid"),
-            Self::WrongType => CloseReason::new(close_code::UNAUTHORIZED, "not an access token"),
+            Self::WrongType => CloseReason::new(close_code::UNAUTHORIZED, "wrong token type"),
             Self::Invalid(_) => CloseReason::new(close_code::UNAUTHORIZED, "invalid token"),
             Self::UnknownUser => CloseReason::new(close_code::UNAUTHORIZED, "unknown user"),
         }
@@ -80,7 +81,8 @@ pub struct Claims {
     /// A display name, used when `username` is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Must be `"access"`.
+    /// The token's kind: `"access"` for connections and the HTTP API, `"refresh"`, or `"room"`
+    /// (seed 003's room tokens); an [`Authenticator`] takes one kind.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub token_type: Option<String>,
     /// Expiry, seconds since the Unix epoch.
@@ -100,6 +102,27 @@ impl Claims {
             .as_deref()
             .or(self.name.as_deref())
             .unwrap_or(&self.sub)
+    }
+
+    /// The string claim `name`, whether roomcast reads it (`sub`, `username`, `name`, `type`)
+    /// or not (`extra`). `None` when it is absent or not a string.
+    ///
+    /// ```
+    /// let claims: roomcast::Claims = serde_json::from_value(serde_json::json!({
+    ///     "sub": "c1", "name": "Ann", "room_id": "K7PQ2XHM", "exp": 0, "n": 1
+    /// })).unwrap();
+    /// assert_eq!(claims.claim("room_id"), Some("K7PQ2XHM"));
+    /// assert_eq!(claims.claim("name"), Some("Ann"));
+    /// assert_eq!(claims.claim("n"), None);
+    /// ```
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        match name {
+            "sub" => Some(&self.sub),
+            "username" => self.username.as_deref(),
+            "name" => self.name.as_deref(),
+            "type" => self.token_type.as_deref(),
+            other => self.extra.get(other).and_then(serde_json::Value::as_str),
+        }
     }
 }
 
@@ -180,6 +203,8 @@ struct AuthInner {
     key: DecodingKey,
     validation: Validation,
     directory: Arc<dyn UserDirectory>,
+    /// The claim `type` a token must carry: `"access"` unless [`Authenticator::token_type`].
+    token_type: &'static str,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -213,6 +238,7 @@ impl Authenticator {
                 key,
                 validation,
                 directory: Arc::new(TrustTokens),
+                token_type: "access",
             }),
         }
     }
@@ -274,22 +300,35 @@ impl Authenticator {
         })
     }
 
+    /// The kind of token this authenticator takes: the claim `type` every token must carry.
+    /// Default `"access"`. An endpoint for seed 003's room tokens takes `"room"`, so that a room
+    /// token opens nothing else and an access token does not open it.
+    ///
+    /// ```
+    /// let rooms = roomcast::Authenticator::hs256(b"a secret of at least 32 bytes, please!")
+    ///     .token_type("room");
+    /// ```
+    pub fn token_type(self, token_type: &'static str) -> Self {
+        self.edit(|inner| inner.token_type = token_type)
+    }
+
     /// The directory that decides whether a token's user exists. Default [`TrustTokens`].
     pub fn directory(self, directory: impl UserDirectory) -> Self {
         self.edit(|inner| inner.directory = Arc::new(directory))
     }
 
-    /// Checks the token's signature, algorithm, time window, issuer, audience and `type`.
+    /// Checks the token's signature, algorithm, time window, issuer, audience and `type` (see
+    /// [`Authenticator::token_type`]).
     ///
     /// # Errors
     ///
     /// The [`AuthError`] that says which rule the token broke.
     pub fn validate(&self, token: &str) -> Result<Claims, AuthError> {
-        self.validate_as(token, "access")
+        self.validate_as(token, self.inner.token_type)
     }
 
     /// [`Authenticator::validate`] for a token whose claim `type` must be `token_type` (e.g.
-    /// `"refresh"` on a refresh endpoint). Connections only ever accept `"access"`.
+    /// `"refresh"` on a refresh endpoint), whatever kind this authenticator takes otherwise.
     ///
     /// # Errors
     ///

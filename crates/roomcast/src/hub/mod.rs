@@ -530,19 +530,21 @@ impl Hub {
         conn: ConnId,
         room: &RoomName,
     ) -> crate::Result<JoinOutcome> {
-        self.join_conn_with(conn, room, false).await
+        self.join_conn_with(conn, room, false, false).await
     }
 
     /// Joins, then subscribes and announces as a join requires. With `hold`, the room's live
     /// messages wait for this connection from the join on (in the same lock scope), until
-    /// `State::finish_replay`.
+    /// `State::finish_replay`. With `list`, the connection's dialect's member list is queued
+    /// to it in that same lock scope, before any announcement that follows the join.
     async fn join_conn_with(
         &self,
         conn: ConnId,
         room: &RoomName,
         hold: bool,
+        list: bool,
     ) -> crate::Result<JoinOutcome> {
-        let (joined, user) = {
+        let (joined, user, listed) = {
             let mut state = self.state();
             let Some(joined) = state.join(conn, room) else {
                 return Err(crate::session::SendError::Closed.into());
@@ -550,8 +552,16 @@ impl Hub {
             if hold {
                 state.hold(conn, room);
             }
-            (joined, state.conn_user(conn))
+            let listed = if list {
+                state.send_member_list(conn, room)
+            } else {
+                Ok(())
+            };
+            (joined, state.conn_user(conn), listed)
         };
+        if listed == Err(crate::session::SendError::Full) {
+            self.count_slow_consumer();
+        }
         if joined.room_created
             && let Some(broker) = &self.shared.broker
         {
@@ -604,18 +614,20 @@ impl Hub {
     /// Joins `conn` to `room` and replays history to it before any live message: live
     /// messages are held while `fetch` runs, then the replay (everything after `since`, in
     /// `seq` order) is queued, then the held messages, each `seq` exactly once.
+    /// With `list`, the dialect's member list comes first, taken in the join's lock scope.
     pub(crate) async fn join_replaying<F>(
         &self,
         conn: ConnId,
         room: &RoomName,
         since: u64,
+        list: bool,
         fetch: F,
     ) -> crate::Result<(JoinOutcome, usize)>
     where
         F: Future<Output = crate::Result<Vec<Arc<ChatMessage>>>>,
     {
         // Held from the moment it joins (or at once, if already a member: a resume).
-        let outcome = self.join_conn_with(conn, room, true).await?;
+        let outcome = self.join_conn_with(conn, room, true, list).await?;
         let history = match fetch.await {
             Ok(history) => history,
             Err(err) => {

@@ -189,12 +189,23 @@ struct EncodeOnce<'e> {
 struct Encoded {
     /// Each event's frame, in order (`None`: the dialect does not send it).
     frames: Vec<Option<Frame>>,
+    /// Which events this dialect keeps from their actor's own connections
+    /// ([`Dialect::shows_own`]); `None` when it shows every one, so that the common case costs
+    /// its recipients nothing.
+    own_hidden: Option<Vec<bool>>,
     /// All of them framed for the wire in one buffer, made the first time a member takes the
     /// whole group.
     framed: Option<Framed>,
 }
 
 impl Encoded {
+    /// Whether event `at` is kept from `user` because `user` caused it.
+    fn hides(&self, events: &[Event], at: usize, user: &UserId) -> bool {
+        self.own_hidden
+            .as_ref()
+            .is_some_and(|hidden| hidden[at] && events[at].actor() == Some(user))
+    }
+
     /// The whole group framed for the wire, shared: one entry in each member's queue.
     fn framed(&mut self) -> Framed {
         let frames = &self.frames;
@@ -226,8 +237,14 @@ impl<'e> EncodeOnce<'e> {
                         event => dialect.encode(event),
                     })
                     .collect();
+                let hidden: Vec<bool> = self
+                    .events
+                    .iter()
+                    .map(|event| event.actor().is_some() && !dialect.shows_own(event))
+                    .collect();
                 let encoded = Encoded {
                     frames,
+                    own_hidden: hidden.contains(&true).then_some(hidden),
                     framed: None,
                 };
                 self.encoded.push((name, encoded));
@@ -534,7 +551,9 @@ impl State {
             }
             // Framed once for everyone it goes to, like a group (`deliver_many`).
             let encoded = encoder.for_dialect(conn.dialect);
-            if encoded.frames[0].is_none() {
+            if encoded.frames[0].is_none()
+                || encoded.hides(std::slice::from_ref(event), 0, &conn.user)
+            {
                 return;
             }
             match conn.outbound.try_send_framed(encoded.framed()) {
@@ -607,6 +626,11 @@ impl State {
                     }),
             );
             let encoded = encoder.for_dialect(*dialect);
+            if encoded.own_hidden.is_some() {
+                for (at, taken) in admitted.iter_mut().enumerate() {
+                    *taken = *taken && !encoded.hides(events, at, user);
+                }
+            }
             // The usual case: the member takes the whole group, framed once for everyone.
             // Otherwise (a replay held some back, or sent them already) frame by frame.
             let queued = if admitted.iter().all(|&taken| taken) {
@@ -634,6 +658,25 @@ impl State {
             }
         }
         delivery
+    }
+
+    /// Queues the member list of `conn`'s dialect ([`Dialect::member_list`]) for `room`, as
+    /// its members are now, to `conn`. Called in the lock scope of the join, so that every
+    /// join or leave after it reaches the connection after the list.
+    pub(crate) fn send_member_list(
+        &mut self,
+        conn: ConnId,
+        room: &RoomName,
+    ) -> Result<(), SendError> {
+        let Some(entry) = self.conns.get(&conn) else {
+            return Err(SendError::Closed);
+        };
+        let mut users = self.room_members(room);
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        match entry.dialect.member_list(room, &users) {
+            Some(frame) => entry.outbound.try_send_now(frame),
+            None => Ok(()),
+        }
     }
 
     /// Starts holding `room`'s live messages for `conn` (a history replay is being fetched).
@@ -671,13 +714,20 @@ impl State {
         let held = room_entry.held.take().map(|held| *held).unwrap_or_default();
         room_entry.watermark = room_entry.watermark.max(since);
         let mut frames = Vec::with_capacity(history.len() + held.len());
-        for message in history.into_iter().chain(held) {
+        let replayed = history.into_iter().map(|message| (message, false));
+        for (message, live) in replayed.chain(held.into_iter().map(|message| (message, true))) {
             let Some(seq) = message.seq else { continue };
             if seq <= room_entry.watermark {
                 continue;
             }
             room_entry.watermark = seq;
-            if let Some(frame) = dialect.encode(&Event::Message(message)) {
+            let event = Event::Message(message);
+            // History shows everyone's messages; a held live one follows the dialect's rule
+            // for its sender's own connections, as it would have had it not been held.
+            if live && !dialect.shows_own(&event) && event.actor() == Some(&entry.user) {
+                continue;
+            }
+            if let Some(frame) = dialect.encode(&event) {
                 frames.push(frame);
             }
         }

@@ -6,12 +6,18 @@
 //! recipient. The hub never sees a JSON field name.
 //!
 //! - [`native`]: the envelope of seed 002 (`{type, room, content, user_id, username, …}`).
+//! - [`channels`]: seed 004's Django Channels style (`chat_message`, `user_join`, `user_leave`,
+//!   `room_users_list`, `{"error": …}`).
+//! - [`token_scoped`]: seed 003's room-token chat (`{name, message, timestamp}` to the others).
 //! - [`Raw`]: no encoding of its own; only [`Event::Frame`] reaches such connections. Library
 //!   users who speak their own format use it.
 
+pub mod channels;
 pub mod native;
+pub mod token_scoped;
 
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::frame::Frame;
 use crate::ids::{RoomName, UserId};
@@ -73,6 +79,17 @@ pub enum Event {
     Frame(Frame),
 }
 
+impl Event {
+    /// The user who caused the event: who joined, left or sent; `None` for a raw frame.
+    pub fn actor(&self) -> Option<&UserId> {
+        match self {
+            Self::Joined { user, .. } | Self::Left { user, .. } => Some(&user.id),
+            Self::Message(message) => Some(&message.sender.id),
+            Self::Frame(_) => None,
+        }
+    }
+}
+
 /// Turns events into frames for one wire format.
 ///
 /// ```
@@ -104,6 +121,29 @@ pub trait Dialect: Send + Sync + 'static {
     fn heartbeat(&self) -> Option<Frame> {
         None
     }
+
+    /// Whether the connections of the user who caused `event` ([`Event::actor`]) receive it.
+    /// Default: true. Seed 003's chat does not echo a sender's own messages; seed 004's does not
+    /// announce a joiner to itself (its member list already names it).
+    ///
+    /// Asked once per event and dialect, not per recipient: a dialect that returns true for
+    /// everything costs its recipients nothing.
+    fn shows_own(&self, event: &Event) -> bool {
+        let _ = event;
+        true
+    }
+
+    /// The member list a connection gets when it joins a room through
+    /// [`Session::join_listed`](crate::Session::join_listed): `users` are the room's members
+    /// right after the join, the joiner included. `None` (the default): no list.
+    ///
+    /// The hub calls this under its lock, in the same step as the join, so that no join or
+    /// leave announcement can fall between the list and the events that follow it. Only encode
+    /// here.
+    fn member_list(&self, room: &RoomName, users: &[UserInfo]) -> Option<Frame> {
+        let _ = (room, users);
+        None
+    }
 }
 
 /// The dialect of endpoints that speak their own format: only [`Event::Frame`] is delivered.
@@ -121,6 +161,47 @@ impl Dialect for Raw {
             _ => None,
         }
     }
+}
+
+/// `timestamp_ms` (milliseconds since the Unix epoch) as ISO 8601 in UTC with milliseconds and
+/// a `Z`, the form seeds 003 and 004 show.
+///
+/// ```
+/// assert_eq!(roomcast::protocol::iso8601(1_710_417_600_000), "2024-03-14T12:00:00.000Z");
+/// ```
+pub fn iso8601(timestamp_ms: i64) -> String {
+    let ms = u64::try_from(timestamp_ms).unwrap_or(0);
+    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// `{"error": message}`: how seeds 003 and 004 report a bad client message.
+pub(crate) fn error_object(message: &str) -> Frame {
+    #[derive(serde::Serialize)]
+    struct ErrorObject<'a> {
+        error: &'a str,
+    }
+    Frame::json(&ErrorObject { error: message }).expect("a struct of one string encodes")
+}
+
+/// What [`check_text`] refuses.
+pub(crate) enum TextError {
+    /// Empty or only whitespace.
+    Empty,
+    /// Longer than `max` characters.
+    TooLong { max: usize },
+}
+
+/// A chat text is not blank and has at most `max_chars` characters (`0`: any number).
+pub(crate) fn check_text(text: String, max_chars: usize) -> Result<String, TextError> {
+    if text.trim().is_empty() {
+        return Err(TextError::Empty);
+    }
+    // Counting stops one past the bound: a hostile megabyte costs no more than a legal message.
+    if max_chars > 0 && text.chars().take(max_chars + 1).count() > max_chars {
+        return Err(TextError::TooLong { max: max_chars });
+    }
+    Ok(text)
 }
 
 /// Milliseconds since the Unix epoch, now.

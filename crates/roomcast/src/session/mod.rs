@@ -114,7 +114,8 @@ pub struct Session {
     user: UserInfo,
     guest: bool,
     outbound: Outbound,
-    /// The route's path parameters (`/ws/{room}`); empty for most routes, so no allocation.
+    /// The route's path parameters (`/ws/{room}`) and the token claims the endpoint copies;
+    /// empty for most routes, so no allocation.
     /// A boxed slice, not a `Vec`: 8 bytes less in every connection's task.
     params: Box<[(String, String)]>,
 }
@@ -170,7 +171,14 @@ impl Session {
         &self.hub
     }
 
-    /// A path parameter of the route, e.g. `room` for `/ws/{room}`.
+    /// A path parameter of the route, e.g. `room` for `/ws/{room}`, or a token claim the
+    /// endpoint copies ([`Endpoint::claims_as_params`](crate::Endpoint::claims_as_params)).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.path_param(name)
+    }
+
+    /// A path parameter of the route, e.g. `room` for `/ws/{room}`. (Claims an endpoint copies
+    /// share the same list: [`Session::param`] is the name to read them by.)
     pub fn path_param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
@@ -267,7 +275,52 @@ impl Session {
                 Output = crate::Result<Vec<std::sync::Arc<crate::protocol::ChatMessage>>>,
             >,
     {
-        self.hub.join_replaying(self.conn, room, since, fetch).await
+        self.hub
+            .join_replaying(self.conn, room, since, false, fetch)
+            .await
+    }
+
+    /// [`Session::join_replaying`], preceded by the member list of this connection's dialect
+    /// ([`Dialect::member_list`](crate::protocol::Dialect::member_list)): the room's members as
+    /// of the join, this user included, queued in the same step as the join, so that every
+    /// join or leave announcement that follows reaches the connection after the list. Then the
+    /// replay, then live messages. Seed 004's `room_users_list`, then its history.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use roomcast::{Handler, Incoming, RoomName, Session};
+    ///
+    /// struct Lobby;
+    /// impl Handler for Lobby {
+    ///     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
+    ///         let room = RoomName::new("lobby").unwrap();
+    ///         // No history store here: the list, then live messages.
+    ///         cx.join_listed(&room, 0, async { Ok(Vec::new()) }).await?;
+    ///         Ok(())
+    ///     }
+    ///     async fn on_message(&self, _: &Session, _: Incoming) -> roomcast::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::join_replaying`].
+    pub async fn join_listed<F>(
+        &self,
+        room: &RoomName,
+        since: u64,
+        fetch: F,
+    ) -> crate::Result<(JoinOutcome, usize)>
+    where
+        F: std::future::Future<
+                Output = crate::Result<Vec<std::sync::Arc<crate::protocol::ChatMessage>>>,
+            >,
+    {
+        self.hub
+            .join_replaying(self.conn, room, since, true, fetch)
+            .await
     }
 
     /// Takes this connection out of `room`. Returns whether it was in it.

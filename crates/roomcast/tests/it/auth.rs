@@ -92,7 +92,7 @@ async fn a_token_that_breaks_a_rule_is_refused_with_4001_naming_the_rule() {
     let server = TestServer::start().await;
     let cases = [
         (expired_token("alice"), "token expired"),
-        (refresh_token("alice"), "not an access token"),
+        (refresh_token("alice"), "wrong token type"),
         (foreign_token("alice"), "invalid token"),
         ("not-a-jwt".to_owned(), "invalid token"),
     ];

@@ -1,0 +1,390 @@
+//! The chat handlers: one per wire format, one path to the store and the hub for all of them.
+//!
+//! | endpoint | handler | dialect |
+//! | --- | --- | --- |
+//! | `/ws`, `/ws/{room}`, `/ws/auth`, `/ws/auth/{room}` | [`NativeChat`] | seed 002's envelope |
+//! | `/ws/chat/{room_name}/` | [`ChannelsChat`] | seed 004's Channels style |
+//! | `/ws/chat?token=` | [`TokenChat`] | seed 003's room tokens |
+//!
+//! Whatever the endpoint, a message takes the same path: checked by the handler, queued to
+//! the store ([`persist`]), committed in a group with the other messages waiting at that
+//! moment (the store assigns `id` and the room's next `seq`), then broadcast from the commit
+//! path in `seq` order ([`Deliveries`], through [`Hub::publish_now_many`]), where each member's
+//! dialect gets the message encoded once for all its members. Then the sender gets its
+//! dialect's answer (the native `ack`, or nothing). So a room has one sequence, and history
+//! written through one endpoint replays through another in that one's format.
+//!
+//! ```text
+//! client ─frame─▶ handler: decode (dialect) ─▶ persist ─▶ store queue ─▶ group commit
+//!                                                                          │ seq 41, 42, 43
+//!     native ◀─ {"type":"message",…} ─┐                                     ▼
+//!   channels ◀─ {"type":"chat_message",…} ─┼── hub: encode once per dialect ◀─ Deliveries
+//!  room token ◀─ {"name",…} (not the sender) ─┘
+//! ```
+//!
+//! Rooms are checked by [`RoomGate`]: created on first use when `ROOMCAST_AUTO_CREATE_ROOMS`
+//! allows, private ones only for their members.
+
+mod channels;
+mod native;
+mod token_chat;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use roomcast::protocol::{ChatMessage, Event, UserInfo};
+use roomcast::{Frame, Handler, Hub, Incoming, RoomName, Sender, Session};
+use roomcast_store::{Appended, NewMessage, Seq, Store, StoreError, StoredMessage};
+
+pub use channels::ChannelsChat;
+pub use native::NativeChat;
+pub(crate) use token_chat::ROOM_CLAIM;
+pub use token_chat::TokenChat;
+
+use crate::AppState;
+
+/// Whether a connection may enter a room, as [`RoomGate::enter`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The room exists (or was just created) and the user may be in it.
+    Open,
+    /// The room does not exist and may not be created here.
+    Missing,
+    /// The room is private and the user is not a member.
+    Private,
+}
+
+/// Decides who enters which room, and creates rooms on first use when allowed.
+///
+/// Remembers rooms it has seen to exist and be public, so that entering one again needs no
+/// store lookup (a join's first query; the history it sends is the second). Safe because a
+/// room's privacy is fixed when it is created and rooms are never deleted: an entry cannot go
+/// stale. Whoever adds deleting or re-marking rooms must clear it. Bounded: emptied when full.
+#[derive(Default)]
+pub struct RoomGate {
+    public: Mutex<HashSet<RoomName>>,
+}
+
+impl RoomGate {
+    /// Most rooms remembered (~100 bytes each) before the set starts over.
+    const CAPACITY: usize = 100_000;
+
+    fn is_known_public(&self, room: &RoomName) -> bool {
+        self.lock().contains(room)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<RoomName>> {
+        // Inserts and clears only: a panic cannot leave the set inconsistent.
+        self.public
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, room: &RoomName) {
+        let mut rooms = self.lock();
+        if rooms.len() >= Self::CAPACITY {
+            rooms.clear();
+        }
+        rooms.insert(room.clone());
+    }
+
+    /// Whether `user` may enter `room`; a missing room is created (public, `user` its first
+    /// member) when `create` is true.
+    ///
+    /// # Errors
+    ///
+    /// The store's, when it cannot answer.
+    pub(crate) async fn enter(
+        &self,
+        store: &Store,
+        room: &RoomName,
+        user: &str,
+        create: bool,
+    ) -> Result<Access, StoreError> {
+        if self.is_known_public(room) {
+            return Ok(Access::Open);
+        }
+        match store.room(room.as_str()).await? {
+            Some(record) if record.private => Ok(if store.is_member(room.as_str(), user).await? {
+                Access::Open
+            } else {
+                Access::Private
+            }),
+            Some(_) => {
+                self.remember(room);
+                Ok(Access::Open)
+            }
+            None if !create => Ok(Access::Missing),
+            None => match store.create_room(room.as_str(), false, Some(user)).await {
+                Ok(_) => {
+                    self.remember(room);
+                    Ok(Access::Open)
+                }
+                // Someone else created it meanwhile: ask again (they may have made it private).
+                Err(StoreError::Conflict(_)) => {
+                    Box::pin(self.enter(store, room, user, false)).await
+                }
+                Err(err) => Err(err),
+            },
+        }
+    }
+}
+
+/// The messages a joiner gets before live ones: every message after `since`, or the room's
+/// recent history (`ROOMCAST_HISTORY_LIMIT`), oldest first.
+///
+/// # Errors
+///
+/// The store's, as a 1011 (internal) error.
+pub(crate) async fn history(
+    state: &AppState,
+    room: &RoomName,
+    since: Option<u64>,
+) -> roomcast::Result<Vec<Arc<ChatMessage>>> {
+    let store = &state.store;
+    let messages = match since {
+        Some(since) => {
+            store
+                .messages_since(room.as_str(), Seq(since), state.replay_limit)
+                .await
+        }
+        None => {
+            store
+                .history(room.as_str(), None, state.history_limit)
+                .await
+        }
+    };
+    Ok(messages
+        .map_err(internal)?
+        .into_iter()
+        .map(|stored| to_chat(room, stored))
+        .collect())
+}
+
+/// How a dialect answers the sender once the store has answered: the stored message (new or a
+/// retry's original), or why it was not stored. `None`: nothing to send.
+pub(crate) type Reply = fn(&RoomName, Result<&StoredMessage, &StoreError>) -> Option<Frame>;
+
+/// A message a client sent, checked by its handler and ready for the store.
+pub(crate) struct Outgoing {
+    pub(crate) room: RoomName,
+    pub(crate) content: String,
+    pub(crate) data: Option<serde_json::Value>,
+    pub(crate) client_msg_id: Option<String>,
+}
+
+/// Persists, broadcasts (from the store's commit path, in seq order), then answers the sender
+/// with `reply`.
+///
+/// Returns once the message is in the store's queue, not when it is committed: a
+/// connection's next message is read at once, so one client's messages share a group commit
+/// instead of waiting an fsync each (with one message in flight per connection, a room's rate
+/// was capped near publishers ÷ commit latency). Order is kept: seqs follow queue order, and the
+/// broadcast and the answer of a new message are sent from the commit hook, which runs in seq
+/// order. A retry (duplicate `client_msg_id`) and a failed commit are answered from the same
+/// hook when the commit's outcome arrives: no task waits for a message (one per message cost a
+/// spawn and a cross-thread wake-up). The store's bounded queue (`queue_capacity`) is what
+/// stops a client that sends faster than the store commits.
+///
+/// # Errors
+///
+/// [`roomcast::Error`] when the answer cannot be queued (the connection is closing).
+pub(crate) async fn persist(
+    state: &AppState,
+    cx: &Session,
+    message: Outgoing,
+    reply: Reply,
+) -> roomcast::Result<()> {
+    let Outgoing {
+        room,
+        content,
+        data,
+        client_msg_id,
+    } = message;
+    let new = NewMessage {
+        room: room.as_str().to_owned(),
+        user_id: cx.user_id().as_str().to_owned(),
+        username: cx.username().to_owned(),
+        content,
+        data,
+        client_msg_id,
+    };
+    let deliveries = state.deliveries.clone();
+    let sender = cx.sender();
+    let answer = {
+        let room = room.clone();
+        move |outcome: roomcast_store::Result<(StoredMessage, Appended)>| {
+            let (reply, message) = match outcome {
+                Ok((stored, appended)) => {
+                    let answer = reply(&room, Ok(&stored));
+                    // The message moves into the broadcast: no copy per message.
+                    let new = appended == Appended::New;
+                    (answer, new.then(|| to_chat(&room, stored)))
+                }
+                Err(err) => (reply(&room, Err(&err)), None),
+            };
+            deliveries.push(Answered {
+                room,
+                message,
+                reply,
+                sender,
+            });
+        }
+    };
+    if let Err(err) = state.store.queue_message_then(new, answer).await
+        && let Some(frame) = reply(&room, Err(&err))
+    {
+        cx.send(frame)?;
+    }
+    Ok(())
+}
+
+/// Why a message was not stored, in words for its sender: a client mistake says what it was;
+/// a server fault is logged here and told in general terms.
+pub(crate) fn failure_text(room: &RoomName, err: &StoreError) -> String {
+    match err {
+        StoreError::Invalid(reason) => reason.clone(),
+        err => {
+            tracing::error!(error = %err, %room, "could not persist a message");
+            "the message could not be saved".to_owned()
+        }
+    }
+}
+
+/// A message the store has answered: what goes to its room, and what goes to its sender.
+struct Answered {
+    room: RoomName,
+    /// The message, when it is new (a retry is only answered again).
+    message: Option<Arc<ChatMessage>>,
+    /// The sender's answer (the native `ack`, an error), if its dialect has one.
+    reply: Option<Frame>,
+    sender: Sender,
+}
+
+/// Collects what the store's hooks answer and broadcasts it once per group commit.
+///
+/// The store answers a whole group commit at once; delivering each message on its own cost
+/// every member of the room a lock, a push and a wake-up per message, the largest share of the
+/// server's own CPU in a 1000-way fan-out. The hooks only collect; after the batch's last hook
+/// ([`Store::after_each_batch`], on the same task) each room's new messages go to
+/// [`Hub::publish_now_many`] (one queue operation per member for all of them), then the
+/// replies are sent: a sender still gets its message before its answer, and each room's
+/// messages stay in `seq` order.
+#[derive(Clone)]
+pub(crate) struct Deliveries(Arc<Collected>);
+
+struct Collected {
+    hub: Hub,
+    answered: Mutex<Vec<Answered>>,
+}
+
+impl Deliveries {
+    /// Collects for `hub` and has `store` flush after each batch. `store` must be fresh: the
+    /// server registers this once, on the store it has just connected.
+    pub(crate) fn start(hub: Hub, store: &Store) -> Self {
+        let collected = Arc::new(Collected {
+            hub,
+            answered: Mutex::new(Vec::new()),
+        });
+        let flushed = Arc::clone(&collected);
+        let registered = store.after_each_batch(move || flushed.flush());
+        assert!(registered, "a fresh store has no after-batch callback");
+        Self(collected)
+    }
+
+    fn push(&self, answered: Answered) {
+        self.0.lock().push(answered);
+    }
+}
+
+impl Collected {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Answered>> {
+        // Pushes and takes only: a panic cannot leave the list inconsistent.
+        self.answered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Broadcasts every new message collected so far, a room at a time, then sends the replies.
+    fn flush(&self) {
+        let mut answered = std::mem::take(&mut *self.lock());
+        if answered.is_empty() {
+            return;
+        }
+        let mut rooms: Vec<(RoomName, Vec<Event>)> = Vec::new();
+        let mut index: HashMap<RoomName, usize> = HashMap::new();
+        for item in &mut answered {
+            let Some(message) = item.message.take() else {
+                continue;
+            };
+            let at = *index.entry(item.room.clone()).or_insert_with(|| {
+                rooms.push((item.room.clone(), Vec::new()));
+                rooms.len() - 1
+            });
+            rooms[at].1.push(Event::Message(message));
+        }
+        for (room, events) in rooms {
+            self.hub.publish_now_many(&room, events, &[]);
+        }
+        for item in answered {
+            if let Some(reply) = item.reply {
+                // A full queue closes that connection (1013); nothing else to do here.
+                let _ = item.sender.send(reply);
+            }
+        }
+    }
+}
+
+/// A stored message as the hub's dialect-neutral event payload.
+pub(crate) fn to_chat(room: &RoomName, stored: StoredMessage) -> Arc<ChatMessage> {
+    Arc::new(ChatMessage {
+        id: stored.id.0.into(),
+        seq: Some(stored.seq.0),
+        room: room.clone(),
+        sender: UserInfo {
+            id: stored.user_id.into(),
+            username: stored.username.into(),
+        },
+        content: stored.content,
+        data: stored.data,
+        timestamp_ms: stored.created_at,
+    })
+}
+
+/// A store failure as the error that ends a hook: logged here, closed with 1011.
+pub(crate) fn internal(err: StoreError) -> roomcast::Error {
+    tracing::error!(error = %err, "store failed");
+    roomcast::Error::other(err)
+}
+
+/// Echoes every text and binary message back as it came (`/ws/echo`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Echo;
+
+impl Handler for Echo {
+    async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
+        Ok(cx.send(msg.to_frame())?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_rooms_are_remembered_until_the_set_is_full_then_it_starts_over() {
+        let rooms = RoomGate::default();
+        let first = RoomName::new("r0").unwrap();
+        rooms.remember(&first);
+        assert!(rooms.is_known_public(&first));
+        assert!(!rooms.is_known_public(&RoomName::new("other").unwrap()));
+        for n in 1..RoomGate::CAPACITY {
+            rooms.remember(&RoomName::new(&format!("r{n}")).unwrap());
+        }
+        assert!(rooms.is_known_public(&first), "full, not yet over");
+        let next = RoomName::new("one-more").unwrap();
+        rooms.remember(&next);
+        assert!(rooms.is_known_public(&next));
+        assert!(!rooms.is_known_public(&first), "started over");
+    }
+}

@@ -1,0 +1,108 @@
+//! Seed 003's chat at `GET /ws/chat?token=`: the room, the client's id and its name come from
+//! a room token (`GET /create-room`, `GET /join-room`).
+//!
+//! ```text
+//! client                                  server
+//!   │ GET /ws/chat (no token)               │──▶ close 1008 "Token required"
+//!   │ GET /ws/chat?token=<forged/expired>   │──▶ close 1008
+//!   │ GET /ws/chat?token=<room token>       │ claims: client_id, room_id, name, type "room"
+//!   │◀── {"name","message","timestamp"} × history (oldest first)
+//!   │── hi ───────────────────────────────▶│ persisted, then to the OTHERS in the room:
+//!   │                                       │   {"name": "Ann", "message": "hi", "timestamp": …}
+//!   │── "" ───────────────────────────────▶│
+//!   │◀── {"error": "message is empty"} ─────│ and the connection stays open
+//! ```
+//!
+//! An unexpected server failure closes with 1011. The route only admits tokens of type
+//! `room`, and every other endpoint refuses them.
+
+use roomcast::protocol::token_scoped;
+use roomcast::{AuthError, CloseReason, Frame, Handler, Incoming, RoomName, Session, close_code};
+use roomcast_store::{StoreError, StoredMessage};
+
+use super::{Access, Outgoing, failure_text, history, internal, persist};
+use crate::AppState;
+
+/// The token claim naming the room.
+pub(crate) const ROOM_CLAIM: &str = "room_id";
+
+/// Seed 003's chat over room tokens.
+#[derive(Clone)]
+pub struct TokenChat {
+    state: AppState,
+}
+
+impl TokenChat {
+    /// A handler over the server's shared state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// How the endpoint closes a connection whose token was refused: 1008, as the seed does,
+    /// with `Token required` when there was none; 1011 when the check itself failed.
+    pub fn refusal(err: &AuthError) -> CloseReason {
+        match err {
+            AuthError::Missing => CloseReason::new(close_code::POLICY, "Token required"),
+            AuthError::Directory(_) => err.close_reason(),
+            AuthError::Expired => CloseReason::new(close_code::POLICY, "Token expired"),
+            _ => CloseReason::new(close_code::POLICY, "Invalid token"),
+        }
+    }
+}
+
+/// The connection's room, from its token's `room_id`.
+fn room_of(cx: &Session) -> roomcast::Result<RoomName> {
+    let name = cx.param(ROOM_CLAIM).unwrap_or_default();
+    RoomName::new(name).map_err(|_| roomcast::Error::close(close_code::POLICY, "Invalid token"))
+}
+
+impl Handler for TokenChat {
+    async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
+        let state = &self.state;
+        let room = room_of(cx)?;
+        let access = state
+            .rooms
+            .enter(
+                &state.store,
+                &room,
+                cx.user_id().as_str(),
+                state.auto_create_rooms,
+            )
+            .await
+            .map_err(internal)?;
+        if access != Access::Open {
+            return Err(roomcast::Error::close(
+                close_code::ROOM_NOT_FOUND,
+                "Room not found",
+            ));
+        }
+        cx.join_replaying(&room, 0, history(state, &room, None))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
+        let decoded = match msg.text() {
+            Some(text) => token_scoped::decode(text, self.state.max_message_chars),
+            None => Err(token_scoped::DecodeError::Binary),
+        };
+        let content = match decoded {
+            Ok(content) => content,
+            Err(err) => return Ok(cx.send(token_scoped::error(&err.to_string()))?),
+        };
+        let message = Outgoing {
+            room: room_of(cx)?,
+            content,
+            data: None,
+            client_msg_id: None,
+        };
+        persist(&self.state, cx, message, reply).await
+    }
+}
+
+/// The sender does not get its own message back, as in the seed: only a failure is answered.
+fn reply(room: &RoomName, outcome: Result<&StoredMessage, &StoreError>) -> Option<Frame> {
+    outcome
+        .err()
+        .map(|err| token_scoped::error(&failure_text(room, err)))
+}

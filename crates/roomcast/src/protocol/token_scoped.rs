@@ -1,0 +1,174 @@
+//! Seed 003's wire format: chat scoped by a room token.
+//!
+//! The room, the client's id and its display name all come from the token's claims
+//! (`room_id`, `client_id`, `name`), so frames carry nothing but text. Each text frame the
+//! client sends is a chat message, broadcast to the **others** in the room (the sender does not
+//! get its own back):
+//!
+//! ```text
+//! client A ── hi ─────────────▶ server ── {"name": "Ann", "message": "hi",
+//!                                          "timestamp": "2024-03-14T12:00:00.000Z",
+//!                                          "id": "…", "seq": 7} ──▶ every other client
+//! ```
+//!
+//! A frame that is a JSON string literal (seed 003's React component sends
+//! `JSON.stringify(input)`) is unwrapped, so the room sees `hi`, not `"hi"`. An empty or
+//! oversized message gets `{"error": "..."}`. `id` and `seq` are roomcast's additions. Joins and
+//! leaves are not shown: the seed's clients render every frame as a chat line.
+
+use super::{Dialect, Event, TextError, check_text, error_object, iso8601};
+use crate::frame::Frame;
+
+/// The token-scoped dialect. Use the [`TOKEN_SCOPED`] instance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenScoped;
+
+/// The token-scoped dialect, as endpoints take it.
+pub static TOKEN_SCOPED: TokenScoped = TokenScoped;
+
+/// Why a client frame was refused. Answered with `{"error": "..."}`; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The message is empty or only whitespace.
+    #[error("message is empty")]
+    Empty,
+    /// The message has more characters than the server takes.
+    #[error("message is longer than {max} characters")]
+    TooLong {
+        /// The most characters a message may have.
+        max: usize,
+    },
+    /// A binary frame: messages are text.
+    #[error("binary frames are not supported; send text")]
+    Binary,
+}
+
+/// Decodes a client frame into the message text: the frame itself, or the string a JSON
+/// string literal holds. `max_chars` bounds its length in characters (`0`: no bound).
+///
+/// ```
+/// use roomcast::protocol::token_scoped::{decode, DecodeError};
+/// assert_eq!(decode("hi", 100), Ok("hi".to_owned()));
+/// assert_eq!(decode(r#""hi""#, 100), Ok("hi".to_owned()), "JSON.stringify(input)");
+/// assert_eq!(decode(r#"{"not": "a string"}"#, 100), Ok(r#"{"not": "a string"}"#.to_owned()));
+/// assert_eq!(decode("  ", 100), Err(DecodeError::Empty));
+/// ```
+///
+/// # Errors
+///
+/// [`DecodeError`] says what was wrong, in words fit for the `{"error"}` answer.
+pub fn decode(text: &str, max_chars: usize) -> Result<String, DecodeError> {
+    let trimmed = text.trim();
+    let message = if trimmed.starts_with('"') {
+        serde_json::from_str::<String>(trimmed).unwrap_or_else(|_| text.to_owned())
+    } else {
+        text.to_owned()
+    };
+    check_text(message, max_chars).map_err(|err| match err {
+        TextError::Empty => DecodeError::Empty,
+        TextError::TooLong { max } => DecodeError::TooLong { max },
+    })
+}
+
+/// `{"error": message}`.
+pub fn error(message: &str) -> Frame {
+    error_object(message)
+}
+
+#[derive(serde::Serialize)]
+struct Outgoing<'a> {
+    name: &'a str,
+    message: &'a str,
+    timestamp: String,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+}
+
+impl Dialect for TokenScoped {
+    fn name(&self) -> &'static str {
+        "token_scoped"
+    }
+
+    fn encode(&self, event: &Event) -> Option<Frame> {
+        match event {
+            Event::Message(message) => Some(
+                Frame::json(&Outgoing {
+                    name: &message.sender.username,
+                    message: &message.content,
+                    timestamp: iso8601(message.timestamp_ms),
+                    id: &message.id,
+                    seq: message.seq,
+                })
+                .expect("strings and numbers encode"),
+            ),
+            Event::Frame(frame) => Some(frame.clone()),
+            Event::Joined { .. } | Event::Left { .. } => None,
+        }
+    }
+
+    /// A message goes to the others in the room, as in the seed's `broadcast_to_room`.
+    fn shows_own(&self, event: &Event) -> bool {
+        !matches!(event, Event::Message(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::RoomName;
+    use crate::protocol::{ChatMessage, UserInfo};
+
+    #[test]
+    fn a_message_is_name_message_timestamp_and_hidden_from_its_sender() {
+        let message = Event::Message(Arc::new(ChatMessage {
+            id: "m1".into(),
+            seq: Some(9),
+            room: RoomName::new("K7PQ2XHM").unwrap(),
+            sender: UserInfo {
+                id: "c0ffee".into(),
+                username: "Ann".into(),
+            },
+            content: "hi".into(),
+            data: None,
+            timestamp_ms: 1_710_417_600_000,
+        }));
+        let frame = TOKEN_SCOPED.encode(&message).unwrap();
+        let value: Value = serde_json::from_str(frame.as_text().unwrap()).unwrap();
+        assert_eq!(
+            value,
+            json!({"name": "Ann", "message": "hi", "timestamp": "2024-03-14T12:00:00.000Z",
+                   "id": "m1", "seq": 9})
+        );
+        assert!(!TOKEN_SCOPED.shows_own(&message));
+    }
+
+    #[test]
+    fn joins_and_leaves_are_not_shown() {
+        let user = UserInfo {
+            id: "c".into(),
+            username: "C".into(),
+        };
+        let joined = Event::Joined {
+            room: RoomName::new("r").unwrap(),
+            user,
+            timestamp_ms: 0,
+        };
+        assert_eq!(TOKEN_SCOPED.encode(&joined), None);
+    }
+
+    #[test]
+    fn json_strings_are_unwrapped_and_everything_else_is_taken_as_it_is() {
+        assert_eq!(decode(r#""say \"hi\"""#, 0), Ok(r#"say "hi""#.into()));
+        assert_eq!(decode(r#""unterminated"#, 0), Ok(r#""unterminated"#.into()));
+        assert_eq!(decode("42", 0), Ok("42".into()));
+        assert_eq!(decode(r#""""#, 0), Err(DecodeError::Empty));
+        assert_eq!(decode("", 0), Err(DecodeError::Empty));
+        assert_eq!(decode("ééé", 2), Err(DecodeError::TooLong { max: 2 }));
+        assert_eq!(decode("éé", 2), Ok("éé".into()));
+    }
+}
