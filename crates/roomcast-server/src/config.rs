@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// WebSocket limits and timers (seed 002's variables).
     #[command(flatten)]
     pub websocket: WebSocketArgs,
+
+    /// Abuse limits.
+    #[command(flatten)]
+    pub limits: LimitsArgs,
 }
 
 /// JWT settings shared by `serve` and `token`.
@@ -270,6 +274,61 @@ pub struct TokenArgs {
     pub jwt: JwtArgs,
 }
 
+/// Shortest HS256 secret accepted, in bytes: the length of the SHA-256 output (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+/// Abuse limits; `0` turns each off (benchmarks that open thousands of connections from one
+/// address must).
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// Connection attempts per client IP and second, bursts of four times that; over it, HTTP
+    /// 429 with `Retry-After` before the upgrade.
+    #[arg(long = "connect-rate", env = "ROOMCAST_CONNECT_RATE", default_value = "20",
+          value_parser = parse_with::<u32>("ROOMCAST_CONNECT_RATE", "a whole number per second"))]
+    pub connect_rate: u32,
+
+    /// Frames per connection and second; over it a frame is dropped with an error, and a client
+    /// that keeps on is closed with 1008.
+    #[arg(long = "message-rate", env = "ROOMCAST_MESSAGE_RATE", default_value = "10",
+          value_parser = parse_with::<u32>("ROOMCAST_MESSAGE_RATE", "a whole number per second"))]
+    pub message_rate: u32,
+
+    /// Frames a connection may send at once before `ROOMCAST_MESSAGE_RATE` applies.
+    #[arg(long = "message-burst", env = "ROOMCAST_MESSAGE_BURST", default_value = "30",
+          value_parser = parse_with::<u32>("ROOMCAST_MESSAGE_BURST", "a whole number"))]
+    pub message_burst: u32,
+
+    /// Rooms one connection may be in.
+    #[arg(long = "max-rooms-per-connection", env = "ROOMCAST_MAX_ROOMS_PER_CONNECTION",
+          default_value = "100",
+          value_parser = parse_with::<usize>("ROOMCAST_MAX_ROOMS_PER_CONNECTION", "a whole number"))]
+    pub max_rooms_per_connection: usize,
+
+    /// Users one room may hold ("room full" past it).
+    #[arg(long = "max-room-members", env = "ROOMCAST_MAX_ROOM_MEMBERS", default_value = "10000",
+          value_parser = parse_with::<usize>("ROOMCAST_MAX_ROOM_MEMBERS", "a whole number"))]
+    pub max_room_members: usize,
+
+    /// Connections one user may hold on this node (tabs, devices).
+    #[arg(long = "max-connections-per-user", env = "ROOMCAST_MAX_CONNECTIONS_PER_USER",
+          default_value = "20",
+          value_parser = parse_with::<usize>("ROOMCAST_MAX_CONNECTIONS_PER_USER", "a whole number"))]
+    pub max_connections_per_user: usize,
+}
+
+impl LimitsArgs {
+    fn config(&self) -> crate::limits::LimitsConfig {
+        crate::limits::LimitsConfig {
+            connect_rate: self.connect_rate,
+            message_rate: self.message_rate,
+            message_burst: self.message_burst,
+            max_rooms_per_connection: self.max_rooms_per_connection,
+            max_room_members: self.max_room_members,
+            max_connections_per_user: self.max_connections_per_user,
+        }
+    }
+}
+
 /// A value parser for `T: FromStr` whose error names `variable` and what was expected.
 fn parse_with<T>(
     variable: &'static str,
@@ -324,9 +383,12 @@ impl JwtArgs {
         let (auth, issuer) = match self.jwt_algorithm {
             JwtAlgorithm::Hs256 => {
                 let secret = match (&self.jwt_secret, listen) {
-                    (Some(secret), _) if secret.len() < 16 => {
+                    // RFC 7518 §3.2: an HS256 key at least as long as the hash, 256 bits.
+                    (Some(secret), _) if secret.len() < MIN_HS256_SECRET_BYTES => {
                         bail!(
-                            "ROOMCAST_JWT_SECRET: must be at least 16 bytes (32 or more recommended)"
+                            "ROOMCAST_JWT_SECRET: must be at least {MIN_HS256_SECRET_BYTES} bytes \
+                             (RFC 7518 §3.2), got {}; e.g. $(head -c 32 /dev/urandom | base64)",
+                            secret.len()
                         )
                     }
                     (Some(secret), _) => secret.clone(),
@@ -490,6 +552,7 @@ impl ServeArgs {
             auto_create_rooms: self.auto_create_rooms,
             max_message_chars: self.max_message_chars,
             user_directory: self.store.user_directory,
+            limits: self.limits.config(),
             websocket_enabled: self.websocket.enabled,
             require_auth: self.websocket.require_auth,
             allowed_origins: AllowedOrigins::parse(&self.websocket.allowed_origins),
@@ -523,6 +586,14 @@ mod tests {
         assert_eq!(args.commit_interval, Duration::from_millis(5));
         assert!(args.websocket.enabled);
         assert!(!args.websocket.require_auth);
+        assert_eq!(
+            args.limits.config(),
+            crate::limits::LimitsConfig::default(),
+            "the flags' defaults are the library of limits' own"
+        );
+        let config = args.into_config().unwrap();
+        assert!(config.auto_create_rooms);
+        assert_eq!(config.max_message_chars, crate::DEFAULT_MAX_MESSAGE_CHARS);
     }
 
     #[test]
@@ -607,5 +678,15 @@ mod tests {
             serve(&[]).unwrap().into_config().is_ok(),
             "generated on loopback"
         );
+    }
+
+    #[test]
+    fn an_hs256_secret_shorter_than_32_bytes_is_refused_at_start_up() {
+        let short = serve(&["--jwt-secret", "sixteen-bytes-xx"]).unwrap();
+        let err = short.into_config().unwrap_err().to_string();
+        assert!(err.contains("ROOMCAST_JWT_SECRET"), "{err}");
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        let long = serve(&["--jwt-secret", &"k".repeat(32)]).unwrap();
+        assert!(long.into_config().is_ok());
     }
 }

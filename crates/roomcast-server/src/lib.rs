@@ -20,6 +20,7 @@ pub mod api;
 pub mod chat;
 pub mod config;
 mod directory;
+pub mod limits;
 pub mod token;
 
 use std::future::Future;
@@ -99,6 +100,9 @@ pub struct ServerConfig {
     pub max_message_chars: usize,
     /// Who decides that a token's user exists (`ROOMCAST_USER_DIRECTORY`).
     pub user_directory: DirectoryMode,
+    /// Abuse limits: connection and message rates, rooms per connection, room size,
+    /// connections per user (`ROOMCAST_CONNECT_RATE`, …).
+    pub limits: limits::LimitsConfig,
     /// Serve the WebSocket endpoints (`WEBSOCKET_ENABLED`).
     pub websocket_enabled: bool,
     /// Refuse guests on `/ws` and `/ws/{room}` (`WEBSOCKET_REQUIRE_AUTH`).
@@ -134,6 +138,7 @@ impl ServerConfig {
             auto_create_rooms: true,
             max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
             user_directory: DirectoryMode::Store,
+            limits: limits::LimitsConfig::default(),
             websocket_enabled: true,
             require_auth: false,
             allowed_origins: AllowedOrigins::Any,
@@ -164,6 +169,10 @@ pub struct AppState {
     pub max_message_chars: usize,
     /// Who may enter which room; remembers public rooms.
     pub(crate) rooms: Arc<chat::RoomGate>,
+    /// Rate limiters and bounds on what one client may do.
+    pub(crate) limits: Arc<limits::Limits>,
+    /// Bounds the argon2 work of sign-ups and sign-ins.
+    pub(crate) passwords: Arc<api::accounts::PasswordWork>,
     /// Broadcasts what the store has committed, a group at a time.
     pub(crate) deliveries: chat::Deliveries,
 }
@@ -210,7 +219,10 @@ impl Server {
             auto_create_rooms: config.auto_create_rooms,
             max_message_chars: config.max_message_chars,
             rooms: Arc::default(),
+            passwords: Arc::default(),
+            limits: Arc::new(limits::Limits::new(config.limits)),
         };
+        state.limits.spawn_pruning();
         Ok(Self {
             state,
             config,
@@ -243,6 +255,7 @@ impl Server {
             .route("/swagger/", get(|| async { Redirect::permanent("/docs") }))
             .merge(api::router(self.state.clone()));
         if config.websocket_enabled {
+            let mut ws = Router::new();
             let native = |guests: bool| {
                 let chat = chat::NativeChat::new(self.state.clone());
                 Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat)
@@ -252,7 +265,7 @@ impl Server {
                     .into_route()
             };
             let guests = !config.require_auth;
-            router = router
+            ws = ws
                 .route("/ws", native(guests))
                 .route("/ws/{room}", native(guests))
                 .route("/ws/auth", native(false))
@@ -271,7 +284,7 @@ impl Server {
                     .claims_as_params(&[chat::ROOM_CLAIM])
                     .auth_refusal(chat::TokenChat::refusal)
                     .allowed_origins(config.allowed_origins.clone());
-            router = router
+            ws = ws
                 .route("/ws/chat/{room_name}/", channels())
                 .route("/ws/chat/{room_name}", channels())
                 .route("/ws/chat", token_chat.into_route());
@@ -279,8 +292,14 @@ impl Server {
                 let echo = Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat::Echo)
                     .allow_guests(true)
                     .allowed_origins(config.allowed_origins.clone());
-                router = router.route("/ws/echo", echo.into_route());
+                ws = ws.route("/ws/echo", echo.into_route());
             }
+            // Connection attempts per IP, before the upgrade, on every WebSocket route.
+            ws = ws.route_layer(axum::middleware::from_fn_with_state(
+                self.state.limits.clone(),
+                limits::connect_rate,
+            ));
+            router = router.merge(ws);
         }
         router
     }
@@ -305,7 +324,9 @@ impl Server {
                 tracing::debug!(error = %err, "could not set TCP_NODELAY");
             }
         });
-        axum::serve(listener, router)
+        // The peer's address, for the per-IP connection rate.
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await?;
         // axum's graceful shutdown does not wait for upgraded sockets: close them ourselves.

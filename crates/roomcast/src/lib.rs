@@ -37,7 +37,9 @@
 //!   never held across an `.await`. Broadcasts encode once per [`protocol::Dialect`] and share
 //!   the bytes; a full queue closes that one connection with 1013.
 //! - [`broker`]: carries room events between nodes ([`broker::memory`] in one process).
-//! - [`protocol`]: the wire formats ([`protocol::native`] is seed 002's envelope).
+//! - [`protocol`]: the wire formats: [`protocol::native`] (seed 002's envelope),
+//!   [`protocol::channels`] (seed 004's Django Channels style), [`protocol::token_scoped`]
+//!   (seed 003's room-token chat). One hub serves all of them at once.
 //! - [`Error`] and [`close_code`]: every failure knows the close code it ends a connection with.
 
 pub mod auth;

@@ -2,14 +2,17 @@
 //! session.
 //!
 //! Everything that needs HTTP happens here, because the upgrade request is the last place the
-//! headers exist. Refusals that have a close code (4001, 1008, 1013) upgrade first and close at
-//! once with that code, since a browser cannot read the status of a failed upgrade.
+//! headers exist. A refused origin is answered before the upgrade, with HTTP 403 (a page on
+//! another site has no business reading why); refusals that have a close code (4001, 1008,
+//! 1013) upgrade first and close at once with that code, since a browser cannot read the
+//! status of a failed upgrade.
 //!
 //! ```text
 //! client                        route                               session
 //!   │ GET /ws?token=… Upgrade     │                                    │
-//!   │───────────────────────────▶│ find token → validate → directory  │
-//!   │                             │ origin allowed? permit available?  │
+//!   │───────────────────────────▶│ origin allowed? cookie same-site?  │
+//!   │◀── 403 (refused origin) ────│ find token → validate → directory  │
+//!   │                             │ permit available?                  │
 //!   │◀── 101 (+ token.<jwt>) ────│                                    │
 //!   │                             │── refused: close(4001/1008/1013)   │
 //!   │                             │── admitted: register ─────────────▶│ on_connect, loop…
@@ -19,14 +22,14 @@ use std::sync::Arc;
 
 use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{RawPathParams, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::auth::token::{SUBPROTOCOL_PREFIX, find_token, subprotocol_token};
+use crate::auth::token::{SUBPROTOCOL_PREFIX, TokenSource, find_token, subprotocol_token};
 use crate::auth::{AuthError, Authenticator, Claims, Identity};
 use crate::frame::{CloseReason, close_code};
 use crate::handler::Handler;
@@ -177,7 +180,12 @@ impl<H: Handler> Endpoint<H> {
         self.edit(|inner| inner.dialect = dialect)
     }
 
-    /// Which browser origins may connect. Default: any.
+    /// Which browser origins may connect; others get HTTP 403 before the upgrade. Default:
+    /// any. A token taken from a cookie is accepted only from an allowed origin, and with
+    /// [`AllowedOrigins::Any`] only from the same origin (the `Origin`'s host is the `Host`):
+    /// a cookie is sent by the browser whichever site opens the socket (cross-site WebSocket
+    /// hijacking). Requests without an `Origin` (not a browser) and tokens in the query, the
+    /// `Authorization` header or the subprotocol are not affected.
     pub fn allowed_origins(self, origins: AllowedOrigins) -> Self {
         self.edit(|inner| inner.origins = origins)
     }
@@ -267,6 +275,16 @@ async fn upgrade<H: Handler>(
     mut ws: Upgrade,
 ) -> Response {
     let found = find_token(&headers, query.as_deref());
+    let from_cookie = found.as_ref().is_some_and(|found| {
+        matches!(
+            found.source,
+            TokenSource::AccessTokenCookie | TokenSource::TokenCookie
+        )
+    });
+    if let Some(refusal) = check_origin(&endpoint.inner.origins, &headers, from_cookie) {
+        endpoint.inner.hub.count_refused();
+        return (StatusCode::FORBIDDEN, refusal).into_response();
+    }
     // Browsers drop a connection whose requested subprotocol is not selected, whichever
     // source the token was finally taken from (a cookie wins over the subprotocol).
     if let Some(token) = subprotocol_token(&headers)
@@ -275,7 +293,7 @@ async fn upgrade<H: Handler>(
         ws.select_protocol(protocol);
     }
 
-    let verdict = admit(&endpoint.inner, &headers, found.map(|f| f.token)).await;
+    let verdict = admit(&endpoint.inner, found.map(|f| f.token)).await;
     let params: Vec<(String, String)> = params
         .map(|params| {
             params
@@ -398,16 +416,9 @@ async fn refused<H: Handler>(
     drop(tracked);
 }
 
-async fn admit<H>(inner: &EndpointInner<H>, headers: &HeaderMap, token: Option<String>) -> Verdict {
+async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
     if inner.hub.is_shutting_down() {
         return Verdict::Refuse(CloseReason::going_away());
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
-        if !inner.origins.allows(origin) {
-            tracing::info!(origin, "origin refused");
-            return Verdict::Refuse(CloseReason::new(close_code::POLICY, "origin not allowed"));
-        }
     }
     let authenticated = match (token, inner.admission) {
         (Some(token), _) => inner
@@ -436,6 +447,46 @@ async fn admit<H>(inner: &EndpointInner<H>, headers: &HeaderMap, token: Option<S
             Verdict::Refuse(CloseReason::new(close_code::TRY_AGAIN_LATER, "server full"))
         }
     }
+}
+
+/// Why a browser request's origin is refused (`None`: it is not). A request without `Origin`
+/// is not a browser's and passes. A token from a cookie needs an origin the list names, or,
+/// with any origin allowed, the server's own.
+fn check_origin(
+    origins: &AllowedOrigins,
+    headers: &HeaderMap,
+    from_cookie: bool,
+) -> Option<&'static str> {
+    let origin = headers.get(header::ORIGIN)?;
+    let Ok(origin) = origin.to_str() else {
+        return Some("origin not allowed");
+    };
+    if !origins.allows(origin) {
+        tracing::info!(origin, "origin refused");
+        return Some("origin not allowed");
+    }
+    if from_cookie && *origins == AllowedOrigins::Any && !same_origin(origin, headers) {
+        tracing::info!(origin, "cross-site cookie refused");
+        return Some("a cookie token is accepted only from the same origin");
+    }
+    None
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to.
+fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Some((scheme, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    // Default ports are left out by browsers in `Origin` and by most clients in `Host`.
+    let default = match scheme {
+        "https" | "wss" => ":443",
+        _ => ":80",
+    };
+    let strip = |value: &str| value.trim_end_matches(default).to_ascii_lowercase();
+    strip(origin_host) == strip(host)
 }
 
 /// The claims the endpoint copies into the session's parameters; every one must be present.
@@ -485,6 +536,41 @@ mod tests {
     /// bytes, so at 408 bytes the task is 512 and at 409 it is 640: a field or a local kept
     /// across an `.await` in the session loop can cost every connection 128 bytes. This fails
     /// when the future grows past 408; measure with `roomcast-loadgen idle` before raising it.
+    fn headers(origin: &str, host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ORIGIN, origin.parse().unwrap());
+        headers.insert(header::HOST, host.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn a_cookie_token_is_taken_only_from_the_same_origin_when_any_origin_is_allowed() {
+        let any = AllowedOrigins::Any;
+        let same = headers("http://chat.example:8080", "chat.example:8080");
+        let foreign = headers("https://evil.example", "chat.example:8080");
+        assert_eq!(check_origin(&any, &same, true), None);
+        assert!(check_origin(&any, &foreign, true).is_some());
+        assert_eq!(check_origin(&any, &foreign, false), None, "not a cookie");
+        assert_eq!(
+            check_origin(&any, &HeaderMap::new(), true),
+            None,
+            "not a browser"
+        );
+        let https = headers("https://Chat.Example", "chat.example:443");
+        assert_eq!(
+            check_origin(&any, &https, true),
+            None,
+            "default port, any case"
+        );
+        let listed = AllowedOrigins::parse("https://evil.example");
+        assert_eq!(
+            check_origin(&listed, &foreign, true),
+            None,
+            "listed: trusted"
+        );
+        assert!(check_origin(&listed, &same, false).is_some(), "not listed");
+    }
+
     #[test]
     fn an_idle_connections_task_stays_within_its_budget() {
         let size = future_size(connection::<Nop>);

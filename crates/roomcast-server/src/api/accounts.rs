@@ -108,33 +108,94 @@ fn validate_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Hashes `password` with argon2id (default parameters) off the async threads.
-async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt =
-            SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes()).map_err(ApiError::internal)?;
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|hash| hash.to_string())
+/// Bounds the password work (argon2id, ~19 MiB and tens of ms of a core each): at most `slots`
+/// hashes run at once, at most `queue` more wait for one, and the rest are answered 503 at
+/// once. Without it a few hundred parallel logins took gigabytes of memory and every core.
+/// One per server ([`crate::AppState`]).
+#[derive(Debug)]
+pub struct PasswordWork {
+    /// Hashes running.
+    slots: tokio::sync::Semaphore,
+    /// Requests running or waiting for a slot: `slots + queue` permits.
+    admission: tokio::sync::Semaphore,
+}
+
+impl PasswordWork {
+    /// Waiting requests allowed per slot: with ~50 ms a hash, a waiter is answered within
+    /// about 0.4 s.
+    const QUEUE_PER_SLOT: usize = 8;
+
+    /// One slot per core (at least 2), and a short queue behind them.
+    pub fn new() -> Self {
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+        Self::with_slots(slots, slots * Self::QUEUE_PER_SLOT)
+    }
+
+    /// `slots` at once, `queue` more waiting.
+    pub fn with_slots(slots: usize, queue: usize) -> Self {
+        Self {
+            slots: tokio::sync::Semaphore::new(slots),
+            admission: tokio::sync::Semaphore::new(slots + queue),
+        }
+    }
+
+    /// Runs `work` on the blocking pool once a slot is free; 503 when the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        // Both permits are released however this ends, a dropped request included.
+        let Ok(_admitted) = self.admission.try_acquire() else {
+            return Err(ApiError::Busy(
+                "too many sign-ins at once; retry in a moment",
+            ));
+        };
+        let _slot = self.slots.acquire().await.map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(work)
+            .await
             .map_err(ApiError::internal)
-    })
-    .await
-    .map_err(ApiError::internal)?
+    }
+}
+
+impl Default for PasswordWork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Hashes `password` with argon2id (default parameters) off the async threads.
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    state
+        .passwords
+        .run(move || {
+            let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+                .map_err(ApiError::internal)?;
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(ApiError::internal)
+        })
+        .await?
 }
 
 /// Whether `password` matches `hash`, checked off the async threads. A hash that cannot be
 /// parsed matches nothing.
-async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let Ok(parsed) = PasswordHash::new(&hash) else {
-            return false;
-        };
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
-    .await
-    .map_err(ApiError::internal)
+async fn verify_password(
+    state: &AppState,
+    password: String,
+    hash: String,
+) -> Result<bool, ApiError> {
+    state
+        .passwords
+        .run(move || {
+            let Ok(parsed) = PasswordHash::new(&hash) else {
+                return false;
+            };
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .await
 }
 
 /// A hash no password matches, checked for unknown users so that they take as long to refuse
@@ -220,7 +281,7 @@ pub async fn register(
     issuer(&state)?;
     validate_username(&body.username)?;
     validate_password(&body.password)?;
-    let hash = hash_password(body.password).await?;
+    let hash = hash_password(&state, body.password).await?;
     let user_id = uuid::Uuid::new_v4().simple().to_string();
     match state
         .store
@@ -261,7 +322,7 @@ pub async fn login(
         .as_ref()
         .and_then(|user| user.password_hash.clone())
         .unwrap_or_else(|| decoy_hash().to_owned());
-    let matches = verify_password(body.password, hash).await?;
+    let matches = verify_password(&state, body.password, hash).await?;
     let user = user.filter(|user| user.password_hash.is_some() && matches);
     let Some(user) = user else {
         return Err(refused());
@@ -351,4 +412,55 @@ pub async fn me(user: AuthUser) -> axum::Json<Me> {
         user_id: user.user_id,
         username: user.username,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, mpsc};
+    use std::time::Duration;
+
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_slots_and_the_queue_password_work_is_refused_at_once_with_503() {
+        let work = Arc::new(PasswordWork::with_slots(1, 1));
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let blocked = |work: &Arc<PasswordWork>| {
+            let (work, release_rx) = (Arc::clone(work), Arc::clone(&release_rx));
+            tokio::spawn(async move {
+                work.run(move || {
+                    release_rx
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(5))
+                })
+                .await
+            })
+        };
+        // One runs, one waits for its slot.
+        let running = blocked(&work);
+        let waiting = blocked(&work);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while work.admission.available_permits() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "both admitted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The third is refused without waiting.
+        let refused = tokio::time::timeout(Duration::from_secs(1), work.run(|| ()))
+            .await
+            .expect("refused at once");
+        assert!(matches!(refused, Err(ApiError::Busy(_))));
+        let response = refused.unwrap_err().into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+
+        release_tx.send(()).unwrap();
+        release_tx.send(()).unwrap();
+        assert!(running.await.unwrap().unwrap().is_ok());
+        assert!(waiting.await.unwrap().unwrap().is_ok());
+        assert!(work.run(|| 7).await.is_ok_and(|n| n == 7), "recovered");
+    }
 }

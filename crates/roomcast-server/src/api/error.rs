@@ -6,7 +6,7 @@ use std::fmt;
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use roomcast::AuthError;
 use roomcast_store::StoreError;
@@ -47,6 +47,9 @@ pub enum ApiError {
         /// Logged.
         cause: String,
     },
+    /// Too much of this work at once (a flood of sign-ins): 503 with `Retry-After: 1`. Not
+    /// logged: a flood would flood the log too.
+    Busy(&'static str),
     /// A server fault (the database failed): 500 with a generic message; the cause is logged.
     Internal(String),
 }
@@ -66,7 +69,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -82,6 +85,7 @@ impl fmt::Display for ApiError {
             | Self::Conflict(message)
             | Self::Invalid(message) => f.write_str(message),
             Self::Unavailable { message, cause } => write!(f, "{message}: {cause}"),
+            Self::Busy(message) => f.write_str(message),
             Self::Internal(cause) => write!(f, "internal error: {cause}"),
         }
     }
@@ -109,6 +113,12 @@ impl IntoResponse for ApiError {
             Self::Internal(cause) => {
                 tracing::error!(%status, %cause, "request failed");
                 "internal server error".to_owned()
+            }
+            Self::Busy(message) => {
+                let body = Json(ErrorBody {
+                    error: message.to_owned(),
+                });
+                return (status, [(header::RETRY_AFTER, "1")], body).into_response();
             }
         };
         (status, Json(ErrorBody { error: message })).into_response()

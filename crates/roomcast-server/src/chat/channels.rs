@@ -20,7 +20,10 @@ use roomcast::protocol::channels;
 use roomcast::{Frame, Handler, Incoming, RoomName, Session, close_code};
 use roomcast_store::{StoreError, StoredMessage};
 
-use super::{Access, Outgoing, failure_text, history, internal, persist};
+use super::{
+    Access, Outgoing, admit_frame, check_user_connections, failure_text, history, internal,
+    persist, room_capacity,
+};
 use crate::AppState;
 
 /// Seed 004's chat: one room per connection, named by the path.
@@ -46,7 +49,11 @@ fn room_of(cx: &Session) -> roomcast::Result<RoomName> {
 impl Handler for ChannelsChat {
     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
         let state = &self.state;
+        check_user_connections(state, cx)?;
         let room = room_of(cx)?;
+        if let Some(refusal) = room_capacity(state, cx, &room) {
+            return Err(roomcast::Error::close(close_code::TRY_AGAIN_LATER, refusal));
+        }
         let access = state
             .rooms
             .enter(
@@ -70,6 +77,9 @@ impl Handler for ChannelsChat {
     }
 
     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
+        if !admit_frame(&self.state, cx, channels::error)? {
+            return Ok(());
+        }
         let decoded = match msg.text() {
             Some(text) => channels::decode(text, self.state.max_message_chars),
             None => Err(channels::DecodeError::Binary),

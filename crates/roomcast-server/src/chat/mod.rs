@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use roomcast::protocol::{ChatMessage, Event, UserInfo};
-use roomcast::{Frame, Handler, Hub, Incoming, RoomName, Sender, Session};
+use roomcast::{Frame, Handler, Hub, Incoming, RoomName, Sender, Session, close_code};
 use roomcast_store::{Appended, NewMessage, Seq, Store, StoreError, StoredMessage};
 
 pub use channels::ChannelsChat;
@@ -42,6 +42,7 @@ pub(crate) use token_chat::ROOM_CLAIM;
 pub use token_chat::TokenChat;
 
 use crate::AppState;
+use crate::limits::Verdict;
 
 /// Whether a connection may enter a room, as [`RoomGate::enter`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +356,76 @@ pub(crate) fn to_chat(room: &RoomName, stored: StoredMessage) -> Arc<ChatMessage
 pub(crate) fn internal(err: StoreError) -> roomcast::Error {
     tracing::error!(error = %err, "store failed");
     roomcast::Error::other(err)
+}
+
+/// What a client whose frame was dropped by the message rate is told.
+pub(crate) const RATE_LIMITED: &str = "rate limited: message dropped, slow down";
+
+/// Counts a client frame against `ROOMCAST_MESSAGE_RATE`. `Ok(true)`: handle it; `Ok(false)`:
+/// dropped (not stored, not broadcast), and the client was told with its dialect's `error`.
+///
+/// # Errors
+///
+/// A close with 1008 `rate limited` for a client that goes on sending over the rate.
+pub(crate) fn admit_frame(
+    state: &AppState,
+    cx: &Session,
+    error: impl FnOnce(&str) -> Frame,
+) -> roomcast::Result<bool> {
+    match state.limits.message(cx.conn_id()) {
+        Verdict::Allowed => Ok(true),
+        Verdict::Dropped => {
+            cx.send(error(RATE_LIMITED))?;
+            Ok(false)
+        }
+        Verdict::Abusive => {
+            tracing::info!(conn = %cx.conn_id(), user = %cx.user_id(), "closed: rate limited");
+            Err(roomcast::Error::close(close_code::POLICY, "rate limited"))
+        }
+    }
+}
+
+/// Refuses a connection past `ROOMCAST_MAX_CONNECTIONS_PER_USER` (it is registered already,
+/// so it counts itself).
+///
+/// # Errors
+///
+/// A close with 1013 `too many connections`.
+pub(crate) fn check_user_connections(state: &AppState, cx: &Session) -> roomcast::Result<()> {
+    let max = state.limits.config().max_connections_per_user;
+    if max > 0 && cx.hub().user_connection_count(cx.user_id()) > max {
+        return Err(roomcast::Error::close(
+            close_code::TRY_AGAIN_LATER,
+            "too many connections",
+        ));
+    }
+    Ok(())
+}
+
+/// Why `cx` may not enter `room` now (`None`: it may): the connection is in
+/// `ROOMCAST_MAX_ROOMS_PER_CONNECTION` rooms already, or the room holds
+/// `ROOMCAST_MAX_ROOM_MEMBERS` users. Checked before the join, so two joins at once may pass
+/// the room's bound by one each.
+pub(crate) fn room_capacity(state: &AppState, cx: &Session, room: &RoomName) -> Option<String> {
+    if cx.is_in_room(room) {
+        return None;
+    }
+    let limits = state.limits.config();
+    let max_rooms = limits.max_rooms_per_connection;
+    if max_rooms > 0 && cx.rooms().len() >= max_rooms {
+        return Some(format!(
+            "too many rooms: a connection may be in at most {max_rooms}"
+        ));
+    }
+    let max_members = limits.max_room_members;
+    let hub = cx.hub();
+    if max_members > 0
+        && !hub.is_member(cx.user_id(), room)
+        && hub.room_user_count(room) >= max_members
+    {
+        return Some(format!("room full: at most {max_members} users"));
+    }
+    None
 }
 
 /// Echoes every text and binary message back as it came (`/ws/echo`).

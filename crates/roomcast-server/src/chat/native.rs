@@ -18,7 +18,10 @@ use roomcast::protocol::{Dialect, Event, now_ms};
 use roomcast::{Frame, Handler, Incoming, RoomName, Session, close_code};
 use roomcast_store::{StoreError, StoredMessage};
 
-use super::{Access, Outgoing, failure_text, history, internal, persist};
+use super::{
+    Access, Outgoing, admit_frame, check_user_connections, failure_text, history, internal,
+    persist, room_capacity,
+};
 use crate::AppState;
 
 /// Seed 002's chat over the native envelope, persisted in the store.
@@ -36,6 +39,7 @@ impl NativeChat {
 
 impl Handler for NativeChat {
     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
+        check_user_connections(&self.state, cx)?;
         if let Some(room) = cx.path_param("room") {
             let room = RoomName::new(room).map_err(|err| {
                 roomcast::Error::close(close_code::ROOM_NOT_FOUND, err.to_string())
@@ -48,6 +52,9 @@ impl Handler for NativeChat {
     }
 
     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
+        if !admit_frame(&self.state, cx, |reason| native::error(reason, None))? {
+            return Ok(());
+        }
         let request = match msg.text() {
             Some(text) => native::decode(text),
             None => Err(native::DecodeError::Binary),
@@ -107,6 +114,9 @@ impl NativeChat {
         since: Option<u64>,
     ) -> roomcast::Result<Result<(), String>> {
         let state = &self.state;
+        if let Some(refusal) = room_capacity(state, cx, room) {
+            return Ok(Err(refusal));
+        }
         let access = state
             .rooms
             .enter(

@@ -1,8 +1,8 @@
 //! Seed 000 / 002 authentication: every token location, every refusal with 4001, guests.
 
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
 
 use crate::common::*;
 
@@ -200,24 +200,70 @@ async fn guests_are_refused_when_auth_is_required() {
     assert_eq!(member.recv_json().await["type"], "pong");
 }
 
+/// Opens `/ws/auth` with `origin` and, when given, `token` in the `access_token` cookie.
+async fn connect_with_origin(
+    server: &TestServer,
+    path: &str,
+    origin: &'static str,
+    cookie: Option<&str>,
+) -> Result<TestClient, tungstenite::Error> {
+    let mut request = server.url(path).into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("origin", HeaderValue::from_static(origin));
+    if let Some(token) = cookie {
+        headers.insert("cookie", format!("access_token={token}").parse().unwrap());
+    }
+    server.try_connect(request).await
+}
+
+fn status_of(result: Result<TestClient, tungstenite::Error>) -> u16 {
+    match result {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(err) => panic!("expected an HTTP refusal, got {err}"),
+        Ok(_) => panic!("the connection was let in"),
+    }
+}
+
 #[tokio::test]
-async fn an_origin_not_allowed_is_refused_with_1008() {
+async fn an_origin_not_allowed_is_refused_with_403_before_the_upgrade() {
     let server = TestServer::start_with(|config| {
         config.allowed_origins = roomcast::AllowedOrigins::parse("https://chat.example");
     })
     .await;
-    let connect = |origin: &'static str| {
-        let mut request = server.url("/ws").into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("origin", HeaderValue::from_static(origin));
-        server.try_connect(request)
-    };
-    let mut refused = connect("https://evil.example").await.unwrap();
-    refused.expect_close(1008).await;
-    let mut allowed = connect("https://chat.example").await.unwrap();
+    let refused = connect_with_origin(&server, "/ws", "https://evil.example", None).await;
+    assert_eq!(status_of(refused), 403);
+    let mut allowed = connect_with_origin(&server, "/ws", "https://chat.example", None)
+        .await
+        .unwrap();
     allowed.send_json(json!({"type": "ping"})).await;
     assert_eq!(allowed.recv_json().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_cookie_token_from_a_foreign_origin_is_refused_and_the_same_token_in_the_query_is_not() {
+    // The default WEBSOCKET_ALLOWED_ORIGINS=*: a cookie is good only from the same origin.
+    let server = TestServer::start().await;
+    let token = server.user_token("ann").await;
+    let foreign = connect_with_origin(&server, "/ws/auth", "https://evil.example", Some(&token));
+    assert_eq!(
+        status_of(foreign.await),
+        403,
+        "cross-site WebSocket hijacking"
+    );
+
+    let query = format!("/ws/auth?token={token}");
+    let mut by_query = connect_with_origin(&server, &query, "https://evil.example", None)
+        .await
+        .expect("a token in the query is the page's own doing");
+    by_query.send_json(json!({"type": "ping"})).await;
+    assert_eq!(by_query.recv_json().await["type"], "pong");
+
+    let same_origin: &'static str = Box::leak(format!("http://{}", server.addr).into_boxed_str());
+    let mut own = connect_with_origin(&server, "/ws/auth", same_origin, Some(&token))
+        .await
+        .expect("the server's own page");
+    own.send_json(json!({"type": "ping"})).await;
+    assert_eq!(own.recv_json().await["type"], "pong");
 }
 
 #[tokio::test]

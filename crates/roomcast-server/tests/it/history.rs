@@ -110,7 +110,8 @@ async fn messages_sent_without_waiting_for_acks_keep_their_order() {
     // A client may pipeline: it sends many messages before the first ack. Each is persisted,
     // broadcast and acked in the order sent, a retry inside the burst is acked with the
     // original seq, and a message the store refuses is answered without stopping the rest.
-    let server = TestServer::start().await;
+    // Faster than a person types: the message rate is not what this tests.
+    let server = TestServer::start_with(|config| config.limits.message_rate = 0).await;
     let mut ann = server.connect_as("/ws", "ann").await;
     let mut bob = server.connect_as("/ws", "bob").await;
     ann.join("lobby").await;
@@ -173,7 +174,8 @@ async fn messages_sent_without_waiting_for_acks_keep_their_order() {
 #[tokio::test]
 async fn a_resumed_client_sees_every_seq_exactly_once_in_order_while_another_talks() {
     const TOTAL: u64 = 120;
-    let server = TestServer::start().await;
+    // Faster than a person types: the message rate is not what this tests.
+    let server = TestServer::start_with(|config| config.limits.message_rate = 0).await;
     let mut bob = server.connect_as("/ws", "bob").await;
     bob.join("lobby").await;
     let mut cat = server.connect_as("/ws", "cat").await;
@@ -275,6 +277,8 @@ impl Process {
             .env("ROOMCAST_LISTEN", addr.to_string())
             .env("ROOMCAST_JWT_SECRET", SECRET)
             .env("ROOMCAST_USER_DIRECTORY", "token")
+            // Sends without waiting, faster than a person types.
+            .env("ROOMCAST_MESSAGE_RATE", "0")
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)

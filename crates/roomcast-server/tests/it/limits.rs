@@ -31,8 +31,9 @@ async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_recei
     let server = TestServer::start_with(|config| {
         config.session.max_message_bytes = 64 * 1024;
         config.session.outbound_capacity = 16;
-        // 32 KiB messages: no bound on characters, only the frame size.
+        // 32 KiB messages: no bound on characters, only the frame size; faster than a person.
         config.max_message_chars = 0;
+        config.limits.message_rate = 0;
     })
     .await;
 

@@ -3,6 +3,7 @@
 
 // Test helpers are `pub` for the sibling modules, not an API.
 #![allow(unreachable_pub, missing_docs)]
+mod abuse;
 mod api;
 mod auth;
 mod channels;

@@ -244,8 +244,20 @@ impl Authenticator {
     }
 
     /// HS256 with a shared secret (the default). Default leeway 30 s, no issuer or audience check.
+    /// Use a secret of at least 32 random bytes (RFC 7518 §3.2); `roomcast serve` refuses a
+    /// shorter one.
+    ///
+    /// # Panics
+    ///
+    /// When `secret` is empty: every token signed with an empty key would be accepted by
+    /// anyone who guessed so.
     pub fn hs256(secret: impl AsRef<[u8]>) -> Self {
-        Self::with_key(DecodingKey::from_secret(secret.as_ref()), Algorithm::HS256)
+        let secret = secret.as_ref();
+        assert!(
+            !secret.is_empty(),
+            "Authenticator::hs256: the secret is empty"
+        );
+        Self::with_key(DecodingKey::from_secret(secret), Algorithm::HS256)
     }
 
     /// RS256 with an RSA public key in PEM format.
@@ -511,6 +523,12 @@ mod tests {
             auth.validate(&bad_aud),
             Err(AuthError::Invalid("wrong audience"))
         );
+    }
+
+    #[test]
+    #[should_panic(expected = "the secret is empty")]
+    fn an_empty_hs256_secret_is_refused() {
+        let _ = Authenticator::hs256(b"");
     }
 
     #[test]

@@ -75,6 +75,7 @@ struct Counters {
     slow_consumers: AtomicU64,
     messages_received: AtomicU64,
     frames_queued: AtomicU64,
+    hook_panics: AtomicU64,
 }
 
 /// A snapshot of the hub's counters, for metrics.
@@ -97,6 +98,8 @@ pub struct HubStats {
     pub messages_received_total: u64,
     /// Frames queued to connections since start.
     pub frames_queued_total: u64,
+    /// Hooks that panicked since start (each closed its connection with 1011).
+    pub hook_panics_total: u64,
 }
 
 /// Builds a [`Hub`] with a broker (for several nodes) or a fixed node id.
@@ -265,6 +268,16 @@ impl Hub {
         users
     }
 
+    /// How many users are in `room` (each once, however many connections they have in it).
+    pub fn room_user_count(&self, room: &RoomName) -> usize {
+        self.state().room_user_count(room)
+    }
+
+    /// How many connections `user` has on this node.
+    pub fn user_connection_count(&self, user: &UserId) -> usize {
+        self.state().user_conn_count(user)
+    }
+
     /// Whether `user` is in `room` through any of their connections.
     pub fn is_member(&self, user: &UserId, room: &RoomName) -> bool {
         self.state().is_member(user, room)
@@ -306,6 +319,7 @@ impl Hub {
             slow_consumers_total: load(&stats.slow_consumers),
             messages_received_total: load(&stats.messages_received),
             frames_queued_total: load(&stats.frames_queued),
+            hook_panics_total: load(&stats.hook_panics),
         }
     }
 
@@ -671,6 +685,13 @@ impl Hub {
         self.shared
             .stats
             .messages_received
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_panic(&self) {
+        self.shared
+            .stats
+            .hook_panics
             .fetch_add(1, Ordering::Relaxed);
     }
 

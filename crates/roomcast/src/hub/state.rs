@@ -237,14 +237,16 @@ impl<'e> EncodeOnce<'e> {
                         event => dialect.encode(event),
                     })
                     .collect();
-                let hidden: Vec<bool> = self
+                let hidden = |event: &Event| event.actor().is_some() && !dialect.shows_own(event);
+                // Asked twice only where something is hidden: no allocation otherwise.
+                let own_hidden = self
                     .events
                     .iter()
-                    .map(|event| event.actor().is_some() && !dialect.shows_own(event))
-                    .collect();
+                    .any(hidden)
+                    .then(|| self.events.iter().map(hidden).collect());
                 let encoded = Encoded {
                     frames,
-                    own_hidden: hidden.contains(&true).then_some(hidden),
+                    own_hidden,
                     framed: None,
                 };
                 self.encoded.push((name, encoded));
@@ -450,6 +452,14 @@ impl State {
             .get(user)
             .map(|u| u.conns.clone())
             .unwrap_or_default()
+    }
+
+    pub(crate) fn user_conn_count(&self, user: &UserId) -> usize {
+        self.users.get(user).map_or(0, |u| u.conns.len())
+    }
+
+    pub(crate) fn room_user_count(&self, room: &RoomName) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.users.len())
     }
 
     pub(crate) fn connected_users(&self) -> Vec<UserId> {

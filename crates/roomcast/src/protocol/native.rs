@@ -143,12 +143,22 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
         },
         "ping" => Request::Ping,
         "pong" => Request::Pong,
-        other => {
-            let mut kind = other.to_owned();
-            kind.truncate(64);
-            return Err(DecodeError::UnknownType(kind));
-        }
+        other => return Err(DecodeError::UnknownType(clip(other, 64).to_owned())),
     })
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary: a
+/// client's string echoed in an error must not split a character (which `String::truncate`
+/// would panic on).
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// One server envelope. Absent fields are left out of the JSON.
@@ -367,6 +377,18 @@ mod tests {
             decode(r#"{"type":"join","room":"a b"}"#),
             Err(DecodeError::InvalidRoom(InvalidRoomName::BadCharacter))
         );
+    }
+
+    #[test]
+    fn an_unknown_type_is_clipped_on_a_character_boundary() {
+        // 1 + 2 × 40 bytes: byte 64 falls inside an 'é'.
+        let kind = format!("a{}", "é".repeat(40));
+        let Err(DecodeError::UnknownType(echoed)) = decode(&json!({"type": kind}).to_string())
+        else {
+            panic!("an unknown type is an error");
+        };
+        assert_eq!(echoed, format!("a{}", "é".repeat(31)));
+        assert_eq!(clip("abc", 64), "abc");
     }
 
     #[test]

@@ -20,8 +20,11 @@
 //! or `connection_timeout` has passed.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::time::Duration;
+
+use futures_util::FutureExt as _;
 
 use tokio::time::error::Elapsed;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
@@ -150,7 +153,14 @@ async fn wind_up<H: Handler>(
     log_end(&session, &end.reason);
     conn.finish(outbound, &end).await;
     let disconnect = handler.on_disconnect(&session, &end.reason);
-    disconnect.instrument(hook_span(&session)).await;
+    let disconnect = disconnect.map(|()| Ok(()));
+    // A panic here has nothing left to close; `guarded` counts and logs it.
+    let _ = guarded(
+        disconnect.instrument(hook_span(&session)),
+        &session,
+        "on_disconnect",
+    )
+    .await;
     guard.release().await;
 }
 
@@ -176,7 +186,7 @@ impl Conn<'_> {
         async move {
             let outbound = &session.outbound;
             let connect = handler.on_connect(session).instrument(hook_span(session));
-            if let Err(err) = Box::pin(connect).await {
+            if let Err(err) = Box::pin(guarded(connect, session, "on_connect")).await {
                 return End::close(err.close_reason());
             }
             // When the last batch was written, and while frames wait out `write_interval` after
@@ -293,7 +303,7 @@ impl Conn<'_> {
         let hook = handler
             .on_message(session, incoming)
             .instrument(hook_span(session));
-        if let Err(err) = hook.await {
+        if let Err(err) = guarded(hook, session, "on_message").await {
             let reason = err.close_reason();
             if reason.code() == close_code::INTERNAL {
                 tracing::error!(
@@ -369,6 +379,35 @@ fn log_end(session: &Session, reason: &CloseReason) {
 /// One span per hook call rather than one for the connection's life: a live span costs every
 /// idle connection its registry slot and formatted fields (~360 bytes measured at the default
 /// `info` level), while a call's span is gone when the hook returns.
+/// Runs a hook; a panic inside it becomes an error that closes this connection with 1011
+/// `internal error`, counted in [`HubStats::hook_panics_total`](crate::HubStats) and logged
+/// here, once. The process and every other connection go on: the hub's lock is never held
+/// while a hook runs, and the connection is unregistered as usual.
+async fn guarded<F>(hook: F, session: &Session, name: &'static str) -> crate::Result<()>
+where
+    F: Future<Output = crate::Result<()>>,
+{
+    match AssertUnwindSafe(hook).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            session.hub().count_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a non-string panic payload");
+            tracing::error!(
+                conn = %session.conn_id(),
+                user = %session.user_id(),
+                hook = name,
+                panic = message,
+                "a hook panicked: the connection is closed with 1011"
+            );
+            Err(crate::Error::close(close_code::INTERNAL, "internal error"))
+        }
+    }
+}
+
 fn hook_span(session: &Session) -> tracing::Span {
     tracing::info_span!("session", conn = %session.conn_id(), user = %session.user_id())
 }

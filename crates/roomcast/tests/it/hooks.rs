@@ -151,3 +151,23 @@ async fn an_error_from_on_connect_closes_with_its_code_before_any_message() {
     assert_eq!(server.disconnected().await.reason.code(), 4000);
     server.wait_for_connections(0).await;
 }
+
+#[tokio::test]
+async fn a_panicking_hook_closes_only_its_connection_with_1011_and_is_counted() {
+    let server = TestServer::start().await;
+    let mut alice = server.connect_as("alice").await;
+    let mut bob = server.connect_as("bob").await;
+
+    alice.send_json(&json!({ "cmd": "panic" })).await;
+    assert_eq!(alice.expect_close(1011).await, "internal error");
+    assert_eq!(server.hub.stats().hook_panics_total, 1);
+
+    // The process and the other connection go on.
+    bob.send_text("still here").await;
+    assert_eq!(bob.recv_json().await["payload"], "still here");
+    let _carol = server.connect_as("carol").await;
+    crate::common::eventually("alice unregistered", || {
+        !server.hub.is_connected(&user("alice"))
+    })
+    .await;
+}

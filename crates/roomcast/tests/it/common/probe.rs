@@ -8,6 +8,7 @@
 //! {"cmd":"leave","room":"r"}        ← {"type":"left","room":"r","was_member":…}
 //! {"cmd":"fail","code":4000}        → on_message returns Error::close(4000, "told to fail")
 //! {"cmd":"fail"}                    → on_message returns Error::other("told to fail")
+//! {"cmd":"panic"}                   → on_message panics
 //! {"cmd":"keep_sender"}             ← {"type":"kept"}; the session's `Sender` is kept for the test
 //! any other text                    ← {"type":"got","kind":"text","payload":"<text>"}
 //! any binary                        ← {"type":"got","kind":"binary","payload":[bytes…]}
@@ -67,6 +68,7 @@ impl Probe {
                 )),
                 None => Err(Error::other("told to fail")),
             },
+            Some("panic") => panic!("told to panic"),
             Some("keep_sender") => {
                 self.senders.lock().unwrap().push(cx.sender());
                 cx.send_json(&json!({ "type": "kept" }))

@@ -1,0 +1,185 @@
+//! Hostile input and abuse limits: each refused at its point, with a clear answer, and
+//! recovered from after.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn a_type_cut_inside_a_multibyte_character_is_an_error_and_the_connection_lives_on() {
+    let server = TestServer::start().await;
+    let mut client = server.connect("/ws").await;
+    let kind = format!("a{}", "é".repeat(40));
+    client.send_json(json!({ "type": kind })).await;
+    let error = client.recv_type("error").await;
+    let content = error["content"].as_str().unwrap();
+    assert!(
+        content.starts_with("unsupported message type: aéé"),
+        "{content}"
+    );
+    client.send_json(json!({"type": "ping"})).await;
+    assert_eq!(client.recv_json().await["type"], "pong");
+    assert_eq!(server.hub.stats().hook_panics_total, 0);
+}
+
+#[tokio::test]
+async fn a_message_flood_gets_errors_then_1008_while_the_room_keeps_receiving() {
+    let server = TestServer::start_with(|config| {
+        config.limits.message_rate = 1;
+        config.limits.message_burst = 4;
+    })
+    .await;
+    let mut flooder = server.connect_as("/ws", "flooder").await;
+    flooder.join("lobby").await;
+    let mut bob = server.connect_as("/ws", "bob").await;
+    bob.join("lobby").await;
+    let mut carol = server.connect_as("/ws", "carol").await;
+    carol.join("lobby").await;
+
+    // Bounded: the burst, every strike, and a few more.
+    for n in 0..60 {
+        let message = json!({"type": "message", "room": "lobby", "content": format!("spam {n}")});
+        flooder.send_json(message).await;
+    }
+    let mut errors = 0;
+    loop {
+        match flooder.recv().await {
+            tungstenite::Message::Text(text) => {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "error" {
+                    assert!(value["content"].as_str().unwrap().contains("rate limited"));
+                    errors += 1;
+                }
+            }
+            tungstenite::Message::Close(Some(frame)) => {
+                assert_eq!(
+                    (u16::from(frame.code), frame.reason.as_str()),
+                    (1008, "rate limited")
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(errors >= 20, "the dropped ones were answered: {errors}");
+
+    // What passed the limiter reached the room (the burst of 4, less the join's frame, plus
+    // what the rate refilled meanwhile); the rest was neither stored nor broadcast. Carol's
+    // message is queued to the store after all of them, so it arrives after them.
+    carol
+        .send_json(json!({"type": "message", "room": "lobby", "content": "after"}))
+        .await;
+    let mut passed = 0;
+    loop {
+        let message = bob.recv_type("message").await;
+        if message["content"] == "after" {
+            break;
+        }
+        passed += 1;
+    }
+    assert!((3..=6).contains(&passed), "{passed} passed");
+    let stored = server.store.history("lobby", None, 100).await.unwrap();
+    assert_eq!(stored.len(), passed + 1, "only those were stored");
+}
+
+#[tokio::test]
+async fn past_the_connect_rate_an_address_gets_429_with_retry_after_then_gets_in_again() {
+    let server = TestServer::start_with(|config| config.limits.connect_rate = 1).await;
+    // A burst of four times the rate.
+    let mut admitted = Vec::new();
+    for _ in 0..4 {
+        admitted.push(server.connect("/ws").await);
+    }
+    let refused = server
+        .try_connect(server.url("/ws").into_client_request().unwrap())
+        .await;
+    let Err(tungstenite::Error::Http(response)) = refused else {
+        panic!("the fifth attempt within a second was let in");
+    };
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    // Recovers: one more attempt a second later.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut again = server.connect("/ws").await;
+    again.send_json(json!({"type": "ping"})).await;
+    assert_eq!(again.recv_json().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_connection_joins_at_most_the_configured_number_of_rooms() {
+    let server = TestServer::start_with(|config| config.limits.max_rooms_per_connection = 2).await;
+    let mut ann = server.connect_as("/ws", "ann").await;
+    ann.join("a").await;
+    ann.join("b").await;
+    ann.send_json(json!({"type": "join", "room": "c"})).await;
+    let error = ann.recv_type("error").await;
+    assert_eq!(
+        error["content"],
+        "too many rooms: a connection may be in at most 2"
+    );
+    assert!(
+        server.store.room("c").await.unwrap().is_none(),
+        "no room was created"
+    );
+    ann.send_json(json!({"type": "leave", "room": "a"})).await;
+    ann.recv_type("leave").await;
+    ann.join("c").await;
+}
+
+#[tokio::test]
+async fn a_full_room_refuses_one_more_user_on_every_endpoint_until_someone_leaves() {
+    let server = TestServer::start_with(|config| config.limits.max_room_members = 2).await;
+    let mut ann = server.connect_as("/ws", "ann").await;
+    ann.join("small").await;
+    let mut bob = server.connect_as("/ws", "bob").await;
+    bob.join("small").await;
+
+    let mut carol = server.connect_as("/ws", "carol").await;
+    carol
+        .send_json(json!({"type": "join", "room": "small"}))
+        .await;
+    assert_eq!(
+        carol.recv_type("error").await["content"],
+        "room full: at most 2 users"
+    );
+    let dave = server.user_token("dave").await;
+    let mut channels = server
+        .connect(&format!("/ws/chat/small/?token={dave}"))
+        .await;
+    let close = channels.expect_close(1013).await;
+    assert_eq!(close.reason, "room full: at most 2 users");
+    // A member's second tab is no new user.
+    let mut ann_again = server.connect_as("/ws", "ann").await;
+    ann_again.join("small").await;
+
+    bob.send_json(json!({"type": "leave", "room": "small"}))
+        .await;
+    bob.recv_type("leave").await;
+    carol.join("small").await;
+}
+
+#[tokio::test]
+async fn a_user_past_the_connection_limit_is_closed_with_1013_and_may_reconnect_after() {
+    let server = TestServer::start_with(|config| config.limits.max_connections_per_user = 2).await;
+    let first = server.connect_as("/ws", "ann").await;
+    let _second = server.connect_as("/ws", "ann").await;
+    let mut third = server.connect_as("/ws", "ann").await;
+    let close = third.expect_close(1013).await;
+    assert_eq!(close.reason, "too many connections");
+    first.close().await;
+    let ann = roomcast::UserId::from("ann");
+    server
+        .wait_for(|hub| hub.user_connection_count(&ann) == 1)
+        .await;
+    let mut fourth = server.connect_as("/ws", "ann").await;
+    fourth.send_json(json!({"type": "ping"})).await;
+    assert_eq!(fourth.recv_json().await["type"], "pong");
+}
