@@ -287,6 +287,18 @@ pub struct LimitsArgs {
           value_parser = parse_with::<u32>("ROOMCAST_CONNECT_RATE", "a whole number per second"))]
     pub connect_rate: u32,
 
+    /// `/auth/login`, `/auth/register`, `/create-room` and `/join-room` requests per client IP
+    /// and minute, bursts of a quarter of that; over it, HTTP 429 with `Retry-After`.
+    #[arg(long = "auth-rate", env = "ROOMCAST_AUTH_RATE", default_value = "60",
+          value_parser = parse_with::<u32>("ROOMCAST_AUTH_RATE", "a whole number per minute"))]
+    pub auth_rate: u32,
+
+    /// Comma-separated addresses or CIDRs (`10.0.0.0/8,::1`) of reverse proxies whose
+    /// `X-Forwarded-For` / `Forwarded` header names the client; from anyone else it is ignored.
+    #[arg(long = "trusted-proxies", env = "ROOMCAST_TRUSTED_PROXIES", default_value = "",
+          value_parser = parse_cidrs)]
+    pub trusted_proxies: Cidrs,
+
     /// Frames per connection and second; over it a frame is dropped with an error, and a client
     /// that keeps on is closed with 1008.
     #[arg(long = "message-rate", env = "ROOMCAST_MESSAGE_RATE", default_value = "10",
@@ -320,6 +332,7 @@ impl LimitsArgs {
     fn config(&self) -> crate::limits::LimitsConfig {
         crate::limits::LimitsConfig {
             connect_rate: self.connect_rate,
+            auth_rate: self.auth_rate,
             message_rate: self.message_rate,
             message_burst: self.message_burst,
             max_rooms_per_connection: self.max_rooms_per_connection,
@@ -327,6 +340,29 @@ impl LimitsArgs {
             max_connections_per_user: self.max_connections_per_user,
         }
     }
+}
+
+/// `ROOMCAST_TRUSTED_PROXIES`, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Cidrs(pub Vec<ipnet::IpNet>);
+
+/// Addresses (`10.0.0.1`, taken as a /32 or /128) or CIDRs, comma-separated; empty: none.
+fn parse_cidrs(value: &str) -> Result<Cidrs, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    format!(
+                        "ROOMCAST_TRUSTED_PROXIES: expected addresses or CIDRs like 10.0.0.0/8, got {item:?}"
+                    )
+                })
+        })
+        .collect::<Result<_, _>>()
+        .map(Cidrs)
 }
 
 /// A value parser for `T: FromStr` whose error names `variable` and what was expected.
@@ -553,6 +589,7 @@ impl ServeArgs {
             max_message_chars: self.max_message_chars,
             user_directory: self.store.user_directory,
             limits: self.limits.config(),
+            trusted_proxies: self.limits.trusted_proxies.0.clone(),
             websocket_enabled: self.websocket.enabled,
             require_auth: self.websocket.require_auth,
             allowed_origins: AllowedOrigins::parse(&self.websocket.allowed_origins),
@@ -677,6 +714,30 @@ mod tests {
         assert!(
             serve(&[]).unwrap().into_config().is_ok(),
             "generated on loopback"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidrs_and_anything_else_is_named() {
+        let args = serve(&["--trusted-proxies", "10.0.0.0/8, ::1,192.0.2.7"]).unwrap();
+        let config = args.into_config().unwrap();
+        let listed: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(listed, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        let err = serve(&["--trusted-proxies", "10.0.0.0/99"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROOMCAST_TRUSTED_PROXIES"), "{err}");
+        assert!(
+            serve(&[])
+                .unwrap()
+                .into_config()
+                .unwrap()
+                .trusted_proxies
+                .is_empty()
         );
     }
 

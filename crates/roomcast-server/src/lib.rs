@@ -103,6 +103,9 @@ pub struct ServerConfig {
     /// Abuse limits: connection and message rates, rooms per connection, room size,
     /// connections per user (`ROOMCAST_CONNECT_RATE`, …).
     pub limits: limits::LimitsConfig,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` names the client
+    /// (`ROOMCAST_TRUSTED_PROXIES`); empty: the socket's peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Serve the WebSocket endpoints (`WEBSOCKET_ENABLED`).
     pub websocket_enabled: bool,
     /// Refuse guests on `/ws` and `/ws/{room}` (`WEBSOCKET_REQUIRE_AUTH`).
@@ -139,6 +142,7 @@ impl ServerConfig {
             max_message_chars: DEFAULT_MAX_MESSAGE_CHARS,
             user_directory: DirectoryMode::Store,
             limits: limits::LimitsConfig::default(),
+            trusted_proxies: Vec::new(),
             websocket_enabled: true,
             require_auth: false,
             allowed_origins: AllowedOrigins::Any,
@@ -220,7 +224,10 @@ impl Server {
             max_message_chars: config.max_message_chars,
             rooms: Arc::default(),
             passwords: Arc::default(),
-            limits: Arc::new(limits::Limits::new(config.limits)),
+            limits: Arc::new(limits::Limits::new(
+                config.limits,
+                config.trusted_proxies.clone(),
+            )),
         };
         state.limits.spawn_pruning();
         Ok(Self {

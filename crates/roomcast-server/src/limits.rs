@@ -3,6 +3,7 @@
 //! | setting | what it bounds | over it |
 //! | --- | --- | --- |
 //! | `ROOMCAST_CONNECT_RATE` | connection attempts per client IP and second (burst: 4×) | HTTP 429 with `Retry-After`, before the upgrade |
+//! | `ROOMCAST_AUTH_RATE` | `/auth/login`, `/auth/register`, `/create-room`, `/join-room` per client IP and minute (burst: a quarter of it) | HTTP 429 with `Retry-After` |
 //! | `ROOMCAST_MESSAGE_RATE`, `ROOMCAST_MESSAGE_BURST` | frames per connection and second | the frame is dropped with an error; sustained, 1008 `rate limited` |
 //! | `ROOMCAST_MAX_ROOMS_PER_CONNECTION` | rooms one connection is in | the join is refused with an error |
 //! | `ROOMCAST_MAX_ROOM_MEMBERS` | users in one room | `room full`: an error, or 1013 at connect |
@@ -11,6 +12,11 @@
 //! Every one of them is `0` to turn it off (benchmarks that open thousands of connections from
 //! one address do). Rates are GCRA limiters from `governor`, keyed by IP or connection id: one
 //! timestamp per key, pruned every minute of the keys that are back to a full burst.
+//!
+//! The client IP is the socket's peer. `X-Forwarded-For` (or `Forwarded: for=`) is believed
+//! only when the peer is one of `ROOMCAST_TRUSTED_PROXIES`: then the client is the rightmost
+//! address in the chain that is not itself a trusted proxy ([`client_ip`]). Every request to a
+//! limited route runs in a span carrying `client_ip`, so each refusal's log line names it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -18,12 +24,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use ipnet::IpNet;
 use roomcast::ConnId;
+use tracing::Instrument;
 
 /// The limits' settings. `0` turns each off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +39,9 @@ pub struct LimitsConfig {
     /// Connection attempts per client IP and second (`ROOMCAST_CONNECT_RATE`); bursts of four
     /// times that pass.
     pub connect_rate: u32,
+    /// Sign-ins, sign-ups and room codes per client IP and minute (`ROOMCAST_AUTH_RATE`);
+    /// bursts of a quarter of that pass.
+    pub auth_rate: u32,
     /// Frames per connection and second (`ROOMCAST_MESSAGE_RATE`).
     pub message_rate: u32,
     /// Frames a connection may send at once before the rate applies
@@ -49,6 +60,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             connect_rate: 20,
+            auth_rate: 60,
             message_rate: 10,
             message_burst: 30,
             max_rooms_per_connection: 100,
@@ -68,6 +80,7 @@ impl LimitsConfig {
     pub fn off() -> Self {
         Self {
             connect_rate: 0,
+            auth_rate: 0,
             message_rate: 0,
             message_burst: 0,
             max_rooms_per_connection: 0,
@@ -96,7 +109,10 @@ pub enum Verdict {
 /// The rate limiters of one server. Cheap to share (`Arc`).
 pub struct Limits {
     config: LimitsConfig,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` is believed.
+    trusted_proxies: Vec<IpNet>,
     connects: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    auths: Option<DefaultKeyedRateLimiter<IpAddr>>,
     messages: Option<DefaultKeyedRateLimiter<ConnId>>,
     /// Refusals per connection: when this limiter refuses too, the connection is closed.
     strikes: Option<DefaultKeyedRateLimiter<ConnId>>,
@@ -111,11 +127,15 @@ impl std::fmt::Debug for Limits {
 }
 
 impl Limits {
-    /// Limiters for `config`.
-    pub fn new(config: LimitsConfig) -> Self {
+    /// Limiters for `config`, believing forwarding headers from `trusted_proxies`.
+    pub fn new(config: LimitsConfig, trusted_proxies: Vec<IpNet>) -> Self {
         let connects = NonZeroU32::new(config.connect_rate).map(|rate| {
             let burst = rate.saturating_mul(NonZeroU32::new(4).expect("4 is not zero"));
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        let auths = NonZeroU32::new(config.auth_rate).map(|rate| {
+            let burst = NonZeroU32::new(rate.get() / 4).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
         });
         let messages = NonZeroU32::new(config.message_rate).map(|rate| {
             let burst = NonZeroU32::new(config.message_burst).unwrap_or(rate);
@@ -127,7 +147,9 @@ impl Limits {
         });
         Self {
             config,
+            trusted_proxies,
             connects,
+            auths,
             messages,
             strikes,
         }
@@ -144,12 +166,17 @@ impl Limits {
     ///
     /// How long until the next attempt from `ip` would pass.
     pub fn connect(&self, ip: IpAddr) -> Result<(), Duration> {
-        let Some(connects) = &self.connects else {
-            return Ok(());
-        };
-        connects
-            .check_key(&ip)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        check(self.connects.as_ref(), ip)
+    }
+
+    /// Counts a sign-in, sign-up or room-code request from `ip`: `Err(wait)` when over
+    /// `ROOMCAST_AUTH_RATE`.
+    ///
+    /// # Errors
+    ///
+    /// How long until the next request from `ip` would pass.
+    pub fn auth(&self, ip: IpAddr) -> Result<(), Duration> {
+        check(self.auths.as_ref(), ip)
     }
 
     /// Counts a frame from `conn` against `ROOMCAST_MESSAGE_RATE`.
@@ -168,9 +195,9 @@ impl Limits {
 
     /// Forgets the keys whose limiters are back to a full burst (they behave as new ones).
     fn prune(&self) {
-        if let Some(connects) = &self.connects {
-            connects.retain_recent();
-            connects.shrink_to_fit();
+        for limiter in [&self.connects, &self.auths].into_iter().flatten() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
         }
         for limiter in [&self.messages, &self.strikes].into_iter().flatten() {
             limiter.retain_recent();
@@ -195,33 +222,135 @@ impl Limits {
     }
 }
 
+fn check(limiter: Option<&DefaultKeyedRateLimiter<IpAddr>>, ip: IpAddr) -> Result<(), Duration> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter
+        .check_key(&ip)
+        .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+}
+
+/// The client's address: `peer`, or, when `peer` is a trusted proxy, the rightmost address of
+/// `X-Forwarded-For` (else `Forwarded: for=`) that is not a trusted proxy itself. Proxies append
+/// on the right, so everything left of the first untrusted hop is the client's to write and is
+/// never believed.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use axum::http::HeaderMap;
+/// use roomcast_server::limits::client_ip;
+/// let proxies = vec!["10.0.0.0/8".parse().unwrap()];
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.0.0.2".parse().unwrap());
+/// let (proxy, stranger): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [198, 51, 100, 1].into());
+/// // From the proxy: the hop before it. From anyone else: the peer, whatever it claims.
+/// assert_eq!(client_ip(proxy, &headers, &proxies), IpAddr::from([203, 0, 113, 7]));
+/// assert_eq!(client_ip(stranger, &headers, &proxies), stranger);
+/// ```
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    if chain.is_empty() {
+        chain = headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(forwarded_for)
+            .collect();
+    }
+    chain
+        .iter()
+        .rev()
+        .find(|hop| !is_trusted(hop))
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// The address of one `Forwarded` element's `for=` (RFC 7239: `for=192.0.2.60`,
+/// `for="[2001:db8::17]:4711"`, `for="192.0.2.60:8080"`).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (key, value) = pair.trim().split_once('=')?;
+        key.eq_ignore_ascii_case("for")
+            .then_some(value.trim().trim_matches('"'))
+    })?;
+    if let Some(bracketed) = value.strip_prefix('[') {
+        return bracketed.split(']').next()?.parse().ok();
+    }
+    value
+        .parse()
+        .ok()
+        .or_else(|| value.rsplit_once(':')?.0.parse().ok())
+}
+
+/// Which limit a route's middleware applies.
+#[derive(Debug, Clone, Copy)]
+enum Gate {
+    Connect,
+    Auth,
+}
+
 /// Middleware on the WebSocket routes: refuses an address over `ROOMCAST_CONNECT_RATE` with
-/// 429 and `Retry-After` (whole seconds, at least 1) before the upgrade. The address is the
-/// socket's peer.
+/// 429 and `Retry-After` before the upgrade.
 pub(crate) async fn connect_rate(
     State(limits): State<Arc<Limits>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let peer = request
+    gate(&limits, Gate::Connect, request, next).await
+}
+
+/// Middleware on `/auth/login`, `/auth/register`, `/create-room` and `/join-room`: refuses an
+/// address over `ROOMCAST_AUTH_RATE` with 429 and `Retry-After`.
+pub(crate) async fn auth_rate(
+    State(limits): State<Arc<Limits>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    gate(&limits, Gate::Auth, request, next).await
+}
+
+/// Resolves the client's address, counts the request, and runs the route in a span naming the
+/// address (so a refusal inside, an origin or a token, logs it).
+async fn gate(limits: &Limits, gate: Gate, request: Request, next: Next) -> Response {
+    // Without `ConnectInfo` (a router called directly, as some tests do) nothing is counted.
+    let Some(peer) = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    if let Some(ip) = peer
-        && let Err(wait) = limits.connect(ip)
-    {
-        tracing::debug!(%ip, "connection rate exceeded");
+        .map(|ConnectInfo(addr)| addr.ip())
+    else {
+        return next.run(request).await;
+    };
+    let ip = client_ip(peer, request.headers(), &limits.trusted_proxies);
+    let counted = match gate {
+        Gate::Connect => limits.connect(ip),
+        Gate::Auth => limits.auth(ip),
+    };
+    if let Err(wait) = counted {
+        tracing::debug!(client_ip = %ip, limit = ?gate, "rate exceeded");
         let seconds = wait.as_secs_f64().ceil().max(1.0);
         let retry_after = HeaderValue::from_str(&format!("{seconds:.0}"))
             .unwrap_or(HeaderValue::from_static("1"));
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, retry_after)],
-            "too many connection attempts; retry later",
+            "too many requests; retry later",
         )
             .into_response();
     }
-    next.run(request).await
+    let span = tracing::info_span!("client", client_ip = %ip);
+    next.run(request).instrument(span).await
 }
 
 #[cfg(test)]
@@ -230,11 +359,14 @@ mod tests {
 
     #[test]
     fn a_flood_is_dropped_then_closed_and_a_burst_within_limits_passes() {
-        let limits = Limits::new(LimitsConfig {
-            message_rate: 1,
-            message_burst: 5,
-            ..LimitsConfig::off()
-        });
+        let limits = Limits::new(
+            LimitsConfig {
+                message_rate: 1,
+                message_burst: 5,
+                ..LimitsConfig::off()
+            },
+            Vec::new(),
+        );
         let conn = ConnId(1);
         for _ in 0..5 {
             assert_eq!(limits.message(conn), Verdict::Allowed);
@@ -252,10 +384,13 @@ mod tests {
 
     #[test]
     fn connection_attempts_are_counted_per_address_with_a_burst_of_four_times_the_rate() {
-        let limits = Limits::new(LimitsConfig {
-            connect_rate: 2,
-            ..LimitsConfig::off()
-        });
+        let limits = Limits::new(
+            LimitsConfig {
+                connect_rate: 2,
+                ..LimitsConfig::off()
+            },
+            Vec::new(),
+        );
         let ip: IpAddr = [127, 0, 0, 9].into();
         for _ in 0..8 {
             assert!(limits.connect(ip).is_ok());
@@ -266,8 +401,46 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_headers_are_believed_only_from_trusted_proxies() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let headers = |name: &'static str, value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, value.parse().unwrap());
+            headers
+        };
+        let proxy: IpAddr = [10, 1, 2, 3].into();
+        let stranger: IpAddr = [198, 51, 100, 9].into();
+        let xff = headers("x-forwarded-for", "1.1.1.1, 203.0.113.7");
+        assert_eq!(
+            client_ip(proxy, &xff, &proxies),
+            IpAddr::from([203, 0, 113, 7])
+        );
+        assert_eq!(client_ip(stranger, &xff, &proxies), stranger, "not trusted");
+        let all_proxies = headers("x-forwarded-for", "10.0.0.5");
+        assert_eq!(client_ip(proxy, &all_proxies, &proxies), proxy);
+        let garbage = headers("x-forwarded-for", "not an address");
+        assert_eq!(client_ip(proxy, &garbage, &proxies), proxy);
+        let forwarded = headers(
+            "forwarded",
+            r#"for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711""#,
+        );
+        let v6: IpAddr = "2001:db8:cafe::17".parse().unwrap();
+        assert_eq!(client_ip(proxy, &forwarded, &proxies), v6);
+        let with_port = headers("forwarded", r#"for="192.0.2.60:8080""#);
+        assert_eq!(
+            client_ip(proxy, &with_port, &proxies),
+            IpAddr::from([192, 0, 2, 60])
+        );
+        assert_eq!(
+            client_ip(proxy, &HeaderMap::new(), &[]),
+            proxy,
+            "none trusted"
+        );
+    }
+
+    #[test]
     fn zero_turns_each_limit_off() {
-        let limits = Limits::new(LimitsConfig::off());
+        let limits = Limits::new(LimitsConfig::off(), Vec::new());
         let ip: IpAddr = [127, 0, 0, 1].into();
         for _ in 0..10_000 {
             assert!(limits.connect(ip).is_ok());

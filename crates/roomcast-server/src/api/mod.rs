@@ -25,9 +25,18 @@ use crate::AppState;
 
 /// The API's routes, over the shared state.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // What a script would hammer: password checks and room codes, per client IP.
+    let limited = Router::new()
         .route("/auth/register", post(accounts::register))
         .route("/auth/login", post(accounts::login))
+        .route("/create-room", get(codes::create_room))
+        .route("/join-room", get(codes::join_room))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            crate::limits::auth_rate,
+        ));
+    Router::new()
+        .merge(limited)
         .route("/auth/refresh", post(accounts::refresh))
         .route("/auth/logout", post(accounts::logout))
         .route("/me", get(accounts::me))
@@ -35,8 +44,6 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}", get(rooms::get_room))
         .route("/rooms/{room}/members", post(rooms::add_member))
         .route("/rooms/{room}/messages", get(rooms::messages))
-        .route("/create-room", get(codes::create_room))
-        .route("/join-room", get(codes::join_room))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         .with_state(state)

@@ -183,3 +183,66 @@ async fn a_user_past_the_connection_limit_is_closed_with_1013_and_may_reconnect_
     fourth.send_json(json!({"type": "ping"})).await;
     assert_eq!(fourth.recv_json().await["type"], "pong");
 }
+
+#[tokio::test]
+async fn room_codes_and_sign_ins_past_the_auth_rate_get_429_with_retry_after() {
+    // 4 a minute: a burst of one, then one every 15 s.
+    let server = TestServer::start_with(|config| config.limits.auth_rate = 4).await;
+    let (status, _, _) = http_raw(&server, "GET", "/create-room?name=Ann", &[], "").await;
+    assert_eq!(status, 200);
+    for path in ["/create-room?name=Bob", "/auth/login"] {
+        let method = if path.starts_with("/auth") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let (status, head, _) = http_raw(&server, method, path, &[], "").await;
+        assert_eq!(status, 429, "{path}: {head}");
+        let retry_after = head
+            .lines()
+            .find_map(|line| line.strip_prefix("retry-after: "))
+            .unwrap_or_else(|| panic!("no Retry-After: {head}"));
+        assert!(
+            (1..=15).contains(&retry_after.parse::<u64>().unwrap()),
+            "{retry_after}"
+        );
+    }
+    // Other routes are not counted.
+    let (status, _) = http(&server, "GET", "/healthz", None, None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn x_forwarded_for_is_ignored_from_an_untrusted_peer_and_used_from_a_trusted_one() {
+    /// Five attempts "from" five clients behind the peer: the statuses.
+    async fn five_clients(server: &TestServer) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for n in 1..=5 {
+            let forwarded = format!("203.0.113.{n}");
+            let (status, _, _) = http_raw(
+                server,
+                "GET",
+                "/join-room?name=X&room_id=NOPE",
+                &[("X-Forwarded-For", &forwarded)],
+                "",
+            )
+            .await;
+            statuses.push(status);
+        }
+        statuses
+    }
+    // 4 a minute: a burst of one per client address.
+    let untrusted = TestServer::start_with(|config| config.limits.auth_rate = 4).await;
+    assert_eq!(
+        five_clients(&untrusted).await,
+        [404, 429, 429, 429, 429],
+        "all one peer"
+    );
+
+    let behind_proxy = TestServer::start_with(|config| {
+        config.limits.auth_rate = 4;
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(five_clients(&behind_proxy).await, [404; 5], "five clients");
+}

@@ -192,29 +192,26 @@ impl Drop for TestServer {
     }
 }
 
-/// A minimal HTTP/1.1 client for a [`TestServer`]: one request per connection.
-pub async fn http(
+/// A minimal HTTP/1.1 client for a [`TestServer`]: one request per connection. Returns the
+/// status, the head (status line and headers) and the body.
+pub async fn http_raw(
     server: &TestServer,
     method: &str,
     path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
         server.addr,
         body.len()
     );
-    if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
-    }
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    request.push_str(&body);
+    request.push_str(body);
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
@@ -224,10 +221,32 @@ pub async fn http(
     let response = String::from_utf8(response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// [`http_raw`] with an optional bearer token and JSON body; the answer as JSON (`null` when
+/// empty).
+pub async fn http(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let mut headers = Vec::new();
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    if let Some(bearer) = &bearer {
+        headers.push(("Authorization", bearer.as_str()));
+    }
+    let (status, _, body) = http_raw(server, method, path, &headers, &body).await;
     let value = if body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
     };
     (status, value)
 }
