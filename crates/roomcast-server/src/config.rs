@@ -47,6 +47,18 @@ pub struct ServeArgs {
           value_parser = bool_var("ROOMCAST_ECHO_ENDPOINT"), action = clap::ArgAction::Set)]
     pub echo_endpoint: bool,
 
+    /// Longest a client may take to send an HTTP request's head (slowloris); an idle
+    /// keep-alive connection is closed after that long too. `0`: no limit.
+    #[arg(long = "header-timeout", env = "ROOMCAST_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = duration_var("ROOMCAST_HEADER_TIMEOUT"))]
+    pub header_timeout: Duration,
+
+    /// Most connections in their HTTP phase at once (before a WebSocket upgrade, or plain HTTP
+    /// requests); past it a new connection is closed at once. `0`: no limit.
+    #[arg(long = "max-handshakes", env = "ROOMCAST_MAX_HANDSHAKES", default_value = "1024",
+          value_parser = parse_with::<usize>("ROOMCAST_MAX_HANDSHAKES", "a whole number"))]
+    pub max_handshakes: usize,
+
     /// How long shutdown waits for sessions to close.
     #[arg(long = "shutdown-timeout", env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value = "10s",
           value_parser = duration_var("ROOMCAST_SHUTDOWN_TIMEOUT"))]
@@ -595,6 +607,10 @@ impl ServeArgs {
             allowed_origins: AllowedOrigins::parse(&self.websocket.allowed_origins),
             echo_endpoint: self.echo_endpoint,
             shutdown_timeout: self.shutdown_timeout,
+            http: crate::HttpLimits {
+                header_timeout: self.header_timeout,
+                max_handshakes: self.max_handshakes,
+            },
         })
     }
 }

@@ -21,6 +21,9 @@ pub mod chat;
 pub mod config;
 mod directory;
 pub mod limits;
+mod serve;
+
+pub use serve::HttpLimits;
 pub mod token;
 
 use std::future::Future;
@@ -116,6 +119,9 @@ pub struct ServerConfig {
     pub echo_endpoint: bool,
     /// How long shutdown waits for sessions (`ROOMCAST_SHUTDOWN_TIMEOUT`).
     pub shutdown_timeout: Duration,
+    /// Bounds on a connection's HTTP phase (`ROOMCAST_HEADER_TIMEOUT`,
+    /// `ROOMCAST_MAX_HANDSHAKES`).
+    pub http: HttpLimits,
 }
 
 impl ServerConfig {
@@ -148,6 +154,7 @@ impl ServerConfig {
             allowed_origins: AllowedOrigins::Any,
             echo_endpoint: false,
             shutdown_timeout: Duration::from_secs(10),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -324,19 +331,15 @@ impl Server {
     ) -> std::io::Result<()> {
         let router = self.router();
         tracing::info!(addr = %listener.local_addr()?, store = self.state.store.backend_name(), "roomcast listening");
-        // Sessions batch their frames and flush once, so Nagle's algorithm only adds delay
-        // (~40 ms against delayed ACKs, measured by the load generator).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "could not set TCP_NODELAY");
-            }
-        });
-        // The peer's address, for the per-IP connection rate.
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        // axum's graceful shutdown does not wait for upgraded sockets: close them ourselves.
+        serve::serve(
+            listener,
+            router,
+            self.config.http,
+            shutdown,
+            self.config.shutdown_timeout,
+        )
+        .await?;
+        // The accept loop does not wait for upgraded sockets: close them ourselves.
         let hub = &self.state.hub;
         if !hub.shutdown_sessions(self.config.shutdown_timeout).await {
             tracing::warn!("some sessions were still closing at the shutdown deadline");

@@ -246,3 +246,81 @@ async fn x_forwarded_for_is_ignored_from_an_untrusted_peer_and_used_from_a_trust
     .await;
     assert_eq!(five_clients(&behind_proxy).await, [404; 5], "five clients");
 }
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off_while_others_connect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server =
+        TestServer::start_with(|config| config.http.header_timeout = Duration::from_millis(500))
+            .await;
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /ws HTTP/1.1\r\nHost: roomcast\r\n")
+        .await
+        .unwrap();
+    // One header line every 100 ms, bounded: 50 lines, 5 s, ten times the timeout.
+    let mut cut_off = false;
+    for n in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if slow
+            .write_all(format!("X-Slow-{n}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut_off = true;
+            break;
+        }
+        let mut answer = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(5), slow.read(&mut answer)).await {
+            Err(_) => {} // nothing yet
+            Ok(Ok(_) | Err(_)) => {
+                cut_off = true; // closed, or answered without waiting for the rest
+                break;
+            }
+        }
+    }
+    assert!(
+        cut_off,
+        "a client trickling headers for 5 s was never cut off"
+    );
+    let mut client = server.connect("/ws").await;
+    client.send_json(json!({"type": "ping"})).await;
+    assert_eq!(client.recv_json().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn past_the_handshake_bound_a_connection_is_closed_at_once_and_the_bound_recovers() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|config| config.http.max_handshakes = 2).await;
+    // Two connections that never send a byte hold both places.
+    let idle: Vec<_> = [
+        tokio::net::TcpStream::connect(server.addr).await.unwrap(),
+        tokio::net::TcpStream::connect(server.addr).await.unwrap(),
+    ]
+    .into();
+    let mut third = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, third.read(&mut byte))
+        .await
+        .expect("the third connection was neither served nor closed");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed without a word: {read:?}"
+    );
+
+    drop(idle);
+    // The places come back as the server sees the two close.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let request = server.url("/ws").into_client_request().unwrap();
+        if let Ok(mut client) = server.try_connect(request).await {
+            client.send_json(json!({"type": "ping"})).await;
+            assert_eq!(client.recv_json().await["type"], "pong");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bound never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
