@@ -5,6 +5,14 @@
 
 use crate::error::{Result, StoreError, is_unique_violation};
 use crate::records::{Room, RoomRow, check_key, now_ms};
+
+/// A room's row with its id, the cursor of [`Store::room_page`].
+#[derive(sqlx::FromRow)]
+struct IdRoomRow {
+    id: i64,
+    #[sqlx(flatten)]
+    room: RoomRow,
+}
 use crate::store::{Store, with_pool};
 use crate::users::could_exist;
 
@@ -107,6 +115,50 @@ impl Store {
             sqlx::query_as::<_, RoomRow>(&sql).fetch_all(pool).await
         })?;
         Ok(rows.into_iter().map(Room::from).collect())
+    }
+
+    /// One page of the rooms `viewer` may see (public ones, and the private ones it is a member
+    /// of; public ones only without a viewer), oldest first, after `cursor` (from the previous
+    /// page; `None`: from the start), at most `limit`. Returns the page and the cursor of the
+    /// next one (`None`: this was the last). One query, whatever the number of rooms.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the database fails.
+    pub async fn room_page(
+        &self,
+        viewer: Option<&str>,
+        cursor: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<Room>, Option<i64>)> {
+        let sql = format!(
+            "SELECT id, {ROOM_COLUMNS} FROM rooms r \
+             WHERE r.id > $1 AND (r.private = $2 OR EXISTS \
+               (SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = $3)) \
+             ORDER BY r.id LIMIT $4"
+        );
+        // One more than asked: whether a next page exists.
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = with_pool!(self.backend(), |pool| {
+            sqlx::query_as::<_, IdRoomRow>(&sql)
+                .bind(cursor.unwrap_or(0))
+                .bind(false)
+                .bind(viewer.unwrap_or(""))
+                .bind(fetch)
+                .fetch_all(pool)
+                .await
+        })?;
+        let more = rows.len() > limit;
+        let rows: Vec<IdRoomRow> = rows.into_iter().take(limit).collect();
+        let next = if more {
+            rows.last().map(|row| row.id)
+        } else {
+            None
+        };
+        Ok((
+            rows.into_iter().map(|row| Room::from(row.room)).collect(),
+            next,
+        ))
     }
 
     /// Makes `user_id` a member of `room`. Adding an existing member does nothing. The user need

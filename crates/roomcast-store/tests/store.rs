@@ -13,6 +13,7 @@ store_suite![
     revoked_expired_and_orphan_refresh_tokens_are_refused,
     rooms_are_created_found_listed_and_unique,
     private_room_membership_is_recorded,
+    room_pages_show_each_viewer_its_rooms_in_order_with_a_cursor,
     append_assigns_gap_free_seqs_per_room,
     retry_with_same_client_msg_id_returns_the_original,
     concurrent_appends_produce_every_seq_exactly_once,
@@ -288,6 +289,39 @@ mod cases {
         assert_eq!(store.room("K7QX2M").await.unwrap(), Some(code.clone()));
         assert_eq!(store.room("nowhere").await.unwrap(), None);
         assert_eq!(store.list_rooms().await.unwrap(), vec![lobby, code]);
+    }
+
+    pub(crate) async fn room_pages_show_each_viewer_its_rooms_in_order_with_a_cursor(db: TestDb) {
+        let store = &db.store;
+        for (name, private, creator) in [
+            ("r1", false, None),
+            ("ann-only", true, Some("ann")),
+            ("r2", false, None),
+            ("bob-only", true, Some("bob")),
+            ("r3", false, None),
+        ] {
+            store.create_room(name, private, creator).await.unwrap();
+        }
+        let names = |page: &[roomcast_store::Room]| -> Vec<String> {
+            page.iter().map(|room| room.name.clone()).collect()
+        };
+        // Two at a time for ann: public rooms and her private one, in creation order.
+        let (page, next) = store.room_page(Some("ann"), None, 2).await.unwrap();
+        assert_eq!(names(&page), ["r1", "ann-only"]);
+        let (page, next) = store.room_page(Some("ann"), next, 2).await.unwrap();
+        assert_eq!(names(&page), ["r2", "r3"]);
+        assert_eq!(next, None, "the last page says so");
+        // Without a viewer: public rooms only, and a page that fits all of them has no next.
+        let (page, next) = store.room_page(None, None, 3).await.unwrap();
+        assert_eq!(names(&page), ["r1", "r2", "r3"]);
+        assert_eq!(next, None);
+        let (page, _) = store.room_page(Some("bob"), None, 10).await.unwrap();
+        assert_eq!(names(&page), ["r1", "r2", "bob-only", "r3"]);
+        let (page, next) = store
+            .room_page(Some("bob"), Some(i64::MAX), 10)
+            .await
+            .unwrap();
+        assert!(page.is_empty() && next.is_none(), "past the end");
     }
 
     pub(crate) async fn private_room_membership_is_recorded(db: TestDb) {

@@ -52,11 +52,25 @@ pub struct RoomSummary {
     pub occupancy: usize,
 }
 
-/// `GET /rooms`.
+/// `GET /rooms`: one page.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RoomList {
-    /// Public rooms, and the private ones the caller is a member of.
+    /// Public rooms, and the private ones the caller is a member of, oldest first.
     pub rooms: Vec<RoomSummary>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// `GET /rooms` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RoomListQuery {
+    /// The `next` of the previous page; absent: the first page.
+    pub after: Option<String>,
+    /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<usize>,
 }
 
 /// A room with who is online.
@@ -125,8 +139,12 @@ impl From<StoredMessage> for MessageView {
 
 fn summary(state: &AppState, room: Room) -> RoomSummary {
     let occupancy = RoomName::new(&room.name)
-        .map(|name| state.hub.room_members(&name).len())
+        .map(|name| state.hub.room_user_count(&name))
         .unwrap_or(0);
+    summarize(room, occupancy)
+}
+
+fn summarize(room: Room, occupancy: usize) -> RoomSummary {
     RoomSummary {
         occupancy,
         name: room.name,
@@ -209,33 +227,63 @@ pub async fn create_room(
     Ok((StatusCode::CREATED, axum::Json(summary(&state, room))))
 }
 
-/// Lists public rooms, and the private rooms the caller is a member of.
+/// Lists public rooms, and the private rooms the caller is a member of, a page at a time.
+///
+/// One store query per page, and the page's occupancy read from the hub under one lock.
 #[utoipa::path(
     get,
     path = "/rooms",
     tag = "rooms",
     security((), ("bearer" = [])),
+    params(RoomListQuery),
     responses(
-        (status = 200, description = "The rooms, oldest first", body = RoomList),
+        (status = 200, description = "A page of rooms, oldest first", body = RoomList),
+        (status = 400, description = "Malformed query", body = ErrorBody),
         (status = 401, description = "Invalid token", body = ErrorBody),
+        (status = 422, description = "Limit out of range, or a cursor not from this API", body = ErrorBody),
     )
 )]
 pub async fn list_rooms(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
+    ApiQuery(query): ApiQuery<RoomListQuery>,
 ) -> Result<axum::Json<RoomList>, ApiError> {
-    let mut rooms = Vec::new();
-    for room in state.store.list_rooms().await? {
-        let visible = match (&user, room.private) {
-            (_, false) => true,
-            (None, true) => false,
-            (Some(user), true) => state.store.is_member(&room.name, &user.user_id).await?,
-        };
-        if visible {
-            rooms.push(summary(&state, room));
-        }
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
     }
-    Ok(axum::Json(RoomList { rooms }))
+    let cursor = match query.after.as_deref() {
+        None => None,
+        Some(after) => Some(
+            after
+                .parse::<i64>()
+                .ok()
+                .filter(|cursor| *cursor > 0)
+                .ok_or_else(|| ApiError::Invalid("after: not a cursor from this API".into()))?,
+        ),
+    };
+    let viewer = user.as_ref().map(|user| user.user_id.as_str());
+    let (page, next) = state.store.room_page(viewer, cursor, limit).await?;
+    let names: Vec<Option<RoomName>> = page
+        .iter()
+        .map(|room| RoomName::new(&room.name).ok())
+        .collect();
+    let occupancy = state.hub.room_user_counts(names.iter().flatten());
+    let mut counts = occupancy.into_iter();
+    let rooms = page
+        .into_iter()
+        .zip(&names)
+        .map(|(room, name)| {
+            let occupancy = name.as_ref().map_or(0, |_| counts.next().unwrap_or(0));
+            summarize(room, occupancy)
+        })
+        .collect();
+    Ok(axum::Json(RoomList {
+        rooms,
+        next: next.map(|cursor| cursor.to_string()),
+    }))
 }
 
 /// A room with its occupancy and online members.

@@ -525,6 +525,41 @@ async fn room_list_shows_public_rooms_and_only_the_callers_private_ones() {
     assert_eq!(names(&list), ["lobby"]);
     let (_, list) = call(&app, "GET", "/rooms", None, None).await;
     assert_eq!(names(&list), ["lobby"]);
+    assert!(list.get("next").is_none(), "one page holds them all");
+}
+
+#[tokio::test]
+async fn room_list_pages_with_a_cursor_and_refuses_bad_limits_and_cursors() {
+    let (app, _dir) = app().await;
+    let alice = register(&app, "alice").await;
+    let token = alice["access_token"].as_str();
+    for name in ["a1", "a2", "a3"] {
+        let (status, _) = call(&app, "POST", "/rooms", token, Some(json!({"name": name}))).await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let (status, first) = call(&app, "GET", "/rooms?limit=2", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first["rooms"].as_array().unwrap().len(), 2);
+    let next = first["next"].as_str().expect("a next page");
+    let (_, second) = call(
+        &app,
+        "GET",
+        &format!("/rooms?limit=2&after={next}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(second["rooms"][0]["name"], "a3");
+    assert!(second.get("next").is_none());
+    for bad in [
+        "/rooms?limit=0",
+        "/rooms?limit=201",
+        "/rooms?after=abc",
+        "/rooms?after=-4",
+    ] {
+        let (status, body) = call(&app, "GET", bad, None, None).await;
+        assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+    }
 }
 
 #[tokio::test]

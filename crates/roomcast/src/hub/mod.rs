@@ -273,6 +273,22 @@ impl Hub {
         self.state().room_user_count(room)
     }
 
+    /// How many users are in each of `rooms`, in order, read under one lock.
+    ///
+    /// ```
+    /// use roomcast::{Hub, RoomName, SessionConfig};
+    /// let hub = Hub::new(SessionConfig::default());
+    /// let rooms = [RoomName::new("a").unwrap(), RoomName::new("b").unwrap()];
+    /// assert_eq!(hub.room_user_counts(&rooms), [0, 0]);
+    /// ```
+    pub fn room_user_counts<'r>(&self, rooms: impl IntoIterator<Item = &'r RoomName>) -> Vec<usize> {
+        let state = self.state();
+        rooms
+            .into_iter()
+            .map(|room| state.room_user_count(room))
+            .collect()
+    }
+
     /// How many connections `user` has on this node.
     pub fn user_connection_count(&self, user: &UserId) -> usize {
         self.state().user_conn_count(user)
