@@ -338,6 +338,12 @@ pub struct LimitsArgs {
           default_value = "20",
           value_parser = parse_with::<usize>("ROOMCAST_MAX_CONNECTIONS_PER_USER", "a whole number"))]
     pub max_connections_per_user: usize,
+
+    /// Rooms one user (a guest: one client IP) may create by joining, per minute; past it a
+    /// join of a new room is refused (an error, or 4000 at connect).
+    #[arg(long = "room-create-rate", env = "ROOMCAST_ROOM_CREATE_RATE", default_value = "10",
+          value_parser = parse_with::<u32>("ROOMCAST_ROOM_CREATE_RATE", "a whole number per minute"))]
+    pub room_create_rate: u32,
 }
 
 impl LimitsArgs {
@@ -350,6 +356,7 @@ impl LimitsArgs {
             max_rooms_per_connection: self.max_rooms_per_connection,
             max_room_members: self.max_room_members,
             max_connections_per_user: self.max_connections_per_user,
+            room_create_rate: self.room_create_rate,
         }
     }
 }

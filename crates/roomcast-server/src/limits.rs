@@ -8,6 +8,7 @@
 //! | `ROOMCAST_MAX_ROOMS_PER_CONNECTION` | rooms one connection is in | the join is refused with an error |
 //! | `ROOMCAST_MAX_ROOM_MEMBERS` | users in one room | `room full`: an error, or 1013 at connect |
 //! | `ROOMCAST_MAX_CONNECTIONS_PER_USER` | one user's connections on this node | 1013 `too many connections` |
+//! | `ROOMCAST_ROOM_CREATE_RATE` | rooms created by joining, per user (guests: per client IP) and minute | the join is refused: an error, or 4000 at connect |
 //!
 //! Every one of them is `0` to turn it off (benchmarks that open thousands of connections from
 //! one address do). Rates are GCRA limiters from `governor`, keyed by IP or connection id: one
@@ -53,6 +54,9 @@ pub struct LimitsConfig {
     pub max_room_members: usize,
     /// Connections one user may hold on this node (`ROOMCAST_MAX_CONNECTIONS_PER_USER`).
     pub max_connections_per_user: usize,
+    /// Rooms one user (a guest: one client IP) may create by joining, per minute
+    /// (`ROOMCAST_ROOM_CREATE_RATE`); as many may be created at once.
+    pub room_create_rate: u32,
 }
 
 impl Default for LimitsConfig {
@@ -66,6 +70,7 @@ impl Default for LimitsConfig {
             max_rooms_per_connection: 100,
             max_room_members: 10_000,
             max_connections_per_user: 20,
+            room_create_rate: 10,
         }
     }
 }
@@ -86,6 +91,7 @@ impl LimitsConfig {
             max_rooms_per_connection: 0,
             max_room_members: 0,
             max_connections_per_user: 0,
+            room_create_rate: 0,
         }
     }
 }
@@ -94,6 +100,18 @@ impl LimitsConfig {
 /// on sending at twice its rate is closed within a few seconds; one that sent a burst too many
 /// is told and goes on.
 const STRIKES_PER_MINUTE: u32 = 30;
+
+/// Who creates a room, as `ROOMCAST_ROOM_CREATE_RATE` counts: a user, or a guest by its address
+/// (each guest connection is a new user, so its id would count nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Creator {
+    /// An authenticated user.
+    User(roomcast::UserId),
+    /// A guest, by client IP.
+    Guest(IpAddr),
+    /// A guest whose address is unknown: all such guests share one allowance.
+    UnknownGuest,
+}
 
 /// What a frame is allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +134,7 @@ pub struct Limits {
     messages: Option<DefaultKeyedRateLimiter<ConnId>>,
     /// Refusals per connection: when this limiter refuses too, the connection is closed.
     strikes: Option<DefaultKeyedRateLimiter<ConnId>>,
+    rooms_created: Option<DefaultKeyedRateLimiter<Creator>>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -145,6 +164,8 @@ impl Limits {
             let per_minute = NonZeroU32::new(STRIKES_PER_MINUTE).expect("not zero");
             RateLimiter::keyed(Quota::per_minute(per_minute))
         });
+        let rooms_created = NonZeroU32::new(config.room_create_rate)
+            .map(|rate| RateLimiter::keyed(Quota::per_minute(rate)));
         Self {
             config,
             trusted_proxies,
@@ -152,6 +173,7 @@ impl Limits {
             auths,
             messages,
             strikes,
+            rooms_created,
         }
     }
 
@@ -179,6 +201,13 @@ impl Limits {
         check(self.auths.as_ref(), ip)
     }
 
+    /// Counts a room `creator` is about to create: false when over `ROOMCAST_ROOM_CREATE_RATE`.
+    pub fn create_room(&self, creator: &Creator) -> bool {
+        self.rooms_created
+            .as_ref()
+            .is_none_or(|limiter| limiter.check_key(creator).is_ok())
+    }
+
     /// Counts a frame from `conn` against `ROOMCAST_MESSAGE_RATE`.
     pub fn message(&self, conn: ConnId) -> Verdict {
         let (Some(messages), Some(strikes)) = (&self.messages, &self.strikes) else {
@@ -200,6 +229,10 @@ impl Limits {
             limiter.shrink_to_fit();
         }
         for limiter in [&self.messages, &self.strikes].into_iter().flatten() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        if let Some(limiter) = &self.rooms_created {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -350,6 +383,9 @@ async fn gate(limits: &Limits, gate: Gate, request: Request, next: Next) -> Resp
             .into_response();
     }
     let span = tracing::info_span!("client", client_ip = %ip);
+    // The WebSocket route keeps it for the connection (`Session::client_addr`).
+    let mut request = request;
+    request.extensions_mut().insert(roomcast::ClientAddr(ip));
     next.run(request).instrument(span).await
 }
 

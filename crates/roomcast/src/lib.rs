@@ -63,7 +63,7 @@ pub use frame::{CloseReason, Frame, close_code};
 pub use handler::Handler;
 pub use hub::{Hub, HubBuilder, HubStats, JoinOutcome};
 pub use ids::{ConnId, InvalidRoomName, MAX_ROOM_NAME_BYTES, NodeId, RoomName, UserId};
-pub use route::{AllowedOrigins, Endpoint, route};
+pub use route::{AllowedOrigins, ClientAddr, Endpoint, route};
 pub use session::{Incoming, SendError, Sender, Session};
 
 pub use bytes::Bytes;

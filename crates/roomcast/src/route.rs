@@ -21,7 +21,10 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{RawPathParams, RawQuery, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -79,6 +82,40 @@ impl AllowedOrigins {
             Self::Any => true,
             Self::List(origins) => origins.iter().any(|allowed| allowed == origin),
         }
+    }
+}
+
+/// A request extension: the client's address as a middleware in front of the route resolved it
+/// (behind trusted reverse proxies, from their forwarding headers). Without it the route takes
+/// the socket's peer from axum's `ConnectInfo<SocketAddr>` (present when the app is served with
+/// `into_make_service_with_connect_info`), and without that, the connection has no address.
+/// Hooks read it with [`Session::client_addr`].
+///
+/// ```
+/// use axum::http::Request;
+/// let mut request = Request::new(());
+/// request.extensions_mut().insert(roomcast::ClientAddr([203, 0, 113, 7].into()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// The client's address of an upgrade request: [`ClientAddr`], else the socket's peer.
+struct PeerAddr(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let extensions = &parts.extensions;
+        let addr = extensions
+            .get::<ClientAddr>()
+            .map(|ClientAddr(ip)| *ip)
+            .or_else(|| {
+                extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(addr)| addr.ip())
+            });
+        Ok(Self(addr))
     }
 }
 
@@ -269,6 +306,7 @@ enum Verdict {
 
 async fn upgrade<H: Handler>(
     State(endpoint): State<Endpoint<H>>,
+    PeerAddr(addr): PeerAddr,
     params: Result<RawPathParams, RawPathParamsRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -318,6 +356,7 @@ async fn upgrade<H: Handler>(
                 identity,
                 permit,
                 params,
+                addr,
             });
             tokio::spawn(connection(endpoint, on_upgrade, admitted, tracked));
         }
@@ -334,6 +373,8 @@ struct Admitted {
     identity: Identity,
     permit: OwnedSemaphorePermit,
     params: Vec<(String, String)>,
+    /// The client's address, kept by the hub for the connection's life.
+    addr: Option<IpAddr>,
 }
 
 /// One connection's task, from the upgraded socket to the end of its session.
@@ -384,10 +425,11 @@ fn start<'a, H: Handler>(
         identity,
         permit,
         params,
+        addr,
     } = admitted;
     let hub = &inner.hub;
     let outbound = Outbound::new(hub.config().outbound_capacity, hub.now_ms());
-    let conn = hub.register(&identity, inner.dialect, outbound.clone());
+    let conn = hub.register(&identity, inner.dialect, outbound.clone(), addr);
     let guard = ConnGuard::new(hub.clone(), conn, permit);
     let session = Session::new(hub.clone(), conn, identity, outbound, params);
     // No span for the connection's life: see `driver::hook_span`.

@@ -56,12 +56,7 @@ impl Handler for ChannelsChat {
         }
         let access = state
             .rooms
-            .enter(
-                &state.store,
-                &room,
-                cx.user_id().as_str(),
-                state.auto_create_rooms,
-            )
+            .enter_as(state, cx, &room)
             .await
             .map_err(internal)?;
         if access != Access::Open {

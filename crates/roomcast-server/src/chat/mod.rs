@@ -42,7 +42,7 @@ pub(crate) use token_chat::ROOM_CLAIM;
 pub use token_chat::TokenChat;
 
 use crate::AppState;
-use crate::limits::Verdict;
+use crate::limits::{Creator, Verdict};
 
 /// Whether a connection may enter a room, as [`RoomGate::enter`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,9 @@ pub(crate) enum Access {
     Missing,
     /// The room is private and the user is not a member.
     Private,
+    /// The room does not exist, and this user (or guest address) has created as many rooms
+    /// as `ROOMCAST_ROOM_CREATE_RATE` allows this minute.
+    TooManyCreated,
 }
 
 /// Decides who enters which room, and creates rooms on first use when allowed.
@@ -89,8 +92,38 @@ impl RoomGate {
         rooms.insert(room.clone());
     }
 
+    /// Whether `cx`'s user may enter `room`; a missing room is created (public, the user its
+    /// first member) when `ROOMCAST_AUTO_CREATE_ROOMS` and `ROOMCAST_ROOM_CREATE_RATE` allow.
+    ///
+    /// # Errors
+    ///
+    /// The store's, when it cannot answer.
+    pub(crate) async fn enter_as(
+        &self,
+        state: &AppState,
+        cx: &Session,
+        room: &RoomName,
+    ) -> Result<Access, StoreError> {
+        let creator = if cx.is_guest() {
+            cx.client_addr()
+                .map_or(Creator::UnknownGuest, Creator::Guest)
+        } else {
+            Creator::User(cx.user_id().clone())
+        };
+        let may_create = || state.limits.create_room(&creator);
+        let create = state.auto_create_rooms;
+        self.enter(
+            &state.store,
+            room,
+            cx.user_id().as_str(),
+            create,
+            may_create,
+        )
+        .await
+    }
+
     /// Whether `user` may enter `room`; a missing room is created (public, `user` its first
-    /// member) when `create` is true.
+    /// member) when `create` is true and `may_create` (asked only then) agrees.
     ///
     /// # Errors
     ///
@@ -101,33 +134,55 @@ impl RoomGate {
         room: &RoomName,
         user: &str,
         create: bool,
+        may_create: impl FnOnce() -> bool,
     ) -> Result<Access, StoreError> {
-        if self.is_known_public(room) {
-            return Ok(Access::Open);
+        if let Some(access) = self.look_up(store, room, user).await? {
+            return Ok(access);
         }
-        match store.room(room.as_str()).await? {
-            Some(record) if record.private => Ok(if store.is_member(room.as_str(), user).await? {
-                Access::Open
-            } else {
-                Access::Private
-            }),
-            Some(_) => {
+        if !create {
+            return Ok(Access::Missing);
+        }
+        if !may_create() {
+            return Ok(Access::TooManyCreated);
+        }
+        match store.create_room(room.as_str(), false, Some(user)).await {
+            Ok(_) => {
                 self.remember(room);
                 Ok(Access::Open)
             }
-            None if !create => Ok(Access::Missing),
-            None => match store.create_room(room.as_str(), false, Some(user)).await {
-                Ok(_) => {
-                    self.remember(room);
-                    Ok(Access::Open)
-                }
-                // Someone else created it meanwhile: ask again (they may have made it private).
-                Err(StoreError::Conflict(_)) => {
-                    Box::pin(self.enter(store, room, user, false)).await
-                }
-                Err(err) => Err(err),
-            },
+            // Someone else created it meanwhile: look again (they may have made it private).
+            Err(StoreError::Conflict(_)) => Ok(self
+                .look_up(store, room, user)
+                .await?
+                .unwrap_or(Access::Missing)),
+            Err(err) => Err(err),
         }
+    }
+
+    /// `user`'s access to `room` if it exists; `None` when it does not.
+    async fn look_up(
+        &self,
+        store: &Store,
+        room: &RoomName,
+        user: &str,
+    ) -> Result<Option<Access>, StoreError> {
+        if self.is_known_public(room) {
+            return Ok(Some(Access::Open));
+        }
+        Ok(match store.room(room.as_str()).await? {
+            Some(record) if record.private => {
+                Some(if store.is_member(room.as_str(), user).await? {
+                    Access::Open
+                } else {
+                    Access::Private
+                })
+            }
+            Some(_) => {
+                self.remember(room);
+                Some(Access::Open)
+            }
+            None => None,
+        })
     }
 }
 

@@ -119,18 +119,19 @@ impl NativeChat {
         }
         let access = state
             .rooms
-            .enter(
-                &state.store,
-                room,
-                cx.user_id().as_str(),
-                state.auto_create_rooms,
-            )
+            .enter_as(state, cx, room)
             .await
             .map_err(internal)?;
         match access {
             Access::Open => {}
             Access::Private => return Ok(Err(format!("room '{room}' is private"))),
             Access::Missing => return Ok(Err(format!("room '{room}' does not exist"))),
+            Access::TooManyCreated => {
+                return Ok(Err(format!(
+                    "room '{room}' does not exist, and you have created rooms too fast: \
+                     join an existing one or wait a minute"
+                )));
+            }
         }
         let fetch = history(state, room, since);
         cx.join_replaying(room, since.unwrap_or(0), fetch).await?;

@@ -324,3 +324,47 @@ async fn past_the_handshake_bound_a_connection_is_closed_at_once_and_the_bound_r
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn rooms_created_by_joining_are_counted_per_user_and_for_guests_per_address() {
+    let server = TestServer::start_with(|config| config.limits.room_create_rate = 2).await;
+    let mut ann = server.connect_as("/ws", "ann").await;
+    ann.join("made-1").await;
+    ann.join("made-2").await;
+    ann.send_json(json!({"type": "join", "room": "made-3"}))
+        .await;
+    let error = ann.recv_type("error").await;
+    assert!(
+        error["content"]
+            .as_str()
+            .unwrap()
+            .contains("created rooms too fast"),
+        "{error}"
+    );
+    assert!(server.store.room("made-3").await.unwrap().is_none());
+    // Existing rooms stay open to join, and another user has an allowance of its own.
+    ann.join("made-1").await;
+    let mut bob = server.connect_as("/ws", "bob").await;
+    bob.join("made-3").await;
+    // Seed 004's endpoint: the room could not be created, 4000.
+    let ann_token = server.user_token("ann").await;
+    let mut channels = server
+        .connect(&format!("/ws/chat/made-4/?token={ann_token}"))
+        .await;
+    channels.expect_close(4000).await;
+
+    // Guests are new users on every connection: they are counted by address.
+    let mut first = server.connect("/ws").await;
+    first.join("guest-1").await;
+    first.join("guest-2").await;
+    let mut second = server.connect("/ws").await;
+    second
+        .send_json(json!({"type": "join", "room": "guest-3"}))
+        .await;
+    assert!(
+        second.recv_type("error").await["content"]
+            .as_str()
+            .unwrap()
+            .contains("created rooms too fast")
+    );
+}

@@ -670,6 +670,10 @@ impl Hub {
         Ok((outcome, replayed))
     }
 
+    pub(crate) fn conn_addr(&self, conn: ConnId) -> Option<std::net::IpAddr> {
+        self.state().conn_addr(conn)
+    }
+
     pub(crate) fn conn_rooms(&self, conn: ConnId) -> Vec<RoomName> {
         self.state().conn_rooms(conn)
     }
@@ -723,6 +727,7 @@ impl Hub {
         identity: &Identity,
         dialect: &'static dyn Dialect,
         outbound: Outbound,
+        addr: Option<std::net::IpAddr>,
     ) -> ConnId {
         let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::Relaxed));
         self.shared.sweep.get_or_init(|| {
@@ -731,7 +736,7 @@ impl Hub {
             tokio::spawn(sweep_loop(Arc::downgrade(&self.shared), deadlines, stop));
         });
         self.state()
-            .add_conn(conn, identity, dialect, outbound.clone());
+            .add_conn(conn, identity, dialect, outbound.clone(), addr);
         self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
         // Shutdown cancels first, then closes every registered connection: a connection
         // registered in between is caught here.

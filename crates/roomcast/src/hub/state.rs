@@ -37,6 +37,8 @@ struct Conn {
     pinged: u64,
     /// When the sweep last queued the application heartbeat (or the connection opened), ms.
     beat: u64,
+    /// The client's address, when the route knew it (`Session::client_addr`).
+    addr: Option<std::net::IpAddr>,
 }
 
 /// The connection deadlines the hub's sweep enforces, in ms of the hub's clock (see
@@ -266,6 +268,7 @@ impl State {
         identity: &Identity,
         dialect: &'static dyn Dialect,
         outbound: Outbound,
+        addr: Option<std::net::IpAddr>,
     ) -> bool {
         let (opened, _) = outbound.last_heard();
         self.conns.insert(
@@ -277,6 +280,7 @@ impl State {
                 rooms: Vec::new(),
                 pinged: opened,
                 beat: opened,
+                addr,
             },
         );
         let user = self
@@ -452,6 +456,10 @@ impl State {
             .get(user)
             .map(|u| u.conns.clone())
             .unwrap_or_default()
+    }
+
+    pub(crate) fn conn_addr(&self, conn: ConnId) -> Option<std::net::IpAddr> {
+        self.conns.get(&conn).and_then(|c| c.addr)
     }
 
     pub(crate) fn user_conn_count(&self, user: &UserId) -> usize {
@@ -772,7 +780,7 @@ mod tests {
     fn one_conn(dialect: &'static dyn Dialect, at: u64) -> (State, Outbound) {
         let mut state = State::default();
         let outbound = Outbound::new(2, at);
-        state.add_conn(ConnId(1), &Identity::guest(), dialect, outbound.clone());
+        state.add_conn(ConnId(1), &Identity::guest(), dialect, outbound.clone(), None);
         (state, outbound)
     }
 
@@ -901,7 +909,7 @@ mod tests {
         let queues: Vec<Outbound> = (1..=3)
             .map(|n| {
                 let outbound = Outbound::new(16, 0);
-                state.add_conn(ConnId(n), &Identity::guest(), &NATIVE, outbound.clone());
+                state.add_conn(ConnId(n), &Identity::guest(), &NATIVE, outbound.clone(), None);
                 state.join(ConnId(n), &room).expect("a known connection");
                 outbound
             })

@@ -161,6 +161,12 @@ impl Session {
         self.guest
     }
 
+    /// The client's address: the socket's peer, or what a middleware in front of the route
+    /// resolved ([`ClientAddr`](crate::ClientAddr)); `None` when the route could not tell.
+    pub fn client_addr(&self) -> Option<std::net::IpAddr> {
+        self.hub.conn_addr(self.conn)
+    }
+
     /// This connection's id.
     pub fn conn_id(&self) -> ConnId {
         self.conn
