@@ -71,12 +71,17 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// Longest room name accepted, in bytes.
+/// Longest room name accepted, in bytes (and characters: names are ASCII).
 pub const MAX_ROOM_NAME_BYTES: usize = 64;
 
-/// A validated room name: 1 to 64 bytes of letters, digits, `-`, `_`, `.` or `:`.
+/// The rule of [`RoomName`] as a regular expression, for schemas (the HTTP API's OpenAPI).
+pub const ROOM_NAME_PATTERN: &str = "^[A-Za-z0-9_.:-]{1,64}$";
+
+/// A validated room name: 1 to 64 ASCII letters, digits, `-`, `_`, `.` or `:` (the pattern
+/// [`ROOM_NAME_PATTERN`]).
 ///
-/// The character set keeps names safe in URLs (`/ws/{room}`), logs and broker channel names.
+/// The character set keeps names safe in URLs (`/ws/{room}`), logs and broker channel names,
+/// and exact to state in a schema: one character is one byte.
 ///
 /// ```
 /// use roomcast::RoomName;
@@ -97,8 +102,8 @@ pub enum InvalidRoomName {
     /// The name was longer than [`MAX_ROOM_NAME_BYTES`].
     #[error("room name is longer than {MAX_ROOM_NAME_BYTES} bytes")]
     TooLong,
-    /// The name held a character outside letters, digits, `-`, `_`, `.` and `:`.
-    #[error("room name may only contain letters, digits, '-', '_', '.' and ':'")]
+    /// The name held a character outside ASCII letters, digits, `-`, `_`, `.` and `:`.
+    #[error("room name may only contain ASCII letters, digits, '-', '_', '.' and ':'")]
     BadCharacter,
 }
 
@@ -117,7 +122,7 @@ impl RoomName {
         }
         if !name
             .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
         {
             return Err(InvalidRoomName::BadCharacter);
         }

@@ -62,7 +62,9 @@ pub use error::{Error, Result};
 pub use frame::{CloseReason, Frame, close_code};
 pub use handler::Handler;
 pub use hub::{Hub, HubBuilder, HubStats, JoinOutcome};
-pub use ids::{ConnId, InvalidRoomName, MAX_ROOM_NAME_BYTES, NodeId, RoomName, UserId};
+pub use ids::{
+    ConnId, InvalidRoomName, MAX_ROOM_NAME_BYTES, NodeId, ROOM_NAME_PATTERN, RoomName, UserId,
+};
 pub use route::{AllowedOrigins, ClientAddr, Endpoint, route};
 pub use session::{Incoming, SendError, Sender, Session};
 

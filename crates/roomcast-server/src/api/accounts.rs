@@ -26,11 +26,16 @@ pub const MAX_PASSWORD: usize = 256;
 /// `POST /auth/register` and `POST /auth/login`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct Credentials {
-    /// 3 to 32 characters: letters, digits, `_`, `.`, `-`.
-    #[schema(example = "alice")]
+    /// 3 to 32 characters: ASCII letters, digits, `_`, `.`, `-`.
+    #[schema(
+        example = "alice",
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[A-Za-z0-9_.-]{3,32}$"
+    )]
     pub username: String,
     /// 8 to 256 characters.
-    #[schema(example = "correct horse battery")]
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 256)]
     pub password: String,
 }
 
@@ -270,8 +275,10 @@ fn refresh_jti(state: &AppState, token: &str) -> Result<String, ApiError> {
         (status = 201, description = "Account created", body = TokenResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 409, description = "Username taken", body = ErrorBody),
-        (status = 422, description = "Invalid username or password", body = ErrorBody),
-        (status = 503, description = "Token issuing not configured", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "Invalid username or password, or a field missing", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (`ROOMCAST_AUTH_RATE`)"),
+        (status = 503, description = "Token issuing not configured, or too many sign-ins at once", body = ErrorBody),
     )
 )]
 pub async fn register(
@@ -308,7 +315,10 @@ pub async fn register(
         (status = 200, description = "Signed in", body = TokenResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Invalid username or password", body = ErrorBody),
-        (status = 503, description = "Token issuing not configured", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A field missing or of the wrong type", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (`ROOMCAST_AUTH_RATE`)"),
+        (status = 503, description = "Token issuing not configured, or too many sign-ins at once", body = ErrorBody),
     )
 )]
 pub async fn login(
@@ -343,6 +353,8 @@ pub async fn login(
         (status = 200, description = "A new pair of tokens", body = TokenResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Invalid, expired, revoked or reused refresh token", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A field missing or of the wrong type", body = ErrorBody),
         (status = 503, description = "Token issuing not configured", body = ErrorBody),
     )
 )]
@@ -385,6 +397,8 @@ pub async fn refresh(
         (status = 204, description = "Revoked"),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Not a valid refresh token", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "A field missing or of the wrong type", body = ErrorBody),
     )
 )]
 pub async fn logout(

@@ -31,7 +31,12 @@ pub const MAX_NAME: usize = 64;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CreateRoomQuery {
-    /// The creator's display name, 1 to 64 characters.
+    /// The creator's display name, 1 to 64 characters, not blank, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: String,
 }
 
@@ -39,9 +44,15 @@ pub struct CreateRoomQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JoinRoomQuery {
-    /// The joiner's display name, 1 to 64 characters.
+    /// The joiner's display name, 1 to 64 characters, not blank, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     pub name: String,
     /// The room code from `/create-room`.
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.:-]{1,64}$")]
     pub room_id: String,
 }
 
@@ -105,6 +116,7 @@ fn client_token(state: &AppState, name: &str, room_id: &str) -> Result<String, A
         (status = 200, description = "Room created", body = CreatedRoom),
         (status = 400, description = "Missing name", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (`ROOMCAST_AUTH_RATE`)"),
         (status = 503, description = "Token issuing not configured", body = ErrorBody),
     )
 )]
@@ -145,6 +157,7 @@ pub async fn create_room(
         (status = 400, description = "Missing name or room_id", body = ErrorBody),
         (status = 404, description = "Room not found", body = ErrorBody),
         (status = 422, description = "Invalid name", body = ErrorBody),
+        (status = 429, description = "Too many requests from this address (`ROOMCAST_AUTH_RATE`)"),
     )
 )]
 pub async fn join_room(

@@ -20,8 +20,13 @@ pub const DEFAULT_PAGE: usize = 50;
 /// `POST /rooms`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateRoom {
-    /// Letters, digits, `-`, `_`, `.`, `:`.
-    #[schema(example = "lobby")]
+    /// 1 to 64 ASCII letters, digits, `-`, `_`, `.`, `:`.
+    #[schema(
+        example = "lobby",
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_.:-]{1,64}$"
+    )]
     pub name: String,
     /// Only members may read or join a private room. Default `false`.
     #[serde(default)]
@@ -31,7 +36,8 @@ pub struct CreateRoom {
 /// `POST /rooms/{room}/members`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMember {
-    /// The user to add.
+    /// The user to add (1 to 255 bytes; no NUL).
+    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00]+$")]
     pub user_id: String,
 }
 
@@ -67,6 +73,7 @@ pub struct RoomList {
 #[into_params(parameter_in = Query)]
 pub struct RoomListQuery {
     /// The `next` of the previous page; absent: the first page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     pub after: Option<String>,
     /// 1 to 200, default 50.
     #[param(minimum = 1, maximum = 200)]
@@ -88,8 +95,10 @@ pub struct RoomDetail {
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Only messages with a smaller seq (the oldest seq of the previous page).
+    #[param(minimum = 0)]
     pub before: Option<u64>,
     /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
@@ -203,7 +212,8 @@ async fn check_access(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Token required", body = ErrorBody),
         (status = 409, description = "Name taken", body = ErrorBody),
-        (status = 422, description = "Invalid room name", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "Invalid room name, or a field missing", body = ErrorBody),
     )
 )]
 pub async fn create_room(
@@ -335,7 +345,8 @@ pub async fn get_room(
         (status = 401, description = "Token required", body = ErrorBody),
         (status = 403, description = "Caller not a member", body = ErrorBody),
         (status = 404, description = "No such room", body = ErrorBody),
-        (status = 422, description = "Invalid user id", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "Invalid user id, or a field missing", body = ErrorBody),
     )
 )]
 pub async fn add_member(

@@ -870,6 +870,34 @@ async fn openapi_json_lists_every_path() {
 }
 
 #[tokio::test]
+async fn the_schema_states_the_rules_the_handlers_enforce() {
+    let (app, _dir) = app().await;
+    let (_, doc) = call(&app, "GET", "/openapi.json", None, None).await;
+    let schemas = &doc["components"]["schemas"];
+    let room_name = &schemas["CreateRoom"]["properties"]["name"];
+    assert_eq!(room_name["pattern"], roomcast::ROOM_NAME_PATTERN);
+    assert_eq!(room_name["maxLength"], roomcast::MAX_ROOM_NAME_BYTES);
+    let credentials = &schemas["Credentials"]["properties"];
+    assert_eq!(credentials["password"]["minLength"], 8);
+    assert_eq!(credentials["password"]["maxLength"], 256);
+    assert_eq!(credentials["username"]["maxLength"], 32);
+    let login = &doc["paths"]["/auth/login"]["post"]["responses"];
+    for status in ["415", "422", "429", "503"] {
+        assert!(login[status].is_object(), "/auth/login documents {status}");
+    }
+    // What the schema calls valid, the handler takes (schemathesis checks many more in CI).
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/auth/register",
+        None,
+        Some(json!({"username": "a.b-c_9", "password": "12345678"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+#[tokio::test]
 async fn docs_is_a_self_contained_html_page_of_the_api() {
     let (app, _dir) = app().await;
     let (status, content_type, bytes) = call_raw(&app, "GET", "/docs", None, None).await;
