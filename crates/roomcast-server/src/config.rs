@@ -548,6 +548,7 @@ impl WebSocketArgs {
             heartbeat_interval: self.heartbeat_interval,
             connection_timeout: self.connection_timeout,
             outbound_capacity: self.outbound_queue,
+            ..SessionConfig::default()
         };
         config.validate().map_err(|err| {
             let variable = match err.field {

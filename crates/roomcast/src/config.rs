@@ -78,6 +78,11 @@ pub struct SessionConfig {
     /// client starved of CPU for a moment is not cut off (the queue allocates only what is
     /// queued).
     pub outbound_capacity: usize,
+    /// Refused connections (a bad token, a full server) being closed at once. A refusal is
+    /// upgraded and closed with its code, which browsers can read, by a short task of its own
+    /// (up to `write_wait` plus a second); past this many, a refusal is a plain HTTP status
+    /// instead (401, 403, 503), which costs no task. Default 256.
+    pub max_closing_refusals: usize,
 }
 
 impl Default for SessionConfig {
@@ -94,6 +99,7 @@ impl Default for SessionConfig {
             heartbeat_interval: Duration::from_secs(30),
             connection_timeout: Duration::ZERO,
             outbound_capacity: 1024,
+            max_closing_refusals: 256,
         }
     }
 }

@@ -341,6 +341,21 @@ async fn upgrade<H: Handler>(
         })
         .unwrap_or_default();
 
+    // Past the bound on refusals being closed, a refusal is a plain HTTP answer: no upgrade,
+    // no task.
+    let refusal_permit = match &verdict {
+        Verdict::Refuse(reason) => {
+            match endpoint.inner.hub.refusals().clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    endpoint.inner.hub.count_refused();
+                    return (refusal_status(reason.code()), reason.reason().to_owned())
+                        .into_response();
+                }
+            }
+        }
+        Verdict::Admit(..) => None,
+    };
     // Tracked from before the answer leaves, so a shutdown waits for this connection too.
     let tracked = endpoint.inner.hub.shutdown().track();
     let (response, on_upgrade) = ws.accept();
@@ -361,7 +376,13 @@ async fn upgrade<H: Handler>(
             tokio::spawn(connection(endpoint, on_upgrade, admitted, tracked));
         }
         Verdict::Refuse(reason) => {
-            tokio::spawn(refused(endpoint, on_upgrade, reason, tracked));
+            tokio::spawn(refused(
+                endpoint,
+                on_upgrade,
+                reason,
+                tracked,
+                refusal_permit,
+            ));
         }
     }
     response
@@ -447,6 +468,7 @@ async fn refused<H: Handler>(
     on_upgrade: OnUpgrade,
     reason: CloseReason,
     tracked: TaskTrackerToken,
+    permit: Option<OwnedSemaphorePermit>,
 ) {
     match on_upgrade.await {
         Ok(upgraded) => {
@@ -455,7 +477,20 @@ async fn refused<H: Handler>(
         }
         Err(err) => tracing::debug!(error = %err, "upgrade failed"),
     }
+    drop(permit);
     drop(tracked);
+}
+
+/// The HTTP status of a refusal answered without an upgrade (see
+/// [`SessionConfig::max_closing_refusals`](crate::SessionConfig::max_closing_refusals)).
+fn refusal_status(code: u16) -> StatusCode {
+    match code {
+        close_code::UNAUTHORIZED => StatusCode::UNAUTHORIZED,
+        close_code::POLICY => StatusCode::FORBIDDEN,
+        close_code::ROOM_NOT_FOUND => StatusCode::NOT_FOUND,
+        close_code::INTERNAL => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {

@@ -59,6 +59,8 @@ struct Shared {
     shutdown: Shutdown,
     /// Admission: one permit per connection, `max_connections` in all.
     permits: Arc<Semaphore>,
+    /// One permit per refused connection being closed, `max_closing_refusals` in all.
+    refusals: Arc<Semaphore>,
     next_conn: AtomicU64,
     stats: Counters,
     /// The hub's clock starts here: connection deadlines are ms since this instant.
@@ -208,6 +210,7 @@ impl Hub {
 
     fn with_parts(config: SessionConfig, node: NodeId, broker: Option<Arc<dyn Broker>>) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let refusals = Arc::new(Semaphore::new(config.max_closing_refusals));
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
@@ -217,6 +220,7 @@ impl Hub {
                 ordered_tx: OnceLock::new(),
                 shutdown: Shutdown::new(),
                 permits,
+                refusals,
                 next_conn: AtomicU64::new(1),
                 stats: Counters::default(),
                 epoch: Instant::now(),
@@ -281,7 +285,10 @@ impl Hub {
     /// let rooms = [RoomName::new("a").unwrap(), RoomName::new("b").unwrap()];
     /// assert_eq!(hub.room_user_counts(&rooms), [0, 0]);
     /// ```
-    pub fn room_user_counts<'r>(&self, rooms: impl IntoIterator<Item = &'r RoomName>) -> Vec<usize> {
+    pub fn room_user_counts<'r>(
+        &self,
+        rooms: impl IntoIterator<Item = &'r RoomName>,
+    ) -> Vec<usize> {
         let state = self.state();
         rooms
             .into_iter()
@@ -686,6 +693,10 @@ impl Hub {
 
     pub(crate) fn permits(&self) -> &Arc<Semaphore> {
         &self.shared.permits
+    }
+
+    pub(crate) fn refusals(&self) -> &Arc<Semaphore> {
+        &self.shared.refusals
     }
 
     pub(crate) fn shutdown(&self) -> &Shutdown {

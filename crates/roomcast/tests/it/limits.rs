@@ -95,3 +95,62 @@ async fn a_client_whose_queue_overflows_is_closed_with_1013_slow_consumer() {
     assert_eq!(alice.expect_close(1013).await, "slow consumer");
     assert_eq!(server.hub.stats().slow_consumers_total, 1);
 }
+
+#[tokio::test]
+async fn past_the_refusals_being_closed_a_refusal_is_a_plain_http_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+    let config = SessionConfig {
+        max_closing_refusals: 1,
+        ..SessionConfig::default()
+    };
+    let server = TestServer::builder().hub(Hub::new(config)).start().await;
+    // A refused client that never answers the close: its refusal is being closed for a while.
+    let mut lingering = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /ws?token=bad HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        server.addr
+    );
+    lingering.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    lingering.read_exact(&mut head).await.unwrap();
+    assert_eq!(
+        &head, b"HTTP/1.1 101",
+        "the first refusal is upgraded and closed"
+    );
+
+    let url = server.url("/ws?token=bad");
+    let refused =
+        tokio_tungstenite::connect_async(url.as_str().into_client_request().unwrap()).await;
+    let Err(tungstenite::Error::Http(response)) = refused else {
+        panic!("expected a plain HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(response.status().as_u16(), 401);
+
+    // The lingering one is closed within a second; refusals are upgraded again.
+    drop(lingering);
+    crate::common::eventually("the refusal slot back", || {
+        server.hub.stats().refused_total >= 2
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((mut ws, _)) => {
+                use futures_util::StreamExt;
+                let close = ws.next().await;
+                let Some(Ok(tungstenite::Message::Close(Some(frame)))) = close else {
+                    panic!("expected a close, got {close:?}");
+                };
+                assert_eq!(u16::from(frame.code), 4001);
+                break;
+            }
+            Err(_) => {
+                assert!(tokio::time::Instant::now() < deadline, "no slot came back");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
