@@ -780,7 +780,13 @@ mod tests {
     fn one_conn(dialect: &'static dyn Dialect, at: u64) -> (State, Outbound) {
         let mut state = State::default();
         let outbound = Outbound::new(2, at);
-        state.add_conn(ConnId(1), &Identity::guest(), dialect, outbound.clone(), None);
+        state.add_conn(
+            ConnId(1),
+            &Identity::guest(),
+            dialect,
+            outbound.clone(),
+            None,
+        );
         (state, outbound)
     }
 
@@ -909,7 +915,13 @@ mod tests {
         let queues: Vec<Outbound> = (1..=3)
             .map(|n| {
                 let outbound = Outbound::new(16, 0);
-                state.add_conn(ConnId(n), &Identity::guest(), &NATIVE, outbound.clone(), None);
+                state.add_conn(
+                    ConnId(n),
+                    &Identity::guest(),
+                    &NATIVE,
+                    outbound.clone(),
+                    None,
+                );
                 state.join(ConnId(n), &room).expect("a known connection");
                 outbound
             })
