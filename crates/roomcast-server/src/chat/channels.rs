@@ -20,10 +20,7 @@ use roomcast::protocol::channels;
 use roomcast::{Frame, Handler, Incoming, RoomName, Session, close_code};
 use roomcast_store::{StoreError, StoredMessage};
 
-use super::{
-    Access, Outgoing, admit_frame, check_user_connections, failure_text, history, internal,
-    persist, room_capacity,
-};
+use super::{Greeting, enter_one_room, failure_text, say_in_one_room};
 use crate::AppState;
 
 /// Seed 004's chat: one room per connection, named by the path.
@@ -48,48 +45,19 @@ fn room_of(cx: &Session) -> roomcast::Result<RoomName> {
 
 impl Handler for ChannelsChat {
     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
-        let state = &self.state;
-        check_user_connections(state, cx)?;
+        // A private room looks missing to those outside it: 4000 either way.
         let room = room_of(cx)?;
-        if let Some(refusal) = room_capacity(state, cx, &room) {
-            return Err(roomcast::Error::close(close_code::TRY_AGAIN_LATER, refusal));
-        }
-        let access = state
-            .rooms
-            .enter_as(state, cx, &room)
-            .await
-            .map_err(internal)?;
-        if access != Access::Open {
-            // A private room looks missing to those outside it.
-            return Err(roomcast::Error::close(
-                close_code::ROOM_NOT_FOUND,
-                "room not found",
-            ));
-        }
-        cx.join_listed(&room, 0, history(state, &room, None))
-            .await?;
-        Ok(())
+        enter_one_room(&self.state, cx, &room, Greeting::MembersThenHistory).await
     }
 
     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
-        if !admit_frame(&self.state, cx, channels::error)? {
-            return Ok(());
-        }
-        let decoded = match msg.text() {
-            Some(text) => channels::decode(text, self.state.max_message_chars),
+        let max_chars = self.state.max_message_chars;
+        let decoded = || match msg.text() {
+            Some(text) => channels::decode(text, max_chars),
             None => Err(channels::DecodeError::Binary),
         };
-        let content = match decoded {
-            Ok(content) => content,
-            Err(err) => return Ok(cx.send(channels::error(&err.to_string()))?),
-        };
-        let message = Outgoing {
-            room: room_of(cx)?,
-            content,
-            data: None,
-            client_msg_id: None,
-        };
-        persist(&self.state, cx, message, reply).await
+        let room = room_of(cx)?;
+        say_in_one_room(&self.state, cx, room, decoded, channels::error, reply).await
     }
 }
 

@@ -483,6 +483,81 @@ pub(crate) fn room_capacity(state: &AppState, cx: &Session, room: &RoomName) -> 
     None
 }
 
+/// How a seed 003 or 004 connection enters its one room at connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Greeting {
+    /// The dialect's member list, then the history (seed 004's `room_users_list`).
+    MembersThenHistory,
+    /// The history only (seed 003).
+    History,
+}
+
+/// Enters the one room of a seed 003 or 004 connection: the per-user and room bounds, the
+/// room's gate (a missing room created when allowed), then the join with its greeting.
+///
+/// # Errors
+///
+/// A close: 1013 past a bound, 4000 for a room that is missing and may not be created, or
+/// private to others (it looks missing to them); 1011 when the store fails.
+pub(crate) async fn enter_one_room(
+    state: &AppState,
+    cx: &Session,
+    room: &RoomName,
+    greeting: Greeting,
+) -> roomcast::Result<()> {
+    check_user_connections(state, cx)?;
+    if let Some(refusal) = room_capacity(state, cx, room) {
+        return Err(roomcast::Error::close(close_code::TRY_AGAIN_LATER, refusal));
+    }
+    let access = state
+        .rooms
+        .enter_as(state, cx, room)
+        .await
+        .map_err(internal)?;
+    if access != Access::Open {
+        return Err(roomcast::Error::close(
+            close_code::ROOM_NOT_FOUND,
+            "room not found",
+        ));
+    }
+    let fetch = history(state, room, None);
+    match greeting {
+        Greeting::MembersThenHistory => cx.join_listed(room, 0, fetch).await?,
+        Greeting::History => cx.join_replaying(room, 0, fetch).await?,
+    };
+    Ok(())
+}
+
+/// Says a seed 003 or 004 client's frame in its one room: counted against the message rate,
+/// decoded by the dialect (a refusal answered with `error`), then persisted and broadcast.
+///
+/// # Errors
+///
+/// A close with 1008 past the message rate; as [`persist`].
+pub(crate) async fn say_in_one_room<E: std::fmt::Display>(
+    state: &AppState,
+    cx: &Session,
+    room: RoomName,
+    decoded: impl FnOnce() -> Result<String, E>,
+    error: fn(&str) -> Frame,
+    reply: Reply,
+) -> roomcast::Result<()> {
+    if !admit_frame(state, cx, error)? {
+        return Ok(());
+    }
+    let content = match decoded() {
+        Ok(content) => content,
+        Err(err) => return Ok(cx.send(error(&err.to_string()))?),
+    };
+    let message = Outgoing {
+        room,
+        content,
+        data: None,
+        client_msg_id: None,
+    };
+    persist(state, cx, message, reply).await
+}
+
 /// Echoes every text and binary message back as it came (`/ws/echo`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Echo;

@@ -20,10 +20,7 @@ use roomcast::protocol::token_scoped;
 use roomcast::{AuthError, CloseReason, Frame, Handler, Incoming, RoomName, Session, close_code};
 use roomcast_store::{StoreError, StoredMessage};
 
-use super::{
-    Access, Outgoing, admit_frame, check_user_connections, failure_text, history, internal,
-    persist, room_capacity,
-};
+use super::{Greeting, enter_one_room, failure_text, say_in_one_room};
 use crate::AppState;
 
 /// The token claim naming the room.
@@ -61,47 +58,18 @@ fn room_of(cx: &Session) -> roomcast::Result<RoomName> {
 
 impl Handler for TokenChat {
     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
-        let state = &self.state;
-        check_user_connections(state, cx)?;
         let room = room_of(cx)?;
-        if let Some(refusal) = room_capacity(state, cx, &room) {
-            return Err(roomcast::Error::close(close_code::TRY_AGAIN_LATER, refusal));
-        }
-        let access = state
-            .rooms
-            .enter_as(state, cx, &room)
-            .await
-            .map_err(internal)?;
-        if access != Access::Open {
-            return Err(roomcast::Error::close(
-                close_code::ROOM_NOT_FOUND,
-                "Room not found",
-            ));
-        }
-        cx.join_replaying(&room, 0, history(state, &room, None))
-            .await?;
-        Ok(())
+        enter_one_room(&self.state, cx, &room, Greeting::History).await
     }
 
     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {
-        if !admit_frame(&self.state, cx, token_scoped::error)? {
-            return Ok(());
-        }
-        let decoded = match msg.text() {
-            Some(text) => token_scoped::decode(text, self.state.max_message_chars),
+        let max_chars = self.state.max_message_chars;
+        let decoded = || match msg.text() {
+            Some(text) => token_scoped::decode(text, max_chars),
             None => Err(token_scoped::DecodeError::Binary),
         };
-        let content = match decoded {
-            Ok(content) => content,
-            Err(err) => return Ok(cx.send(token_scoped::error(&err.to_string()))?),
-        };
-        let message = Outgoing {
-            room: room_of(cx)?,
-            content,
-            data: None,
-            client_msg_id: None,
-        };
-        persist(&self.state, cx, message, reply).await
+        let room = room_of(cx)?;
+        say_in_one_room(&self.state, cx, room, decoded, token_scoped::error, reply).await
     }
 }
 
