@@ -41,8 +41,8 @@
 //!   queued: a chat server answers from the hook with no task waiting per message.
 //! - Each room's messages get `seq` 1, 2, 3, … with no gap and no repeat, in commit order,
 //!   whichever process wrote them: the counter is a column of the room's row
-//!   (`rooms.last_seq`), bumped with `UPDATE … RETURNING` in the transaction that inserts the
-//!   message.
+//!   (`rooms.last_seq`), read under the room's lock (`BEGIN IMMEDIATE` on SQLite, `FOR UPDATE`
+//!   on PostgreSQL), advanced and written back in the transaction that inserts the messages.
 //! - A message sent again with the same `(room, user_id, client_msg_id)` is stored once; the
 //!   retry gets the original back as [`Appended::Duplicate`] and uses no seq.
 //! - Everything is passed as bind parameters; names and content are stored literally.

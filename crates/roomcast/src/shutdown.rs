@@ -12,7 +12,8 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 /// One node's stop signal and the sessions it waits for.
 #[derive(Debug, Default)]
 pub(crate) struct Shutdown {
-    /// Cancelled once; sessions hold clones and select on it.
+    /// Cancelled once: the hub's sweep and broker loop select on it; sessions are closed
+    /// through their queues (`Hub::shutdown_sessions`), and `register` refuses new ones.
     token: CancellationToken,
     /// Each session holds a tracker token for its lifetime, taken before its upgrade is
     /// answered (so a connection still upgrading is waited for too).

@@ -55,7 +55,8 @@ struct Shared {
     /// Feeds the events of [`Hub::publish_now`] and [`Hub::publish_now_many`] to the broker in
     /// order, from one task.
     ordered_tx: OnceLock<mpsc::UnboundedSender<RoomEvent>>,
-    /// Cancelled on shutdown; every session holds a clone and a tracker token.
+    /// Cancelled on shutdown (the sweep and the broker loop stop on it); every session holds a
+    /// tracker token, so shutdown can wait for it.
     shutdown: Shutdown,
     /// Admission: one permit per connection, `max_connections` in all.
     permits: Arc<Semaphore>,

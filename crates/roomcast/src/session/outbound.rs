@@ -9,7 +9,7 @@
 //! ([`Outbound::try_send_framed`]), and counts against the bound as the messages it holds.
 //!
 //! Why not `tokio::sync::mpsc`: its first block of 32 slots is allocated when the channel is
-//! created, ~1.3 KB per idle connection for `Frame`s (`PERFORMANCE-NOTES.md`). This queue is a
+//! created, ~1.3 KB per idle connection for `Frame`s (measured; docs/PERFORMANCE.md). This queue is a
 //! `VecDeque` that allocates on the first frame, plus an `AtomicWaker`; the whole contract (bounded,
 //! non-blocking, 1013 on overflow, batch then flush) lives in this one type so the choice stays
 //! local.
