@@ -36,8 +36,8 @@ pub struct CreateRoom {
 /// `POST /rooms/{room}/members`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMember {
-    /// The user to add (1 to 255 bytes; no NUL).
-    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00]+$")]
+    /// The user to add: not blank, no NUL, at most 255 bytes (63 characters always fit).
+    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$")]
     pub user_id: String,
 }
 
