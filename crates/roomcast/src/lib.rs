@@ -47,6 +47,9 @@ pub mod broker;
 mod config;
 mod error;
 mod frame;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod hub;
 mod ids;

@@ -37,7 +37,11 @@ pub struct CreateRoom {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddMember {
     /// The user to add: not blank, no NUL, at most 255 bytes (63 characters always fit).
-    #[schema(min_length = 1, max_length = 63, pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[^\\x00]*[^\\s\\x00][^\\x00]*$"
+    )]
     pub user_id: String,
 }
 

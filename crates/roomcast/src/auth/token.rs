@@ -92,8 +92,10 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|line| line.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, value)| key.trim() == name && !value.trim().is_empty())
+        .filter(|(key, _)| key.trim() == name)
         .map(|(_, value)| value.trim().trim_matches('"'))
+        // Empty once unquoted (`token=""`, `token="`): ignored like `token=`.
+        .find(|value| !value.is_empty())
 }
 
 #[cfg(test)]
@@ -170,5 +172,23 @@ mod tests {
             (header::SEC_WEBSOCKET_PROTOCOL, "chat, token."),
         ]);
         assert_eq!(find_token(&map, Some("token=")), None);
+    }
+
+    /// Found by the `token_extraction` fuzz target (its minimized input: a `Cookie: token="`
+    /// line): a quoted empty cookie was found as an empty token, which shadowed a token in a
+    /// later place.
+    #[test]
+    fn quoted_empty_cookies_are_ignored() {
+        let map = headers(&[(header::COOKIE, "token=\"")]);
+        assert_eq!(find_token(&map, None), None);
+        let map = headers(&[
+            (header::COOKIE, "access_token=\"\"; token=\"\""),
+            (header::AUTHORIZATION, "Bearer b.b.b"),
+        ]);
+        let found = find_token(&map, None).unwrap();
+        assert_eq!(
+            (found.token.as_str(), found.source),
+            ("b.b.b", TokenSource::Bearer)
+        );
     }
 }

@@ -143,6 +143,12 @@ impl Decoder {
         }
     }
 
+    /// Bytes of a fragmented message held so far (the fuzz targets bound it).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn fragment_bytes(&self) -> usize {
+        self.fragments.as_ref().map_or(0, |f| f.data.len())
+    }
+
     /// Refuses a frame that would take the message over the limit, and arranges to skip its
     /// payload.
     fn check_size(&mut self, header: &Header) -> Result<(), DecodeError> {

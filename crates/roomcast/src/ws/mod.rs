@@ -211,6 +211,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         }
     }
 
+    /// What the stream holds between two events: the length and capacity of its unparsed
+    /// input, and the bytes of a fragmented message (the fuzz targets bound them).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn held(&self) -> (usize, usize, usize) {
+        (
+            self.pending.len(),
+            self.pending.capacity(),
+            self.decoder.fragment_bytes(),
+        )
+    }
+
     /// Reads and throws away whatever the peer still sends, until it closes the connection.
     /// Used after a refused frame, when the peer's bytes can no longer be parsed.
     pub(crate) async fn drain(&mut self) {
