@@ -53,6 +53,7 @@ pub mod fuzzing;
 mod handler;
 mod hub;
 mod ids;
+mod origin;
 pub mod protocol;
 mod route;
 pub mod session;
@@ -68,7 +69,8 @@ pub use hub::{Hub, HubBuilder, HubStats, JoinOutcome};
 pub use ids::{
     ConnId, InvalidRoomName, MAX_ROOM_NAME_BYTES, NodeId, ROOM_NAME_PATTERN, RoomName, UserId,
 };
-pub use route::{AllowedOrigins, ClientAddr, Endpoint, route};
+pub use origin::AllowedOrigins;
+pub use route::{ClientAddr, Endpoint, route};
 pub use session::{Incoming, SendError, Sender, Session};
 
 pub use bytes::Bytes;

@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use hyper::upgrade::OnUpgrade;
@@ -37,53 +37,11 @@ use crate::auth::{AuthError, Authenticator, Claims, Identity};
 use crate::frame::{CloseReason, close_code};
 use crate::handler::Handler;
 use crate::hub::Hub;
+use crate::origin::{AllowedOrigins, check_origin};
 use crate::protocol::{Dialect, Raw};
 use crate::session::{ConnGuard, Outbound, Session, driver};
 use crate::ws::WsStream;
 use crate::ws::handshake::{Io, Upgrade};
-
-/// Which browser origins may open a connection (the `Origin` header). Requests without an
-/// `Origin` (non-browser clients) are always allowed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum AllowedOrigins {
-    /// Any origin (`WEBSOCKET_ALLOWED_ORIGINS=*`, the default).
-    #[default]
-    Any,
-    /// Only these origins, compared exactly (`https://app.example.com`).
-    List(Vec<String>),
-}
-
-impl AllowedOrigins {
-    /// Parses the comma-separated form of `WEBSOCKET_ALLOWED_ORIGINS`; `*` means any.
-    ///
-    /// ```
-    /// use roomcast::AllowedOrigins;
-    /// assert_eq!(AllowedOrigins::parse("*"), AllowedOrigins::Any);
-    /// let list = AllowedOrigins::parse("https://a.example, https://b.example");
-    /// assert!(list.allows("https://b.example"));
-    /// assert!(!list.allows("https://evil.example"));
-    /// ```
-    pub fn parse(value: &str) -> Self {
-        let origins: Vec<String> = value
-            .split(',')
-            .map(|origin| origin.trim().trim_end_matches('/').to_owned())
-            .filter(|origin| !origin.is_empty())
-            .collect();
-        if origins.is_empty() || origins.iter().any(|origin| origin == "*") {
-            Self::Any
-        } else {
-            Self::List(origins)
-        }
-    }
-
-    /// Whether `origin` may connect.
-    pub fn allows(&self, origin: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::List(origins) => origins.iter().any(|allowed| allowed == origin),
-        }
-    }
-}
 
 /// A request extension: the client's address as a middleware in front of the route resolved it
 /// (behind trusted reverse proxies, from their forwarding headers). Without it the route takes
@@ -526,46 +484,6 @@ async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
     }
 }
 
-/// Why a browser request's origin is refused (`None`: it is not). A request without `Origin`
-/// is not a browser's and passes. A token from a cookie needs an origin the list names, or,
-/// with any origin allowed, the server's own.
-fn check_origin(
-    origins: &AllowedOrigins,
-    headers: &HeaderMap,
-    from_cookie: bool,
-) -> Option<&'static str> {
-    let origin = headers.get(header::ORIGIN)?;
-    let Ok(origin) = origin.to_str() else {
-        return Some("origin not allowed");
-    };
-    if !origins.allows(origin) {
-        tracing::info!(origin, "origin refused");
-        return Some("origin not allowed");
-    }
-    if from_cookie && *origins == AllowedOrigins::Any && !same_origin(origin, headers) {
-        tracing::info!(origin, "cross-site cookie refused");
-        return Some("a cookie token is accepted only from the same origin");
-    }
-    None
-}
-
-/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to.
-fn same_origin(origin: &str, headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    let Some((scheme, origin_host)) = origin.split_once("://") else {
-        return false;
-    };
-    // Default ports are left out by browsers in `Origin` and by most clients in `Host`.
-    let default = match scheme {
-        "https" | "wss" => ":443",
-        _ => ":80",
-    };
-    let strip = |value: &str| value.trim_end_matches(default).to_ascii_lowercase();
-    strip(origin_host) == strip(host)
-}
-
 /// The claims the endpoint copies into the session's parameters; every one must be present.
 fn claim_params<H>(
     inner: &EndpointInner<H>,
@@ -613,41 +531,6 @@ mod tests {
     /// bytes, so at 408 bytes the task is 512 and at 409 it is 640: a field or a local kept
     /// across an `.await` in the session loop can cost every connection 128 bytes. This fails
     /// when the future grows past 408; measure with `roomcast-loadgen idle` before raising it.
-    fn headers(origin: &str, host: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ORIGIN, origin.parse().unwrap());
-        headers.insert(header::HOST, host.parse().unwrap());
-        headers
-    }
-
-    #[test]
-    fn a_cookie_token_is_taken_only_from_the_same_origin_when_any_origin_is_allowed() {
-        let any = AllowedOrigins::Any;
-        let same = headers("http://chat.example:8080", "chat.example:8080");
-        let foreign = headers("https://evil.example", "chat.example:8080");
-        assert_eq!(check_origin(&any, &same, true), None);
-        assert!(check_origin(&any, &foreign, true).is_some());
-        assert_eq!(check_origin(&any, &foreign, false), None, "not a cookie");
-        assert_eq!(
-            check_origin(&any, &HeaderMap::new(), true),
-            None,
-            "not a browser"
-        );
-        let https = headers("https://Chat.Example", "chat.example:443");
-        assert_eq!(
-            check_origin(&any, &https, true),
-            None,
-            "default port, any case"
-        );
-        let listed = AllowedOrigins::parse("https://evil.example");
-        assert_eq!(
-            check_origin(&listed, &foreign, true),
-            None,
-            "listed: trusted"
-        );
-        assert!(check_origin(&listed, &same, false).is_some(), "not listed");
-    }
-
     #[test]
     fn an_idle_connections_task_stays_within_its_budget() {
         let size = future_size(connection::<Nop>);
