@@ -374,7 +374,7 @@ impl AppState {
     /// What to tell the client when it is too long.
     pub fn check_length(&self, content: &str) -> Result<(), String> {
         let max = self.max_message_chars;
-        if max > 0 && content.chars().take(max + 1).count() > max {
+        if !roomcast::protocol::within_chars(content, max) {
             return Err(format!("message is longer than {max} characters"));
         }
         Ok(())

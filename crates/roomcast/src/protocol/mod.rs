@@ -197,11 +197,23 @@ pub(crate) fn check_text(text: String, max_chars: usize) -> Result<String, TextE
     if text.trim().is_empty() {
         return Err(TextError::Empty);
     }
-    // Counting stops one past the bound: a hostile megabyte costs no more than a legal message.
-    if max_chars > 0 && text.chars().take(max_chars + 1).count() > max_chars {
+    if !within_chars(&text, max_chars) {
         return Err(TextError::TooLong { max: max_chars });
     }
     Ok(text)
+}
+
+/// Whether `text` has at most `max_chars` characters (`0`: any number). Counting stops one past
+/// the bound: a hostile megabyte costs no more than a legal message.
+///
+/// ```
+/// use roomcast::protocol::within_chars;
+/// assert!(within_chars("éé", 2));
+/// assert!(!within_chars("ééé", 2));
+/// assert!(within_chars("anything", 0));
+/// ```
+pub fn within_chars(text: &str, max_chars: usize) -> bool {
+    max_chars == 0 || text.chars().take(max_chars + 1).count() <= max_chars
 }
 
 /// Milliseconds since the Unix epoch, now.
