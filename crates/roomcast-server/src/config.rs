@@ -47,6 +47,19 @@ pub struct ServeArgs {
           value_parser = bool_var("ROOMCAST_ECHO_ENDPOINT"), action = clap::ArgAction::Set)]
     pub echo_endpoint: bool,
 
+    /// Serve Prometheus metrics at `GET /metrics`.
+    #[arg(long = "metrics", env = "ROOMCAST_METRICS", default_value = "true",
+          value_parser = bool_var("ROOMCAST_METRICS"), action = clap::ArgAction::Set)]
+    pub metrics: bool,
+
+    /// When set, `GET /metrics` requires `Authorization: Bearer <this value>`.
+    #[arg(
+        long = "metrics-token",
+        env = "ROOMCAST_METRICS_TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+
     /// Longest a client may take to send an HTTP request's head (slowloris); an idle
     /// keep-alive connection is closed after that long too. `0`: no limit.
     #[arg(long = "header-timeout", env = "ROOMCAST_HEADER_TIMEOUT", default_value = "10s",
@@ -618,6 +631,10 @@ impl ServeArgs {
             http: crate::HttpLimits {
                 header_timeout: self.header_timeout,
                 max_handshakes: self.max_handshakes,
+            },
+            metrics: crate::metrics::MetricsConfig {
+                enabled: self.metrics,
+                token: self.metrics_token.filter(|token| !token.is_empty()),
             },
         })
     }

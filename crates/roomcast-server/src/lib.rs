@@ -21,6 +21,7 @@ pub mod chat;
 pub mod config;
 mod directory;
 pub mod limits;
+pub mod metrics;
 mod serve;
 
 pub use serve::HttpLimits;
@@ -122,6 +123,8 @@ pub struct ServerConfig {
     /// Bounds on a connection's HTTP phase (`ROOMCAST_HEADER_TIMEOUT`,
     /// `ROOMCAST_MAX_HANDSHAKES`).
     pub http: HttpLimits,
+    /// `GET /metrics` (`ROOMCAST_METRICS`, `ROOMCAST_METRICS_TOKEN`).
+    pub metrics: metrics::MetricsConfig,
 }
 
 impl ServerConfig {
@@ -155,6 +158,10 @@ impl ServerConfig {
             echo_endpoint: false,
             shutdown_timeout: Duration::from_secs(10),
             http: HttpLimits::default(),
+            metrics: metrics::MetricsConfig {
+                enabled: true,
+                token: None,
+            },
         }
     }
 }
@@ -264,46 +271,59 @@ impl Server {
         let config = &self.config;
         let mut router = Router::new()
             .route("/healthz", get(healthz))
+            .merge(self.metrics_router())
             // Seed 004 links its HTTP API documentation here.
             .route("/swagger", get(|| async { Redirect::permanent("/docs") }))
             .route("/swagger/", get(|| async { Redirect::permanent("/docs") }))
             .merge(api::router(self.state.clone()));
         if config.websocket_enabled {
             let mut ws = Router::new();
-            let native = |guests: bool| {
+            let native = |path: &'static str, guests: bool| {
                 let chat = chat::NativeChat::new(self.state.clone());
-                Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat)
+                let endpoint = Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat)
+                    .name(path)
                     .dialect(&NATIVE)
                     .allow_guests(guests)
                     .allowed_origins(config.allowed_origins.clone())
-                    .into_route()
+                    .into_route();
+                (path, endpoint)
             };
             let guests = !config.require_auth;
-            ws = ws
-                .route("/ws", native(guests))
-                .route("/ws/{room}", native(guests))
-                .route("/ws/auth", native(false))
-                .route("/ws/auth/{room}", native(false));
-            let channels = || {
+            for (path, endpoint) in [
+                native("/ws", guests),
+                native("/ws/{room}", guests),
+                native("/ws/auth", false),
+                native("/ws/auth/{room}", false),
+            ] {
+                ws = ws.route(path, endpoint);
+            }
+            let channels = |path: &'static str| {
                 let chat = chat::ChannelsChat::new(self.state.clone());
-                Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat)
+                let endpoint = Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat)
+                    .name(path)
                     .dialect(&CHANNELS)
                     .allowed_origins(config.allowed_origins.clone())
-                    .into_route()
+                    .into_route();
+                (path, endpoint)
             };
             let token_chat = chat::TokenChat::new(self.state.clone());
             let token_chat =
                 Endpoint::new(self.state.hub.clone(), self.room_auth.clone(), token_chat)
+                    .name("/ws/chat")
                     .dialect(&TOKEN_SCOPED)
                     .claims_as_params(&[chat::ROOM_CLAIM])
                     .auth_refusal(chat::TokenChat::refusal)
                     .allowed_origins(config.allowed_origins.clone());
-            ws = ws
-                .route("/ws/chat/{room_name}/", channels())
-                .route("/ws/chat/{room_name}", channels())
-                .route("/ws/chat", token_chat.into_route());
+            for (path, endpoint) in [
+                channels("/ws/chat/{room_name}/"),
+                channels("/ws/chat/{room_name}"),
+            ] {
+                ws = ws.route(path, endpoint);
+            }
+            ws = ws.route("/ws/chat", token_chat.into_route());
             if config.echo_endpoint {
                 let echo = Endpoint::new(self.state.hub.clone(), config.auth.clone(), chat::Echo)
+                    .name("/ws/echo")
                     .allow_guests(true)
                     .allowed_origins(config.allowed_origins.clone());
                 ws = ws.route("/ws/echo", echo.into_route());
@@ -316,6 +336,19 @@ impl Server {
             router = router.merge(ws);
         }
         router
+    }
+
+    /// `GET /metrics` with every instrument of this server, unless `ROOMCAST_METRICS=false`.
+    fn metrics_router(&self) -> Router {
+        let settings = &self.config.metrics;
+        if !settings.enabled {
+            return Router::new();
+        }
+        let mut registry = prometheus_client::registry::Registry::default();
+        self.state.hub.register_metrics(&mut registry);
+        self.state.store.register_metrics(&mut registry);
+        self.state.limits.register_metrics(&mut registry);
+        metrics::Exporter::new(registry, settings.token.clone()).router()
     }
 
     /// Serves on `listener` until `shutdown` completes; then stops accepting, closes every

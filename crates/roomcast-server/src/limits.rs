@@ -31,6 +31,10 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use roomcast::ConnId;
 use tracing::Instrument;
 
@@ -135,6 +139,13 @@ pub struct Limits {
     /// Refusals per connection: when this limiter refuses too, the connection is closed.
     strikes: Option<DefaultKeyedRateLimiter<ConnId>>,
     rooms_created: Option<DefaultKeyedRateLimiter<Creator>>,
+    /// `roomcast_rate_limited_total{limit}`: requests and messages refused by each rate.
+    refused: Family<LimitLabel, Counter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LimitLabel {
+    limit: &'static str,
 }
 
 impl std::fmt::Debug for Limits {
@@ -174,7 +185,22 @@ impl Limits {
             messages,
             strikes,
             rooms_created,
+            refused: Family::default(),
         }
+    }
+
+    /// Registers `roomcast_rate_limited_total{limit}` (`connect`, `auth`, `message`,
+    /// `room_create`) with `registry`.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "roomcast_rate_limited",
+            "Requests, connection attempts and messages refused by a rate limit, by limit",
+            self.refused.clone(),
+        );
+    }
+
+    fn count(&self, limit: &'static str) {
+        self.refused.get_or_create(&LimitLabel { limit }).inc();
     }
 
     /// The settings.
@@ -188,7 +214,7 @@ impl Limits {
     ///
     /// How long until the next attempt from `ip` would pass.
     pub fn connect(&self, ip: IpAddr) -> Result<(), Duration> {
-        check(self.connects.as_ref(), ip)
+        check(self.connects.as_ref(), ip).inspect_err(|_| self.count("connect"))
     }
 
     /// Counts a sign-in, sign-up or room-code request from `ip`: `Err(wait)` when over
@@ -198,14 +224,19 @@ impl Limits {
     ///
     /// How long until the next request from `ip` would pass.
     pub fn auth(&self, ip: IpAddr) -> Result<(), Duration> {
-        check(self.auths.as_ref(), ip)
+        check(self.auths.as_ref(), ip).inspect_err(|_| self.count("auth"))
     }
 
     /// Counts a room `creator` is about to create: false when over `ROOMCAST_ROOM_CREATE_RATE`.
     pub fn create_room(&self, creator: &Creator) -> bool {
-        self.rooms_created
+        let allowed = self
+            .rooms_created
             .as_ref()
-            .is_none_or(|limiter| limiter.check_key(creator).is_ok())
+            .is_none_or(|limiter| limiter.check_key(creator).is_ok());
+        if !allowed {
+            self.count("room_create");
+        }
+        allowed
     }
 
     /// Counts a frame from `conn` against `ROOMCAST_MESSAGE_RATE`.
@@ -214,8 +245,10 @@ impl Limits {
             return Verdict::Allowed;
         };
         if messages.check_key(&conn).is_ok() {
-            Verdict::Allowed
-        } else if strikes.check_key(&conn).is_ok() {
+            return Verdict::Allowed;
+        }
+        self.count("message");
+        if strikes.check_key(&conn).is_ok() {
             Verdict::Dropped
         } else {
             Verdict::Abusive

@@ -95,6 +95,7 @@
 
 mod error;
 mod messages;
+mod metrics;
 mod records;
 mod rooms;
 mod store;

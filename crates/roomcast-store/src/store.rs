@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::{Result, StoreError};
+use crate::metrics::WriterMetrics;
 use crate::writer::{self, AppendRequest};
 
 /// The SQLite migration set, embedded at compile time.
@@ -115,6 +116,8 @@ struct Shared {
     writer: Mutex<Option<writer::Stopped>>,
     /// Runs after each written batch's hooks ([`Store::after_each_batch`]).
     after_batch: Arc<OnceLock<writer::AfterBatch>>,
+    /// The writer's commit times and batch sizes ([`Store::register_metrics`]).
+    metrics: WriterMetrics,
 }
 
 /// The two backends. Their pools are reference-counted handles, so this is cheap to clone.
@@ -199,12 +202,16 @@ impl Store {
         let (append_tx, append_rx) = mpsc::channel(options.queue_capacity);
         let writer_shutdown = Arc::new(Notify::new());
         let after_batch = Arc::new(OnceLock::new());
+        let metrics = WriterMetrics::default();
         let writer = writer::start(
             backend.clone(),
             append_rx,
             Arc::clone(&writer_shutdown),
-            options.max_batch,
-            options.commit_interval,
+            writer::Settings {
+                max_batch: options.max_batch,
+                commit_interval: options.commit_interval,
+                metrics: metrics.clone(),
+            },
             Arc::clone(&after_batch),
         )
         .await
@@ -216,8 +223,13 @@ impl Store {
                 writer_shutdown,
                 writer: Mutex::new(Some(writer)),
                 after_batch,
+                metrics,
             }),
         })
+    }
+
+    pub(crate) fn writer_metrics(&self) -> &WriterMetrics {
+        &self.shared.metrics
     }
 
     /// Registers `after` to run on the writer's answering task once every hook of a written

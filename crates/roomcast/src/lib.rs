@@ -53,6 +53,7 @@ pub mod fuzzing;
 mod handler;
 mod hub;
 mod ids;
+mod metrics;
 mod origin;
 pub mod protocol;
 mod route;

@@ -131,14 +131,24 @@ struct EndpointInner<H> {
     claim_params: &'static [&'static str],
     /// The close reason of a connection whose token was refused.
     auth_refusal: fn(&AuthError) -> CloseReason,
+    /// The name in metrics and the admin API.
+    name: &'static str,
+    /// What each connection's task reads: limits, the dialect's name.
+    served: driver::Served,
 }
 
 impl<H: Handler> Endpoint<H> {
     /// An endpoint that requires a valid token and speaks [`Raw`] (only frames the handler and
     /// hub send explicitly).
     pub fn new(hub: Hub, auth: Authenticator, handler: H) -> Self {
+        let served = driver::Served {
+            config: hub.config().clone(),
+            dialect: Raw.name(),
+        };
         Self {
             inner: Arc::new(EndpointInner {
+                name: "ws",
+                served,
                 hub,
                 auth,
                 handler,
@@ -172,7 +182,29 @@ impl<H: Handler> Endpoint<H> {
 
     /// The wire format of this endpoint's connections. Default: [`Raw`].
     pub fn dialect(self, dialect: &'static dyn Dialect) -> Self {
-        self.edit(|inner| inner.dialect = dialect)
+        self.edit(|inner| {
+            inner.dialect = dialect;
+            inner.served.dialect = dialect.name();
+        })
+    }
+
+    /// The endpoint's name: the `endpoint` label of its connections in metrics
+    /// (`roomcast_connections{endpoint="/ws"}`) and what the admin API shows. Usually its path
+    /// pattern. Default: `"ws"`.
+    ///
+    /// ```no_run
+    /// # use roomcast::{Authenticator, Endpoint, Handler, Hub, Incoming, Session, SessionConfig};
+    /// # struct Echo;
+    /// # impl Handler for Echo {
+    /// #     async fn on_message(&self, _: &Session, _: Incoming) -> roomcast::Result<()> { Ok(()) }
+    /// # }
+    /// let hub = Hub::new(SessionConfig::default());
+    /// let auth = Authenticator::hs256(b"a secret of at least 32 bytes, please!");
+    /// let route: axum::routing::MethodRouter =
+    ///     Endpoint::new(hub, auth, Echo).name("/ws/echo").into_route();
+    /// ```
+    pub fn name(self, name: &'static str) -> Self {
+        self.edit(|inner| inner.name = name)
     }
 
     /// Which browser origins may connect; others get HTTP 403 before the upgrade. Default:
@@ -408,12 +440,12 @@ fn start<'a, H: Handler>(
     } = admitted;
     let hub = &inner.hub;
     let outbound = Outbound::new(hub.config().outbound_capacity, hub.now_ms());
-    let conn = hub.register(&identity, inner.dialect, outbound.clone(), addr);
+    let conn = hub.register(&identity, inner.dialect, outbound.clone(), addr, inner.name);
     let guard = ConnGuard::new(hub.clone(), conn, permit);
     let session = Session::new(hub.clone(), conn, identity, outbound, params);
     // No span for the connection's life: see `driver::hook_span`.
     driver::serve(
-        driver::Conn::new(io, hub.config()),
+        driver::Conn::new(io, &inner.served),
         session,
         guard,
         &inner.handler,
@@ -468,6 +500,7 @@ async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
         Ok(authenticated) => authenticated,
         Err(err) => {
             // The reason names the broken rule; the token itself is never logged.
+            inner.hub.count_auth_failure(err.kind());
             tracing::info!(reason = %err, "authentication refused");
             return Verdict::Refuse((inner.auth_refusal)(&err));
         }

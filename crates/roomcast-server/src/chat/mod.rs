@@ -111,6 +111,7 @@ pub(crate) async fn persist(
     message: Outgoing,
     reply: Reply,
 ) -> roomcast::Result<()> {
+    let arrived = std::time::Instant::now();
     let Outgoing {
         room,
         content,
@@ -137,13 +138,19 @@ pub(crate) async fn persist(
                     let new = appended == Appended::New;
                     (answer, new.then(|| to_chat(&room, stored)))
                 }
-                Err(err) => (reply(&room, Err(&err)), None),
+                Err(err) => {
+                    if !matches!(err, StoreError::Invalid(_)) {
+                        deliveries.0.hub.count_error("store");
+                    }
+                    (reply(&room, Err(&err)), None)
+                }
             };
             deliveries.push(Answered {
                 room,
                 message,
                 reply,
                 sender,
+                arrived,
             });
         }
     };
@@ -175,6 +182,8 @@ struct Answered {
     /// The sender's answer (the native `ack`, an error), if its dialect has one.
     reply: Option<Frame>,
     sender: Sender,
+    /// When its frame was handled: `roomcast_broadcast_seconds` runs from here.
+    arrived: std::time::Instant,
 }
 
 /// Collects what the store's hooks answer and broadcasts it once per group commit.
@@ -229,18 +238,26 @@ impl Collected {
         }
         let mut rooms: Vec<(RoomName, Vec<Event>)> = Vec::new();
         let mut index: HashMap<RoomName, usize> = HashMap::new();
+        // Each message's arrival, by room: its broadcast time is observed once its room's
+        // group is queued (once per message, never per recipient).
+        let mut arrivals: Vec<Vec<std::time::Instant>> = Vec::new();
         for item in &mut answered {
             let Some(message) = item.message.take() else {
                 continue;
             };
             let at = *index.entry(item.room.clone()).or_insert_with(|| {
                 rooms.push((item.room.clone(), Vec::new()));
+                arrivals.push(Vec::new());
                 rooms.len() - 1
             });
             rooms[at].1.push(Event::Message(message));
+            arrivals[at].push(item.arrived);
         }
-        for (room, events) in rooms {
+        for ((room, events), arrived) in rooms.into_iter().zip(arrivals) {
             self.hub.publish_now_many(&room, events, &[]);
+            for at in arrived {
+                self.hub.record_broadcast(at.elapsed());
+            }
         }
         for item in answered {
             if let Some(reply) = item.reply {

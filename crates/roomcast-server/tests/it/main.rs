@@ -13,6 +13,7 @@ mod heartbeat;
 mod history;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod native;
 mod postgres;
 mod token_chat;

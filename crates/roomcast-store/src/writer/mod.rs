@@ -62,6 +62,7 @@ use tracing::Instrument;
 
 use self::sql::BatchSql;
 use crate::error::{Result, StoreError};
+use crate::metrics::WriterMetrics;
 use crate::records::{Appended, MessageId, MessageRow, NewMessage, Seq, StoredMessage, now_ms};
 use crate::store::Backend;
 
@@ -386,8 +387,7 @@ pub(crate) async fn start(
     backend: Backend,
     append_rx: mpsc::Receiver<AppendRequest>,
     shutdown: Arc<Notify>,
-    max_batch: usize,
-    commit_interval: Duration,
+    settings: Settings,
     after_batch: Arc<OnceLock<AfterBatch>>,
 ) -> std::io::Result<Stopped> {
     let caller = tokio::runtime::Handle::current();
@@ -408,15 +408,7 @@ pub(crate) async fn start(
                 }
             };
             let _ = started_tx.send(Ok(()));
-            let writer = run(
-                caller,
-                backend,
-                append_rx,
-                shutdown,
-                max_batch,
-                commit_interval,
-                after_batch,
-            );
+            let writer = run(caller, backend, append_rx, shutdown, settings, after_batch);
             runtime.block_on(writer.instrument(span));
             let _ = stopped_tx.send(());
         })?;
@@ -436,10 +428,14 @@ async fn run(
     backend: Backend,
     mut append_rx: mpsc::Receiver<AppendRequest>,
     shutdown: Arc<Notify>,
-    max_batch: usize,
-    commit_interval: Duration,
+    settings: Settings,
     after_batch: Arc<OnceLock<AfterBatch>>,
 ) {
+    let Settings {
+        max_batch,
+        commit_interval,
+        metrics,
+    } = settings;
     let sql = BatchSql::for_backend(&backend);
     // Set by `checkpoint_loop` when the WAL should start over; see there.
     let rewind = Arc::new(AtomicBool::new(false));
@@ -503,6 +499,8 @@ async fn run(
         let started = Instant::now();
         let outcomes = write_batch(&backend, &mut held, &mut keys, &sql, &pending).await;
         let took = started.elapsed();
+        metrics.commit.observe(took.as_secs_f64());
+        metrics.batch.observe(pending.len() as f64);
         if took >= SLOW_TO_LOG {
             tracing::debug!(
                 ms = took.as_millis() as u64,
@@ -547,6 +545,17 @@ async fn run(
         tracing::error!(error = %err, "the store's answering task failed");
     }
     tracing::debug!("store writer stopped");
+}
+
+/// How the writer batches, and where it reports.
+pub(crate) struct Settings {
+    /// Most appends in one transaction (`StoreOptions::max_batch`).
+    pub(crate) max_batch: usize,
+    /// Least time between the starts of two batches under load
+    /// (`StoreOptions::commit_interval`).
+    pub(crate) commit_interval: Duration,
+    /// Commit times and batch sizes.
+    pub(crate) metrics: WriterMetrics,
 }
 
 /// A written batch on its way to its hooks and waiters.

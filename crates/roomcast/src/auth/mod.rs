@@ -52,6 +52,24 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// A short fixed name of the broken rule: the `reason` label of
+    /// `roomcast_auth_failures_total`, and what logs say.
+    ///
+    /// ```
+    /// assert_eq!(roomcast::AuthError::Expired.kind(), "expired");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongType => "wrong_type",
+            Self::Invalid(_) => "invalid",
+            Self::UnknownUser => "unknown_user",
+            Self::Directory(_) => "directory",
+        }
+    }
+
     /// The close code and reason sent to the client.
     pub fn close_reason(&self) -> CloseReason {
         match self {

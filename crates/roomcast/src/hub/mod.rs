@@ -22,6 +22,7 @@ use crate::broker::{Broker, BrokerError, RoomEvent, Target};
 use crate::config::SessionConfig;
 use crate::frame::{CloseReason, Frame};
 use crate::ids::{ConnId, NodeId, RoomName, UserId};
+use crate::metrics::HubMetrics;
 use crate::protocol::{ChatMessage, Dialect, Event, UserInfo, now_ms};
 use crate::session::Outbound;
 use crate::shutdown::Shutdown;
@@ -64,6 +65,8 @@ struct Shared {
     refusals: Arc<Semaphore>,
     next_conn: AtomicU64,
     stats: Counters,
+    /// What Prometheus scrapes ([`Hub::register_metrics`]).
+    metrics: HubMetrics,
     /// The hub's clock starts here: connection deadlines are ms since this instant.
     epoch: Instant,
     /// The sweep task, started with the first connection (a hub may be built outside a
@@ -71,13 +74,11 @@ struct Shared {
     sweep: OnceLock<()>,
 }
 
+/// Totals for [`HubStats`] that the exported metrics keep only per label.
 #[derive(Default)]
 struct Counters {
     accepted: AtomicU64,
-    refused: AtomicU64,
-    slow_consumers: AtomicU64,
     messages_received: AtomicU64,
-    frames_queued: AtomicU64,
     hook_panics: AtomicU64,
 }
 
@@ -224,6 +225,7 @@ impl Hub {
                 refusals,
                 next_conn: AtomicU64::new(1),
                 stats: Counters::default(),
+                metrics: HubMetrics::default(),
                 epoch: Instant::now(),
                 sweep: OnceLock::new(),
             }),
@@ -339,10 +341,10 @@ impl Hub {
             rooms,
             users,
             accepted_total: load(&stats.accepted),
-            refused_total: load(&stats.refused),
-            slow_consumers_total: load(&stats.slow_consumers),
+            refused_total: self.shared.metrics.refused_total(),
+            slow_consumers_total: self.shared.metrics.slow_consumers.get(),
             messages_received_total: load(&stats.messages_received),
-            frames_queued_total: load(&stats.frames_queued),
+            frames_queued_total: self.shared.metrics.delivered.get(),
             hook_panics_total: load(&stats.hook_panics),
         }
     }
@@ -517,16 +519,16 @@ impl Hub {
         self.count(delivery)
     }
 
-    /// Adds a delivery to the hub's counters; returns the frames it queued.
-    fn count(&self, Delivery { sent, slow }: Delivery) -> usize {
-        let stats = &self.shared.stats;
-        stats
-            .frames_queued
-            .fetch_add(sent as u64, Ordering::Relaxed);
+    /// Adds a delivery to the hub's counters, once for all its recipients; returns the
+    /// frames it queued.
+    fn count(&self, Delivery { sent, slow, bytes }: Delivery) -> usize {
+        let metrics = &self.shared.metrics;
+        if sent > 0 {
+            metrics.delivered.inc_by(sent as u64);
+            metrics.bytes_out.inc_by(bytes as u64);
+        }
         if slow > 0 {
-            stats
-                .slow_consumers
-                .fetch_add(slow as u64, Ordering::Relaxed);
+            metrics.slow_consumers.inc_by(slow as u64);
         }
         sent
     }
@@ -709,15 +711,30 @@ impl Hub {
         self.shared.now_ms()
     }
 
-    pub(crate) fn count_refused(&self) {
-        self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn metrics(&self) -> &HubMetrics {
+        &self.shared.metrics
     }
 
-    pub(crate) fn count_message(&self) {
+    pub(crate) fn downgrade(&self) -> WeakHub {
+        WeakHub(Arc::downgrade(&self.shared))
+    }
+
+    /// How many users each room on this node has.
+    pub(crate) fn room_sizes(&self) -> Vec<usize> {
+        self.state().room_sizes()
+    }
+
+    pub(crate) fn count_refused(&self) {
+        self.shared.metrics.refused();
+    }
+
+    /// A data message of `bytes` from a client of `dialect`.
+    pub(crate) fn count_message(&self, dialect: &'static str, bytes: usize) {
         self.shared
             .stats
             .messages_received
             .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.received(dialect, bytes);
     }
 
     pub(crate) fn count_panic(&self) {
@@ -725,13 +742,42 @@ impl Hub {
             .stats
             .hook_panics
             .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.error(crate::metrics::HOOK_PANIC);
     }
 
     pub(crate) fn count_slow_consumer(&self) {
-        self.shared
-            .stats
-            .slow_consumers
-            .fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.slow_consumers.inc();
+    }
+
+    pub(crate) fn count_auth_failure(&self, reason: &'static str) {
+        self.shared.metrics.auth_failure(reason);
+    }
+
+    /// Counts an error of `kind` in `roomcast_errors_total{kind}`: for an application's own
+    /// failures beside the hub's (`protocol`, `hook_panic`, `hook_error`). Keep kinds few and
+    /// fixed: each is a series.
+    ///
+    /// ```
+    /// let hub = roomcast::Hub::new(roomcast::SessionConfig::default());
+    /// hub.count_error("store");
+    /// ```
+    pub fn count_error(&self, kind: &'static str) {
+        self.shared.metrics.error(kind);
+    }
+
+    /// Records, in `roomcast_broadcast_seconds`, how long a message took from its arrival to
+    /// its last local recipient's queue: for applications that persist before they publish
+    /// (the hub cannot see a message arrive), once per message, after
+    /// [`Hub::publish_now_many`] returns.
+    ///
+    /// ```
+    /// let hub = roomcast::Hub::new(roomcast::SessionConfig::default());
+    /// let arrived = std::time::Instant::now();
+    /// // … commit, then publish …
+    /// hub.record_broadcast(arrived.elapsed());
+    /// ```
+    pub fn record_broadcast(&self, took: Duration) {
+        self.shared.metrics.broadcast(took);
     }
 
     pub(crate) fn register(
@@ -740,6 +786,7 @@ impl Hub {
         dialect: &'static dyn Dialect,
         outbound: Outbound,
         addr: Option<std::net::IpAddr>,
+        endpoint: &'static str,
     ) -> ConnId {
         let conn = ConnId(self.shared.next_conn.fetch_add(1, Ordering::Relaxed));
         self.shared.sweep.get_or_init(|| {
@@ -748,8 +795,9 @@ impl Hub {
             tokio::spawn(sweep_loop(Arc::downgrade(&self.shared), deadlines, stop));
         });
         self.state()
-            .add_conn(conn, identity, dialect, outbound.clone(), addr);
+            .add_conn(conn, identity, dialect, outbound.clone(), addr, endpoint);
         self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.opened(endpoint);
         // Shutdown cancels first, then closes every registered connection: a connection
         // registered in between is caught here.
         if self.is_shutting_down() {
@@ -758,12 +806,16 @@ impl Hub {
         conn
     }
 
-    /// Removes a connection and announces the rooms its user left. Returns whether it was
-    /// still registered.
-    pub(crate) async fn unregister(&self, conn: ConnId) -> bool {
+    /// Removes a connection that ended with close `code` and announces the rooms its user
+    /// left. Returns whether it was still registered.
+    pub(crate) async fn unregister(&self, conn: ConnId, code: u16) -> bool {
         let Some(removed) = self.state().remove_conn(conn) else {
             return false;
         };
+        let lasted = self.now_ms().saturating_sub(removed.opened);
+        self.shared
+            .metrics
+            .closed(removed.endpoint, code, Duration::from_millis(lasted));
         for room in removed.user_left {
             if let Err(err) = self.announce_left(&room, removed.user.clone()).await {
                 tracing::warn!(%room, error = %err, "could not announce a leave to other nodes");
@@ -826,11 +878,23 @@ async fn sweep_loop(hub: Weak<Shared>, deadlines: Deadlines, stop: CancellationT
             .unwrap_or_else(PoisonError::into_inner)
             .sweep(now, &deadlines);
         if slow > 0 {
-            shared
-                .stats
-                .slow_consumers
-                .fetch_add(slow as u64, Ordering::Relaxed);
+            shared.metrics.slow_consumers.inc_by(slow as u64);
         }
+    }
+}
+
+/// A hub that does not keep it alive (the metrics collector's).
+pub(crate) struct WeakHub(Weak<Shared>);
+
+impl std::fmt::Debug for WeakHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WeakHub")
+    }
+}
+
+impl WeakHub {
+    pub(crate) fn upgrade(&self) -> Option<Hub> {
+        self.0.upgrade().map(|shared| Hub { shared })
     }
 }
 

@@ -39,6 +39,11 @@ struct Conn {
     beat: u64,
     /// The client's address, when the route knew it (`Session::client_addr`).
     addr: Option<std::net::IpAddr>,
+    /// The endpoint's name ([`Endpoint::name`](crate::Endpoint::name)): metrics and the admin
+    /// API.
+    endpoint: &'static str,
+    /// When it opened, ms of the hub's clock.
+    opened: u64,
 }
 
 /// The connection deadlines the hub's sweep enforces, in ms of the hub's clock (see
@@ -146,6 +151,9 @@ struct User {
 /// What removing a connection changed.
 pub(crate) struct Removed {
     pub(crate) user: UserInfo,
+    /// The connection's endpoint and when it opened (hub clock, ms).
+    pub(crate) endpoint: &'static str,
+    pub(crate) opened: u64,
     /// Rooms the user is no longer in at all (announce a leave).
     pub(crate) user_left: Vec<RoomName>,
     /// Rooms with no local connection left (unsubscribe from the broker).
@@ -179,6 +187,8 @@ pub(crate) struct Left {
 pub(crate) struct Delivery {
     pub(crate) sent: usize,
     pub(crate) slow: usize,
+    /// Bytes queued, framed for the wire, summed over the recipients.
+    pub(crate) bytes: usize,
 }
 
 /// Encodes a group of events at most once per dialect name.
@@ -269,6 +279,7 @@ impl State {
         dialect: &'static dyn Dialect,
         outbound: Outbound,
         addr: Option<std::net::IpAddr>,
+        endpoint: &'static str,
     ) -> bool {
         let (opened, _) = outbound.last_heard();
         self.conns.insert(
@@ -281,6 +292,8 @@ impl State {
                 pinged: opened,
                 beat: opened,
                 addr,
+                endpoint,
+                opened,
             },
         );
         let user = self
@@ -348,6 +361,8 @@ impl State {
                 id: entry.user.clone(),
                 username,
             },
+            endpoint: entry.endpoint,
+            opened: entry.opened,
             user_left: Vec::new(),
             emptied: Vec::new(),
         };
@@ -522,6 +537,11 @@ impl State {
         rooms
     }
 
+    /// How many users each room has.
+    pub(crate) fn room_sizes(&self) -> Vec<usize> {
+        self.rooms.values().map(|room| room.users.len()).collect()
+    }
+
     pub(crate) fn rooms(&self) -> Vec<RoomName> {
         self.rooms.keys().cloned().collect()
     }
@@ -574,8 +594,13 @@ impl State {
             {
                 return;
             }
-            match conn.outbound.try_send_framed(encoded.framed()) {
-                Ok(sent) => delivery.sent += sent,
+            let framed = encoded.framed();
+            let bytes = framed.len();
+            match conn.outbound.try_send_framed(framed) {
+                Ok(sent) => {
+                    delivery.sent += sent;
+                    delivery.bytes += bytes;
+                }
                 Err(SendError::Full) => delivery.slow += 1,
                 Err(SendError::Closed) => {}
             }
@@ -651,12 +676,13 @@ impl State {
             }
             // The usual case: the member takes the whole group, framed once for everyone.
             // Otherwise (a replay held some back, or sent them already) frame by frame.
-            let queued = if admitted.iter().all(|&taken| taken) {
+            let (queued, bytes) = if admitted.iter().all(|&taken| taken) {
                 let framed = encoded.framed();
                 if framed.messages() == 0 {
                     continue;
                 }
-                outbound.try_send_framed(framed)
+                let bytes = framed.len();
+                (outbound.try_send_framed(framed), bytes)
             } else {
                 let taken = encoded.frames.iter().zip(&admitted);
                 frames.extend(
@@ -667,10 +693,14 @@ impl State {
                 if frames.is_empty() {
                     continue;
                 }
-                outbound.try_send_many(&mut frames)
+                let bytes = frames.iter().map(Frame::len).sum();
+                (outbound.try_send_many(&mut frames), bytes)
             };
             match queued {
-                Ok(sent) => delivery.sent += sent,
+                Ok(sent) => {
+                    delivery.sent += sent;
+                    delivery.bytes += bytes;
+                }
                 Err(SendError::Full) => delivery.slow += 1,
                 Err(SendError::Closed) => {}
             }
@@ -786,6 +816,7 @@ mod tests {
             dialect,
             outbound.clone(),
             None,
+            "test",
         );
         (state, outbound)
     }
@@ -921,6 +952,7 @@ mod tests {
                     &NATIVE,
                     outbound.clone(),
                     None,
+                    "test",
                 );
                 state.join(ConnId(n), &room).expect("a known connection");
                 outbound

@@ -82,10 +82,19 @@ impl End {
     }
 }
 
-/// The socket and the limits it is served with.
+/// The socket and what it is served with.
 pub(crate) struct Conn<'a> {
     socket: WsStream<Io>,
-    config: &'a SessionConfig,
+    served: &'a Served,
+}
+
+/// What an endpoint's connections are served with, kept once per endpoint: each connection's
+/// task holds one reference to it.
+pub(crate) struct Served {
+    /// The hub's limits and timers.
+    pub(crate) config: SessionConfig,
+    /// The dialect's name, a label of `roomcast_messages_received_total`.
+    pub(crate) dialect: &'static str,
 }
 
 /// Wraps an upgraded connection in the WebSocket stream `config` describes.
@@ -99,11 +108,11 @@ pub(crate) fn stream(io: Io, config: &SessionConfig) -> WsStream<Io> {
 }
 
 impl<'a> Conn<'a> {
-    /// A connection ready to be served with `config`'s limits.
-    pub(crate) fn new(io: Io, config: &'a SessionConfig) -> Self {
+    /// A connection ready to be served as `served` says.
+    pub(crate) fn new(io: Io, served: &'a Served) -> Self {
         Self {
-            socket: stream(io, config),
-            config,
+            socket: stream(io, &served.config),
+            served,
         }
     }
 }
@@ -161,14 +170,14 @@ async fn wind_up<H: Handler>(
         "on_disconnect",
     )
     .await;
-    guard.release().await;
+    guard.release(end.reason.code()).await;
 }
 
 impl Conn<'_> {
     /// The session loop, until the connection ends.
     ///
     /// Everything an idle connection's task carries is here, so it is kept small: a block, not
-    /// an `async fn`, for the reason `serve` gives; the limits are read from `self.config` where
+    /// an `async fn`, for the reason `serve` gives; the limits are read from `self.served` where
     /// they are used rather than copied into locals; and nothing is awaited inside the
     /// `select!`: it only says what happened ([`Step`]), and the step runs in its own boxed
     /// future, so neither the select's output nor a received frame has a slot in the task
@@ -212,7 +221,7 @@ impl Conn<'_> {
                         let now = Instant::now();
                         if pause.take().is_none()
                             && !at_once
-                            && let Some(due) = last_write.map(|last| last + self.config.write_interval)
+                            && let Some(due) = last_write.map(|last| last + self.served.config.write_interval)
                             && due > now
                         {
                             pause = Some(Box::pin(sleep_until(due)));
@@ -283,7 +292,7 @@ impl Conn<'_> {
             Ok(Event::Binary(bytes)) => super::Incoming::Binary(bytes),
             Ok(Event::Ping(payload)) => {
                 let pong = self.socket.write_control(OP_PONG, &payload);
-                return written(timeout(self.config.write_wait, pong).await).err();
+                return written(timeout(self.served.config.write_wait, pong).await).err();
             }
             Ok(Event::Pong) => return None,
             Ok(Event::Close(frame)) => {
@@ -297,15 +306,24 @@ impl Conn<'_> {
                     closing: Closing::Reply(code),
                 });
             }
-            Err(err) => return Some(read_error(err)),
+            Err(err) => {
+                let end = read_error(err);
+                if matches!(end.reason.code(), 1002 | 1007 | 1009) {
+                    session.hub().count_error("protocol");
+                }
+                return Some(end);
+            }
         };
-        session.hub().count_message();
+        session
+            .hub()
+            .count_message(self.served.dialect, incoming.as_bytes().len());
         let hook = handler
             .on_message(session, incoming)
             .instrument(hook_span(session));
         if let Err(err) = guarded(hook, session, "on_message").await {
             let reason = err.close_reason();
             if reason.code() == close_code::INTERNAL {
+                session.hub().count_error("hook_error");
                 tracing::error!(
                     conn = %session.conn_id(),
                     user = %session.user_id(),
@@ -322,7 +340,7 @@ impl Conn<'_> {
     /// The batch is dropped when written (or abandoned): an idle connection keeps no buffer.
     /// A protocol ping, when due, follows the batch.
     async fn write_batch(&mut self, mut batch: VecDeque<Outgoing>, ping: bool) -> Result<(), End> {
-        let wait = self.config.write_wait;
+        let wait = self.served.config.write_wait;
         if !batch.is_empty() {
             written(timeout(wait, self.socket.write_frames(&mut batch)).await)?;
         }
@@ -336,7 +354,7 @@ impl Conn<'_> {
     /// slow consumer) and our close frame, or echoes the peer's close, all within
     /// `write_wait`.
     async fn finish(&mut self, outbound: &Outbound, end: &End) {
-        let wait = self.config.write_wait;
+        let wait = self.served.config.write_wait;
         let in_sync = match end.closing {
             Closing::Gone => return,
             Closing::Reply(code) => {

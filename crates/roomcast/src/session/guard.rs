@@ -26,9 +26,9 @@ impl ConnGuard {
 
     /// The normal path: unregister, announcing leaves and reaching other nodes; the permit
     /// is given back once the connection is gone from the hub.
-    pub(crate) async fn release(mut self) {
+    pub(crate) async fn release(mut self, code: u16) {
         let permit = self.permit.take();
-        self.hub.unregister(self.conn).await;
+        self.hub.unregister(self.conn, code).await;
         drop(permit);
     }
 }
@@ -45,7 +45,8 @@ impl Drop for ConnGuard {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    hub.unregister(conn).await;
+                    // No close frame was sent: counted as 1006, abnormal closure.
+                    hub.unregister(conn, 1006).await;
                 });
             }
             Err(_) => {

@@ -131,6 +131,11 @@ impl Framed {
         }
     }
 
+    /// Its size on the wire, headers included.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// How many messages it holds.
     pub(crate) fn messages(&self) -> usize {
         self.messages as usize
