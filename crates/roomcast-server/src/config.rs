@@ -291,6 +291,9 @@ pub struct TokenArgs {
     /// Lifetime.
     #[arg(long, default_value = "1h", value_parser = duration_var("--ttl"))]
     pub ttl: Duration,
+    /// A `role` claim; `admin` opens the admin API (`/admin/...`).
+    #[arg(long)]
+    pub role: Option<String>,
     /// The store where the user is created if missing (unless ROOMCAST_USER_DIRECTORY=token).
     #[command(flatten)]
     pub store: StoreArgs,

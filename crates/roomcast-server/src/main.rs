@@ -57,7 +57,11 @@ async fn mint(args: Box<TokenArgs>) -> anyhow::Result<String> {
         store.close().await;
     }
     let ttl = args.ttl;
-    Ok(issuer.access_with(&args.sub, &username, ttl, serde_json::Map::new()))
+    let mut extra = serde_json::Map::new();
+    if let Some(role) = args.role {
+        extra.insert("role".to_owned(), role.into());
+    }
+    Ok(issuer.access_with(&args.sub, &username, ttl, extra))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -23,7 +23,7 @@ pub struct MaybeUser(pub Option<AuthUser>);
 
 /// The bearer token of `parts`: `None` without an `Authorization` header, an error when the
 /// header is not `Bearer <token>`.
-fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
+pub(crate) fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Ok(None);
     };

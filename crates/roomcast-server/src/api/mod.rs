@@ -5,10 +5,14 @@
 //! - [`rooms`]: `POST /rooms`, `GET /rooms`, `GET /rooms/{room}`,
 //!   `POST /rooms/{room}/members`, `GET /rooms/{room}/messages`.
 //! - [`codes`]: seed 003's `GET /create-room` and `GET /join-room`.
+//! - [`admin`]: `GET /admin/rooms`, `GET /admin/rooms/{room}/connections`,
+//!   `POST /admin/users/{user_id}/disconnect`, `POST /admin/rooms/{room}/messages`,
+//!   `POST /admin/broadcast`, for tokens with `"role": "admin"`.
 //! - [`openapi`]: `GET /openapi.json` and `GET /docs`.
 //! - [`error`]: [`ApiError`], answered as `{"error": "..."}`; [`extract`]: who is calling.
 
 pub mod accounts;
+pub mod admin;
 pub mod codes;
 pub mod error;
 pub mod extract;
@@ -44,6 +48,14 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}", get(rooms::get_room))
         .route("/rooms/{room}/members", post(rooms::add_member))
         .route("/rooms/{room}/messages", get(rooms::messages))
+        .route("/admin/rooms", get(admin::rooms))
+        .route(
+            "/admin/rooms/{room}/connections",
+            get(admin::room_connections),
+        )
+        .route("/admin/rooms/{room}/messages", post(admin::room_message))
+        .route("/admin/users/{user_id}/disconnect", post(admin::disconnect))
+        .route("/admin/broadcast", post(admin::broadcast))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         .with_state(state)

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, codes, error, rooms};
+use super::{accounts, admin, codes, error, rooms};
 
 /// The OpenAPI document of the HTTP API.
 #[derive(OpenApi)]
@@ -27,6 +27,11 @@ use super::{accounts, codes, error, rooms};
         rooms::messages,
         codes::create_room,
         codes::join_room,
+        admin::rooms,
+        admin::room_connections,
+        admin::disconnect,
+        admin::room_message,
+        admin::broadcast,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerAuth),

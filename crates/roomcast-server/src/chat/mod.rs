@@ -149,7 +149,7 @@ pub(crate) async fn persist(
                 room,
                 message,
                 reply,
-                sender,
+                sender: Some(sender),
                 arrived,
             });
         }
@@ -160,6 +160,54 @@ pub(crate) async fn persist(
         cx.send(frame)?;
     }
     Ok(())
+}
+
+/// The user id and name of operator messages (`POST /admin/rooms/{room}/messages`).
+pub const SYSTEM_USER: &str = "system";
+
+/// Stores an operator's message to `room` as user `system` and broadcasts it on the path every
+/// chat message takes ([`Deliveries`]), so it has the room's next `seq` and reaches every
+/// dialect in order. Returns it once committed.
+///
+/// # Errors
+///
+/// The store's: [`StoreError::Invalid`] for content it refuses, others when it fails.
+pub(crate) async fn persist_system(
+    state: &AppState,
+    room: &RoomName,
+    content: String,
+    data: Option<serde_json::Value>,
+) -> Result<StoredMessage, StoreError> {
+    let arrived = std::time::Instant::now();
+    let new = NewMessage {
+        room: room.as_str().to_owned(),
+        user_id: SYSTEM_USER.to_owned(),
+        username: SYSTEM_USER.to_owned(),
+        content,
+        data,
+        client_msg_id: None,
+    };
+    let (stored_tx, stored_rx) = tokio::sync::oneshot::channel();
+    let deliveries = state.deliveries.clone();
+    let room = room.clone();
+    state
+        .store
+        .queue_message_then(new, move |outcome| {
+            let message = match &outcome {
+                Ok((stored, Appended::New)) => Some(to_chat(&room, stored.clone())),
+                _ => None,
+            };
+            deliveries.push(Answered {
+                room,
+                message,
+                reply: None,
+                sender: None,
+                arrived,
+            });
+            let _ = stored_tx.send(outcome.map(|(stored, _)| stored));
+        })
+        .await?;
+    stored_rx.await.map_err(|_| StoreError::Closed)?
 }
 
 /// Why a message was not stored, in words for its sender: a client mistake says what it was;
@@ -181,7 +229,8 @@ struct Answered {
     message: Option<Arc<ChatMessage>>,
     /// The sender's answer (the native `ack`, an error), if its dialect has one.
     reply: Option<Frame>,
-    sender: Sender,
+    /// Who sent it; `None` for an operator's message (`persist_system`).
+    sender: Option<Sender>,
     /// When its frame was handled: `roomcast_broadcast_seconds` runs from here.
     arrived: std::time::Instant,
 }
@@ -260,9 +309,9 @@ impl Collected {
             }
         }
         for item in answered {
-            if let Some(reply) = item.reply {
+            if let (Some(reply), Some(sender)) = (item.reply, item.sender) {
                 // A full queue closes that connection (1013); nothing else to do here.
-                let _ = item.sender.send(reply);
+                let _ = sender.send(reply);
             }
         }
     }

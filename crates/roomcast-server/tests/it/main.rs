@@ -4,6 +4,7 @@
 // Test helpers are `pub` for the sibling modules, not an API.
 #![allow(unreachable_pub, missing_docs)]
 mod abuse;
+mod admin;
 mod api;
 mod auth;
 mod channels;

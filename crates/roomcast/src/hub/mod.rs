@@ -106,6 +106,22 @@ pub struct HubStats {
     pub hook_panics_total: u64,
 }
 
+/// One connection as [`Hub::room_connections`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The connection's id on its node.
+    pub id: ConnId,
+    /// Its user.
+    pub user: UserInfo,
+    /// The endpoint it came through ([`Endpoint::name`](crate::Endpoint::name)).
+    pub endpoint: &'static str,
+    /// The client's address, when the route knew it.
+    pub client_addr: Option<std::net::IpAddr>,
+    /// When it opened, milliseconds since the Unix epoch.
+    pub connected_at_ms: i64,
+}
+
 /// Builds a [`Hub`] with a broker (for several nodes) or a fixed node id.
 #[must_use]
 pub struct HubBuilder {
@@ -365,6 +381,64 @@ impl Hub {
     ) -> crate::Result<usize> {
         self.send(Target::All, Event::Frame(frame.into()), exclude, None)
             .await
+    }
+
+    /// Sends an operator's notice to every connection on every node, each in its dialect's
+    /// form (a message from `system`; [`Event::Notice`]). Returns the local connections
+    /// reached.
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::broadcast`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> roomcast::Result<()> {
+    /// let hub = roomcast::Hub::new(roomcast::SessionConfig::default());
+    /// assert_eq!(hub.notify_all("maintenance at 22:00 UTC").await?, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn notify_all(&self, content: &str) -> crate::Result<usize> {
+        let event = Event::Notice {
+            content: content.into(),
+            timestamp_ms: now_ms(),
+        };
+        self.send(Target::All, event, &[], None).await
+    }
+
+    /// Closes every connection of `user` on this node with `reason` (each finishes what is
+    /// queued, then closes). Returns how many were asked to close.
+    ///
+    /// ```
+    /// use roomcast::{CloseReason, Hub, SessionConfig, UserId};
+    /// let hub = Hub::new(SessionConfig::default());
+    /// assert_eq!(hub.disconnect_user(&UserId::from("mallory"), CloseReason::new(4001, "banned")), 0);
+    /// ```
+    pub fn disconnect_user(&self, user: &UserId, reason: CloseReason) -> usize {
+        self.state().close_user(user, &reason)
+    }
+
+    /// The connections in `room` on this node, oldest first: for an operator's view.
+    ///
+    /// ```
+    /// use roomcast::{Hub, RoomName, SessionConfig};
+    /// let hub = Hub::new(SessionConfig::default());
+    /// assert!(hub.room_connections(&RoomName::new("lobby").unwrap()).is_empty());
+    /// ```
+    pub fn room_connections(&self, room: &RoomName) -> Vec<ConnectionInfo> {
+        let now = self.now_ms();
+        let wall = now_ms();
+        let mut conns = self.state().room_connections(room);
+        conns.sort_by_key(|conn| conn.opened);
+        conns
+            .into_iter()
+            .map(|conn| ConnectionInfo {
+                id: conn.id,
+                user: conn.user,
+                endpoint: conn.endpoint,
+                client_addr: conn.addr,
+                connected_at_ms: wall - i64::try_from(now.saturating_sub(conn.opened)).unwrap_or(0),
+            })
+            .collect()
     }
 
     /// Sends `frame` to every connection of `user`. Returns the local connections reached.

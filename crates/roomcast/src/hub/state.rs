@@ -148,6 +148,16 @@ struct User {
     conns: Vec<ConnId>,
 }
 
+/// A connection as the registry lists it (`Hub::room_connections`).
+pub(crate) struct ListedConn {
+    pub(crate) id: ConnId,
+    pub(crate) user: UserInfo,
+    pub(crate) endpoint: &'static str,
+    pub(crate) addr: Option<std::net::IpAddr>,
+    /// Hub clock, ms.
+    pub(crate) opened: u64,
+}
+
 /// What removing a connection changed.
 pub(crate) struct Removed {
     pub(crate) user: UserInfo,
@@ -535,6 +545,40 @@ impl State {
         rooms.sort();
         rooms.dedup();
         rooms
+    }
+
+    /// Asks every connection of `user` to close with `reason`; returns how many.
+    pub(crate) fn close_user(&self, user: &UserId, reason: &CloseReason) -> usize {
+        let Some(user) = self.users.get(user) else {
+            return 0;
+        };
+        for conn in &user.conns {
+            if let Some(conn) = self.conns.get(conn) {
+                conn.outbound.close(reason.clone());
+            }
+        }
+        user.conns.len()
+    }
+
+    /// The connections in `room`, in no order.
+    pub(crate) fn room_connections(&self, room: &RoomName) -> Vec<ListedConn> {
+        let Some(members) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        members
+            .conns
+            .iter()
+            .filter_map(|id| {
+                let conn = self.conns.get(id)?;
+                Some(ListedConn {
+                    id: *id,
+                    user: self.user_info(&conn.user),
+                    endpoint: conn.endpoint,
+                    addr: conn.addr,
+                    opened: conn.opened,
+                })
+            })
+            .collect()
     }
 
     /// How many users each room has.

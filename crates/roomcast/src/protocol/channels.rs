@@ -103,6 +103,8 @@ enum Outgoing<'a> {
         sender_username: &'a str,
         sender_id: &'a str,
         timestamp: String,
+        /// Empty on an operator's notice, which is not stored: left out then.
+        #[serde(skip_serializing_if = "str::is_empty")]
         id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         seq: Option<u64>,
@@ -172,6 +174,17 @@ impl Dialect for Channels {
                 seq: message.seq,
             }),
             Event::Frame(frame) => frame.clone(),
+            Event::Notice {
+                content,
+                timestamp_ms,
+            } => encode(&Outgoing::ChatMessage {
+                message: content,
+                sender_username: "system",
+                sender_id: "system",
+                timestamp: iso8601(*timestamp_ms),
+                id: "",
+                seq: None,
+            }),
         })
     }
 

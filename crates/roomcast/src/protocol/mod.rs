@@ -77,15 +77,25 @@ pub enum Event {
     Message(Arc<ChatMessage>),
     /// An already-encoded frame, delivered as it is whatever the dialect.
     Frame(Frame),
+    /// An operator's notice to every connection ([`Hub::notify_all`](crate::Hub::notify_all)),
+    /// shown by each dialect as a message from `system`: native `{"type": "system", …}`,
+    /// seed 004's `chat_message`, seed 003's `{"name": "system", …}`.
+    Notice {
+        /// The text.
+        content: Arc<str>,
+        /// When, milliseconds since the Unix epoch.
+        timestamp_ms: i64,
+    },
 }
 
 impl Event {
-    /// The user who caused the event: who joined, left or sent; `None` for a raw frame.
+    /// The user who caused the event: who joined, left or sent; `None` for a raw frame or a
+    /// notice.
     pub fn actor(&self) -> Option<&UserId> {
         match self {
             Self::Joined { user, .. } | Self::Left { user, .. } => Some(&user.id),
             Self::Message(message) => Some(&message.sender.id),
-            Self::Frame(_) => None,
+            Self::Frame(_) | Self::Notice { .. } => None,
         }
     }
 }

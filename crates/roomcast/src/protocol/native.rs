@@ -193,6 +193,9 @@ struct UserEntry<'a> {
     username: &'a str,
 }
 
+/// The sender named on operator notices and system messages.
+const SYSTEM: &str = "system";
+
 fn seconds(timestamp_ms: i64) -> i64 {
     timestamp_ms.div_euclid(1000)
 }
@@ -302,6 +305,17 @@ impl Dialect for Native {
                 ..Default::default()
             }),
             Event::Frame(frame) => frame.clone(),
+            Event::Notice {
+                content,
+                timestamp_ms,
+            } => encode(&Envelope {
+                kind: "system",
+                content: Some(content),
+                user_id: Some(SYSTEM),
+                username: Some(SYSTEM),
+                timestamp: seconds(*timestamp_ms),
+                ..Default::default()
+            }),
         })
     }
 

@@ -85,6 +85,14 @@ struct Outgoing<'a> {
     seq: Option<u64>,
 }
 
+/// An operator's notice: a message from `system`, without id or seq (it is not stored).
+#[derive(serde::Serialize)]
+struct Notice<'a> {
+    name: &'a str,
+    message: &'a str,
+    timestamp: String,
+}
+
 impl Dialect for TokenScoped {
     fn name(&self) -> &'static str {
         "token_scoped"
@@ -103,6 +111,17 @@ impl Dialect for TokenScoped {
                 .expect("strings and numbers encode"),
             ),
             Event::Frame(frame) => Some(frame.clone()),
+            Event::Notice {
+                content,
+                timestamp_ms,
+            } => Some(
+                Frame::json(&Notice {
+                    name: "system",
+                    message: content,
+                    timestamp: iso8601(*timestamp_ms),
+                })
+                .expect("strings encode"),
+            ),
             Event::Joined { .. } | Event::Left { .. } => None,
         }
     }

@@ -1,0 +1,360 @@
+//! The admin API, for access tokens whose claims carry `"role": "admin"` (`roomcast token
+//! --role admin` mints one): who is connected where, disconnecting a user, and messages from
+//! `system`. Any other valid token gets 403, no token 401.
+//!
+//! What it shows and does is this node's (the hub's registry); `POST
+//! /admin/rooms/{room}/messages` is stored and sequenced like any chat message.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use roomcast::{CloseReason, ConnectionInfo, RoomName, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ApiJson, ErrorBody};
+use super::extract::bearer;
+use super::rooms::MessageView;
+use crate::AppState;
+use crate::chat::persist_system;
+
+/// The claim and value that make a token an admin's.
+pub const ADMIN_ROLE: (&str, &str) = ("role", "admin");
+
+/// An authenticated caller whose token has `"role": "admin"`.
+#[derive(Debug, Clone)]
+pub struct AdminUser {
+    /// The admin's user id (`sub`), for the log.
+    pub user_id: String,
+}
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token =
+            bearer(parts)?.ok_or_else(|| ApiError::Unauthorized("token required".into()))?;
+        let (identity, claims) = state.auth.authenticate(token).await?;
+        let (claim, role) = ADMIN_ROLE;
+        if claims.claim(claim) != Some(role) {
+            return Err(ApiError::Forbidden(
+                "the admin API needs a token with \"role\": \"admin\"".into(),
+            ));
+        }
+        Ok(Self {
+            user_id: identity.user_id.as_str().to_owned(),
+        })
+    }
+}
+
+/// A user in a room, with how many of their connections are in it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OnlineMember {
+    /// The user's id.
+    pub user_id: String,
+    /// The user's display name.
+    pub username: String,
+    /// Their connections in the room.
+    pub connections: usize,
+}
+
+/// A room with someone in it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminRoom {
+    /// The room's name.
+    pub room: String,
+    /// Connections in it.
+    pub connections: usize,
+    /// Users in it, by id.
+    pub members: Vec<OnlineMember>,
+}
+
+/// `GET /admin/rooms`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminRooms {
+    /// Every room with at least one connection, by name.
+    pub rooms: Vec<AdminRoom>,
+}
+
+/// One connection.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminConnection {
+    /// Its id on this node.
+    pub id: u64,
+    /// Its user's id.
+    pub user_id: String,
+    /// Its user's display name.
+    pub username: String,
+    /// The endpoint it came through, e.g. `/ws/auth`.
+    pub endpoint: String,
+    /// The client's IP address (behind trusted proxies, the forwarded one); absent when unknown.
+    pub client_ip: Option<String>,
+    /// When it opened, Unix milliseconds.
+    pub connected_at: i64,
+}
+
+/// `GET /admin/rooms/{room}/connections`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdminConnections {
+    /// The room.
+    pub room: String,
+    /// Its connections, oldest first.
+    pub connections: Vec<AdminConnection>,
+}
+
+/// `POST /admin/users/{user_id}/disconnect`; both fields optional, the body may be empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct Disconnect {
+    /// The close code, 4000 to 4999; default 4001.
+    #[schema(minimum = 4000, maximum = 4999)]
+    pub code: Option<u16>,
+    /// The close reason, at most 123 bytes; default `disconnected by an administrator`.
+    #[schema(max_length = 40)]
+    pub reason: Option<String>,
+}
+
+/// How many connections were closed or reached.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Affected {
+    /// Connections on this node.
+    pub connections: usize,
+}
+
+/// `POST /admin/rooms/{room}/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SystemMessage {
+    /// The text: not blank.
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
+    pub content: String,
+    /// Structured data sent with it.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// `POST /admin/broadcast`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Notice {
+    /// The text: not blank.
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
+    pub content: String,
+}
+
+/// The longest close reason a close frame holds (125 bytes less the code's two).
+const MAX_CLOSE_REASON: usize = 123;
+
+fn view(conn: ConnectionInfo) -> AdminConnection {
+    AdminConnection {
+        id: conn.id.0,
+        user_id: conn.user.id.as_str().to_owned(),
+        username: conn.user.username.to_string(),
+        endpoint: conn.endpoint.to_owned(),
+        client_ip: conn.client_addr.map(|ip| ip.to_string()),
+        connected_at: conn.connected_at_ms,
+    }
+}
+
+fn room_name(name: &str) -> Result<RoomName, ApiError> {
+    RoomName::new(name).map_err(|err| ApiError::Invalid(err.to_string()))
+}
+
+fn check_text(state: &AppState, content: &str) -> Result<(), ApiError> {
+    if content.trim().is_empty() {
+        return Err(ApiError::Invalid("content is empty".into()));
+    }
+    state.check_length(content).map_err(ApiError::Invalid)
+}
+
+/// Every room with someone in it on this node: its connections and online members.
+#[utoipa::path(
+    get,
+    path = "/admin/rooms",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Rooms by name", body = AdminRooms),
+        (status = 401, description = "Token required", body = ErrorBody),
+        (status = 403, description = "Not an admin's token", body = ErrorBody),
+    )
+)]
+pub async fn rooms(State(state): State<AppState>, _: AdminUser) -> axum::Json<AdminRooms> {
+    let mut names = state.hub.rooms();
+    names.sort();
+    let rooms = names
+        .into_iter()
+        .filter_map(|name| {
+            let conns = state.hub.room_connections(&name);
+            if conns.is_empty() {
+                return None;
+            }
+            let mut members: Vec<OnlineMember> = Vec::new();
+            for conn in &conns {
+                match members
+                    .iter_mut()
+                    .find(|member| member.user_id == conn.user.id.as_str())
+                {
+                    Some(member) => member.connections += 1,
+                    None => members.push(OnlineMember {
+                        user_id: conn.user.id.as_str().to_owned(),
+                        username: conn.user.username.to_string(),
+                        connections: 1,
+                    }),
+                }
+            }
+            members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+            Some(AdminRoom {
+                room: name.as_str().to_owned(),
+                connections: conns.len(),
+                members,
+            })
+        })
+        .collect();
+    axum::Json(AdminRooms { rooms })
+}
+
+/// The connections in a room on this node, oldest first.
+#[utoipa::path(
+    get,
+    path = "/admin/rooms/{room}/connections",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "The room's name")),
+    responses(
+        (status = 200, description = "The room's connections", body = AdminConnections),
+        (status = 401, description = "Token required", body = ErrorBody),
+        (status = 403, description = "Not an admin's token", body = ErrorBody),
+        (status = 404, description = "No such room, and no one in it", body = ErrorBody),
+        (status = 422, description = "Not a room name", body = ErrorBody),
+    )
+)]
+pub async fn room_connections(
+    State(state): State<AppState>,
+    _: AdminUser,
+    Path(name): Path<String>,
+) -> Result<axum::Json<AdminConnections>, ApiError> {
+    let room = room_name(&name)?;
+    let connections = state.hub.room_connections(&room);
+    if connections.is_empty() && state.store.room(room.as_str()).await?.is_none() {
+        return Err(ApiError::NotFound(format!("room '{room}' not found")));
+    }
+    Ok(axum::Json(AdminConnections {
+        room: room.as_str().to_owned(),
+        connections: connections.into_iter().map(view).collect(),
+    }))
+}
+
+/// Closes every connection of a user on this node, with 4001 or the code given.
+#[utoipa::path(
+    post,
+    path = "/admin/users/{user_id}/disconnect",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("user_id" = String, Path, description = "The user's id")),
+    request_body(content = Disconnect, description = "Optional: `{}` or no body for 4001"),
+    responses(
+        (status = 200, description = "How many connections were closed", body = Affected),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Token required", body = ErrorBody),
+        (status = 403, description = "Not an admin's token", body = ErrorBody),
+        (status = 422, description = "Code outside 4000-4999, or reason too long", body = ErrorBody),
+    )
+)]
+pub async fn disconnect(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(user_id): Path<String>,
+    body: Bytes,
+) -> Result<axum::Json<Affected>, ApiError> {
+    let request: Disconnect = if body.iter().all(u8::is_ascii_whitespace) {
+        Disconnect::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|err| ApiError::BadRequest(StatusCode::BAD_REQUEST, err.to_string()))?
+    };
+    let code = request.code.unwrap_or(roomcast::close_code::UNAUTHORIZED);
+    if !(4000..=4999).contains(&code) {
+        return Err(ApiError::Invalid(
+            "code must be between 4000 and 4999".into(),
+        ));
+    }
+    let reason = request
+        .reason
+        .unwrap_or_else(|| "disconnected by an administrator".to_owned());
+    if reason.len() > MAX_CLOSE_REASON {
+        return Err(ApiError::Invalid(format!(
+            "reason is longer than {MAX_CLOSE_REASON} bytes"
+        )));
+    }
+    let connections = state.hub.disconnect_user(
+        &UserId::from(user_id.as_str()),
+        CloseReason::new(code, reason),
+    );
+    tracing::info!(admin = %admin.user_id, user = %user_id, code, connections, "admin disconnected a user");
+    Ok(axum::Json(Affected { connections }))
+}
+
+/// A message from `system` to a room: stored with the room's next `seq` and delivered like any
+/// other, in every dialect.
+#[utoipa::path(
+    post,
+    path = "/admin/rooms/{room}/messages",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("room" = String, Path, description = "The room's name")),
+    request_body = SystemMessage,
+    responses(
+        (status = 201, description = "Stored and sent", body = MessageView),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Token required", body = ErrorBody),
+        (status = 403, description = "Not an admin's token", body = ErrorBody),
+        (status = 404, description = "No such room", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "Blank or too long, or not a room name", body = ErrorBody),
+    )
+)]
+pub async fn room_message(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<SystemMessage>,
+) -> Result<(StatusCode, axum::Json<MessageView>), ApiError> {
+    let room = room_name(&name)?;
+    check_text(&state, &body.content)?;
+    if state.store.room(room.as_str()).await?.is_none() {
+        return Err(ApiError::NotFound(format!("room '{room}' not found")));
+    }
+    let stored = persist_system(&state, &room, body.content, body.data).await?;
+    tracing::info!(admin = %admin.user_id, %room, seq = stored.seq.0, "admin sent a system message");
+    Ok((StatusCode::CREATED, axum::Json(MessageView::from(stored))))
+}
+
+/// A notice to every connection on this node, shown as a message from `system` (not stored).
+#[utoipa::path(
+    post,
+    path = "/admin/broadcast",
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body = Notice,
+    responses(
+        (status = 200, description = "How many connections it reached", body = Affected),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Token required", body = ErrorBody),
+        (status = 403, description = "Not an admin's token", body = ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
+        (status = 422, description = "Blank or too long", body = ErrorBody),
+    )
+)]
+pub async fn broadcast(
+    State(state): State<AppState>,
+    admin: AdminUser,
+    ApiJson(body): ApiJson<Notice>,
+) -> Result<axum::Json<Affected>, ApiError> {
+    check_text(&state, &body.content)?;
+    let connections = state
+        .hub
+        .notify_all(&body.content)
+        .await
+        .map_err(|err| ApiError::internal(err.to_string()))?;
+    tracing::info!(admin = %admin.user_id, connections, "admin broadcast a notice");
+    Ok(axum::Json(Affected { connections }))
+}
