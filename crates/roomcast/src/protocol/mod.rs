@@ -152,6 +152,27 @@ pub trait Dialect: Send + Sync + 'static {
     ///
     /// The hub's sweep calls this under its lock: only encode here.
     ///
+    /// ```
+    /// use roomcast::protocol::{Dialect, Event};
+    /// use roomcast::Frame;
+    ///
+    /// /// Raw frames only, and a plain-text warning before the token expires.
+    /// struct Plain;
+    /// impl Dialect for Plain {
+    ///     fn name(&self) -> &'static str { "plain" }
+    ///     fn encode(&self, event: &Event) -> Option<Frame> {
+    ///         match event {
+    ///             Event::Frame(frame) => Some(frame.clone()),
+    ///             _ => None,
+    ///         }
+    ///     }
+    ///     fn token_expiring(&self, expires_at: u64) -> Option<Frame> {
+    ///         Some(Frame::text(format!("token expires at {expires_at}")))
+    ///     }
+    /// }
+    /// assert_eq!(Plain.token_expiring(60).unwrap().as_text(), Some("token expires at 60"));
+    /// ```
+    ///
     /// [`SessionConfig::token_expiry_notice`]: crate::SessionConfig::token_expiry_notice
     fn token_expiring(&self, expires_at: u64) -> Option<Frame> {
         let _ = expires_at;

@@ -15,6 +15,12 @@ use crate::auth::AuthError;
 ///
 /// `Display` is short and fit to send to the client (it never contains the token or an
 /// internal error).
+///
+/// ```
+/// use roomcast::{AuthError, RefreshError};
+/// assert_eq!(RefreshError::from(AuthError::Expired).to_string(), "token expired");
+/// assert_eq!(RefreshError::OtherUser.to_string(), "token is for another user");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RefreshError {
@@ -91,6 +97,25 @@ impl Session {
     /// When this connection's access token expires, seconds since the Unix epoch (the token's
     /// `exp`, or the last accepted [`Session::refresh_token`]'s); `None` for a guest, who never
     /// expires. The connection is closed once this plus the authenticator's leeway has passed.
+    ///
+    /// ```
+    /// use roomcast::{Handler, Incoming, Session};
+    ///
+    /// struct Hello;
+    /// impl Handler for Hello {
+    ///     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
+    ///         let until = match cx.token_expires_at() {
+    ///             Some(exp) => format!("until {exp}, unless you refresh"),
+    ///             None => "as a guest, for as long as you like".to_owned(),
+    ///         };
+    ///         cx.send(format!("connected {until}"))?;
+    ///         Ok(())
+    ///     }
+    ///     async fn on_message(&self, _: &Session, _: Incoming) -> roomcast::Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
     pub fn token_expires_at(&self) -> Option<u64> {
         self.hub.token_expiry(self.conn).map(|(exp, _)| exp)
     }
