@@ -312,8 +312,8 @@ impl State {
     /// One pass of the hub's sweep at `now`: closes connections past a deadline, asks for the
     /// pings and queues the heartbeats that are due. Never waits: each connection's part is a
     /// look at two atomics and, when something is due, a non-blocking queue operation. Returns
-    /// how many heartbeats found a full queue (slow consumers, now being closed with 1013).
-    /// Token expiries are judged by the wall clock, read once for the pass (`super::expiry`).
+    /// how many heartbeats (or token expiry notices) found a full queue (slow consumers, now
+    /// being closed with 1013). Token expiries are judged by the wall clock, read once for the pass (`super::expiry`).
     pub(crate) fn sweep(&mut self, now: u64, deadlines: &Deadlines) -> usize {
         self.sweep_at(now, super::expiry::wall_ms(), deadlines)
     }
