@@ -277,6 +277,12 @@ pub struct WebSocketArgs {
     #[arg(long = "websocket-connection-timeout", env = "WEBSOCKET_CONNECTION_TIMEOUT", default_value = "0s",
           value_parser = duration_var("WEBSOCKET_CONNECTION_TIMEOUT"))]
     pub connection_timeout: Duration,
+    /// How long before a connection's access token expires a native client gets
+    /// `token_expiring` (and may send `refresh`); at expiry plus `ROOMCAST_JWT_LEEWAY` the
+    /// connection is closed. `0` turns the notice off, not the close.
+    #[arg(long = "token-expiry-notice", env = "ROOMCAST_TOKEN_EXPIRY_NOTICE", default_value = "60s",
+          value_parser = duration_var("ROOMCAST_TOKEN_EXPIRY_NOTICE"))]
+    pub token_expiry_notice: Duration,
 }
 
 /// `roomcast token`.
@@ -564,6 +570,7 @@ impl WebSocketArgs {
             heartbeat_interval: self.heartbeat_interval,
             connection_timeout: self.connection_timeout,
             outbound_capacity: self.outbound_queue,
+            token_expiry_notice: self.token_expiry_notice,
             ..SessionConfig::default()
         };
         config.validate().map_err(|err| {
@@ -691,6 +698,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("WEBSOCKET_REQUIRE_AUTH"), "{err}");
+    }
+
+    #[test]
+    fn the_token_expiry_notice_reaches_the_session_config_and_zero_is_allowed() {
+        let config = serve(&[]).unwrap().into_config().unwrap();
+        assert_eq!(config.session.token_expiry_notice, Duration::from_secs(60));
+        let config = serve(&["--token-expiry-notice", "0"])
+            .unwrap()
+            .into_config();
+        assert_eq!(config.unwrap().session.token_expiry_notice, Duration::ZERO);
+        let err = serve(&["--token-expiry-notice", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROOMCAST_TOKEN_EXPIRY_NOTICE"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,16 @@ pub struct SessionConfig {
     /// (up to `write_wait` plus a second); past this many, a refusal is a plain HTTP status
     /// instead (401, 403, 503), which costs no task. Default 256.
     pub max_closing_refusals: usize,
+    /// How long before a connection's access token expires its client is told so (the
+    /// dialect's notice, [`Dialect::token_expiring`](crate::protocol::Dialect::token_expiring):
+    /// `{"type":"token_expiring",...}` in the native one), so that it can send a fresh token
+    /// ([`Session::refresh_token`](crate::Session::refresh_token)) before the connection is
+    /// closed at the token's `exp` plus the authenticator's leeway. Zero turns the notice off,
+    /// not the close. Checked by the same sweep as the other timers.
+    /// `ROOMCAST_TOKEN_EXPIRY_NOTICE`, default 60 s: a minute is enough for a client to fetch
+    /// a token from `/auth/refresh` over a slow network, and short next to the usual 15 min
+    /// access token.
+    pub token_expiry_notice: Duration,
 }
 
 impl Default for SessionConfig {
@@ -100,6 +110,7 @@ impl Default for SessionConfig {
             connection_timeout: Duration::ZERO,
             outbound_capacity: 1024,
             max_closing_refusals: 256,
+            token_expiry_notice: Duration::from_secs(60),
         }
     }
 }

@@ -72,7 +72,7 @@ pub use ids::{
 };
 pub use origin::AllowedOrigins;
 pub use route::{ClientAddr, Endpoint, route};
-pub use session::{Incoming, SendError, Sender, Session};
+pub use session::{Incoming, RefreshError, SendError, Sender, Session};
 
 pub use bytes::Bytes;
 /// Re-exported so applications name the same `Utf8Bytes` and `Bytes` the frames hold.

@@ -290,7 +290,12 @@ where
 /// Who may connect, decided before the upgrade.
 enum Verdict {
     /// With the claims the endpoint copies into the session's parameters.
-    Admit(Identity, OwnedSemaphorePermit, Vec<(String, String)>),
+    Admit(
+        Identity,
+        OwnedSemaphorePermit,
+        Vec<(String, String)>,
+        TokenExpiry,
+    ),
     Refuse(CloseReason),
 }
 
@@ -352,7 +357,7 @@ async fn upgrade<H: Handler>(
     // A refused connection gets a task of its own: its future (the close handshake) is larger
     // than a session's, and as one branch of every connection's task it would set that size.
     match verdict {
-        Verdict::Admit(identity, permit, claims) => {
+        Verdict::Admit(identity, permit, claims, expires_at) => {
             // The token's claims first: `Session::param` takes the first match, and a path
             // segment is the client's to choose, a signed claim is not.
             let mut params = params;
@@ -362,6 +367,7 @@ async fn upgrade<H: Handler>(
                 permit,
                 params,
                 addr,
+                expires_at,
             });
             tokio::spawn(connection(endpoint, on_upgrade, admitted, tracked));
         }
@@ -386,7 +392,12 @@ struct Admitted {
     params: Vec<(String, String)>,
     /// The client's address, kept by the hub for the connection's life.
     addr: Option<IpAddr>,
+    /// When the token expires; the hub closes the connection then (`hub::expiry`).
+    expires_at: TokenExpiry,
 }
+
+/// The token's `exp`, seconds since the Unix epoch; `None` for a guest, who never expires.
+type TokenExpiry = Option<u64>;
 
 /// One connection's task, from the upgraded socket to the end of its session.
 ///
@@ -437,10 +448,14 @@ fn start<'a, H: Handler>(
         permit,
         params,
         addr,
+        expires_at,
     } = admitted;
     let hub = &inner.hub;
     let outbound = Outbound::new(hub.config().outbound_capacity, hub.now_ms());
     let conn = hub.register(&identity, inner.dialect, outbound.clone(), addr, inner.name);
+    if let Some(exp) = expires_at {
+        hub.expire_at(conn, exp, &inner.auth);
+    }
     let guard = ConnGuard::new(hub.clone(), conn, permit);
     let session = Session::new(hub.clone(), conn, identity, outbound, params);
     // No span for the connection's life: see `driver::hook_span`.
@@ -492,11 +507,14 @@ async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
             .auth
             .authenticate(&token)
             .await
-            .and_then(|(identity, claims)| Ok((identity, claim_params(inner, &claims)?))),
-        (None, Admission::GuestsAllowed) => Ok((Identity::guest(), Vec::new())),
+            .and_then(|(identity, claims)| {
+                let params = claim_params(inner, &claims)?;
+                Ok((identity, params, Some(claims.exp)))
+            }),
+        (None, Admission::GuestsAllowed) => Ok((Identity::guest(), Vec::new(), None)),
         (None, Admission::Required) => Err(AuthError::Missing),
     };
-    let (identity, claims) = match authenticated {
+    let (identity, claims, expires_at) = match authenticated {
         Ok(authenticated) => authenticated,
         Err(err) => {
             // The reason names the broken rule; the token itself is never logged.
@@ -506,7 +524,7 @@ async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
         }
     };
     match inner.hub.permits().clone().try_acquire_owned() {
-        Ok(permit) => Verdict::Admit(identity, permit, claims),
+        Ok(permit) => Verdict::Admit(identity, permit, claims, expires_at),
         Err(_) => {
             tracing::warn!(
                 max = inner.hub.config().max_connections,

@@ -10,6 +10,9 @@
 //! - `message`: persisted first (the store assigns `id` and `seq`, and de-duplicates a retried
 //!   `client_msg_id`); each group commit's new messages are broadcast together right after it,
 //!   in `seq` order (`super::Deliveries`); then each sender gets an `ack` with `id` and `seq`.
+//! - `refresh`: a fresh access token for the connection ([`Session::refresh_token`]), answered
+//!   with `refreshed` and the new `expires_at`, or an `error`; the library sends the
+//!   `token_expiring` notice before and closes with 4001 at expiry.
 //!
 //! Anything malformed gets an `error` envelope and the connection stays open.
 
@@ -97,6 +100,13 @@ impl Handler for NativeChat {
                 } else {
                     Ok(cx.send(native::error(&not_in_room(&room), Some(&room)))?)
                 }
+            }
+            Request::Refresh { token } => {
+                let answer = match cx.refresh_token(token.as_str()).await {
+                    Ok(expires_at) => native::refreshed(expires_at),
+                    Err(refused) => native::error(&refused.to_string(), None),
+                };
+                Ok(cx.send(answer)?)
             }
             Request::Ping => Ok(cx.send(native::pong())?),
             Request::Pong => Ok(()),

@@ -10,6 +10,7 @@ mod auth;
 mod channels;
 mod common;
 mod dialects;
+mod expiry;
 mod heartbeat;
 mod history;
 mod lifecycle;

@@ -315,6 +315,11 @@ impl Authenticator {
         self.edit(|inner| inner.validation.leeway = leeway.as_secs())
     }
 
+    /// The leeway in seconds: how long past `exp` a connection is kept open (`hub::expiry`).
+    pub(crate) fn leeway_secs(&self) -> u64 {
+        self.inner.validation.leeway
+    }
+
     /// Requires `iss` to equal `issuer`.
     pub fn issuer(self, issuer: impl Into<String>) -> Self {
         let issuer = issuer.into();

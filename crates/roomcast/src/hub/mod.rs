@@ -7,6 +7,7 @@
 //! lock only for their synchronous part: lock, change, collect what must happen next, unlock,
 //! then await the broker.
 
+mod expiry;
 mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};

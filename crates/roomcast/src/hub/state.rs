@@ -18,6 +18,8 @@ use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
 use crate::session::{Outbound, SendError};
 use crate::ws::Framed;
 
+use super::expiry::{Due, Expiry};
+
 #[derive(Default)]
 pub(crate) struct State {
     conns: HashMap<ConnId, Conn>,
@@ -44,6 +46,9 @@ struct Conn {
     endpoint: &'static str,
     /// When it opened, ms of the hub's clock.
     opened: u64,
+    /// When the connection's access token expires, and how to refresh it (`super::expiry`);
+    /// `None` for guests, who never expire. Set by `Hub::expire_at` after registration.
+    expiry: Option<Expiry>,
 }
 
 /// The connection deadlines the hub's sweep enforces, in ms of the hub's clock (see
@@ -58,6 +63,10 @@ pub(crate) struct Deadlines {
     pub(crate) heartbeat: Option<u64>,
     /// No data message for this long closes it: 1001 "connection timeout"; `None`: off.
     pub(crate) idle: Option<u64>,
+    /// The dialect's `token_expiring` notice is queued this long before a token's `exp`;
+    /// `None`: no notice (the close at expiry stays). Not a period: it does not set the
+    /// sweep's pace.
+    pub(crate) expiry_notice: Option<u64>,
 }
 
 impl Deadlines {
@@ -69,6 +78,7 @@ impl Deadlines {
             pong_wait: millis(config.pong_wait),
             heartbeat: off_if_zero(config.heartbeat_interval),
             idle: off_if_zero(config.connection_timeout),
+            expiry_notice: super::expiry::notice_ms(config.token_expiry_notice),
         }
     }
 
@@ -304,6 +314,7 @@ impl State {
                 addr,
                 endpoint,
                 opened,
+                expiry: None,
             },
         );
         let user = self
@@ -324,8 +335,14 @@ impl State {
     /// One pass of the hub's sweep at `now`: closes connections past a deadline, asks for the
     /// pings and queues the heartbeats that are due. Never waits: each connection's part is a
     /// look at two atomics and, when something is due, a non-blocking queue operation. Returns
-    /// how many heartbeats found a full queue (slow consumers, now being closed with 1013).
+    /// how many heartbeats (or token expiry notices) found a full queue (slow consumers, now
+    /// being closed with 1013). Token expiries are judged by the wall clock, read once for the pass (`super::expiry`).
     pub(crate) fn sweep(&mut self, now: u64, deadlines: &Deadlines) -> usize {
+        self.sweep_at(now, super::expiry::wall_ms(), deadlines)
+    }
+
+    /// [`State::sweep`] with the wall clock at `wall_ms` (ms since the Unix epoch).
+    pub(crate) fn sweep_at(&mut self, now: u64, wall_ms: u64, deadlines: &Deadlines) -> usize {
         let mut slow = 0;
         for conn in self.conns.values_mut() {
             let (read, data) = conn.outbound.last_heard();
@@ -343,6 +360,22 @@ impl State {
                     "connection timeout",
                 ));
                 continue;
+            }
+            if let Some(expiry) = &mut conn.expiry {
+                match expiry.due(wall_ms, deadlines.expiry_notice) {
+                    Some(Due::Close) => {
+                        conn.outbound.close(conn.dialect.token_expired());
+                        continue;
+                    }
+                    Some(Due::Notice(exp)) => {
+                        if let Some(frame) = conn.dialect.token_expiring(exp)
+                            && conn.outbound.try_send(frame) == Err(SendError::Full)
+                        {
+                            slow += 1;
+                        }
+                    }
+                    None => {}
+                }
             }
             if now.saturating_sub(conn.pinged) >= deadlines.ping_period {
                 conn.pinged = now;
@@ -828,6 +861,11 @@ impl State {
         Ok(count)
     }
 
+    /// The slot for `conn`'s token expiry (`super::expiry`); `None` when the connection is gone.
+    pub(crate) fn expiry_mut(&mut self, conn: ConnId) -> Option<&mut Option<Expiry>> {
+        self.conns.get_mut(&conn).map(|entry| &mut entry.expiry)
+    }
+
     /// Asks every connection to close with `reason`.
     pub(crate) fn close_all(&self, reason: &crate::frame::CloseReason) {
         for conn in self.conns.values() {
@@ -848,6 +886,7 @@ mod tests {
         pong_wait: 300,
         heartbeat: Some(150),
         idle: Some(1_000),
+        expiry_notice: Some(500),
     };
 
     /// A state with one connection opened at `at`, and that connection's queue.
@@ -934,6 +973,7 @@ mod tests {
                 pong_wait: 60_000,
                 heartbeat: Some(30_000),
                 idle: None,
+                expiry_notice: Some(60_000),
             }
         );
         assert_eq!(defaults.sweep_period(), Duration::from_secs(1));
@@ -953,6 +993,61 @@ mod tests {
         outbound.heard_from(150, false);
         assert_eq!(state.sweep(150, &DEADLINES), 1);
         assert_eq!(outbound.close_reason(), Some(CloseReason::slow_consumer()));
+    }
+
+    #[test]
+    fn the_sweep_queues_the_dialects_expiry_notice_once_then_closes_with_its_reason() {
+        use crate::protocol::token_scoped::TOKEN_SCOPED;
+        let auth = crate::Authenticator::hs256(b"test-secret-test-secret-test-secret")
+            .leeway(Duration::from_secs(1));
+        // exp at wall 10 s; the notice (500 ms) from 9.5 s; the close from 11 s.
+        for (dialect, notice, close) in [
+            (
+                &NATIVE as &'static dyn Dialect,
+                Some(NATIVE.token_expiring(10).unwrap()),
+                CloseReason::new(4001, "token expired"),
+            ),
+            (&Raw, None, CloseReason::new(4001, "token expired")),
+            (&TOKEN_SCOPED, None, CloseReason::new(1008, "Token expired")),
+        ] {
+            let (mut state, outbound) = one_conn(dialect, 0);
+            *state.expiry_mut(ConnId(1)).unwrap() = Some(Expiry::new(10, auth.clone()));
+            outbound.heard_from(40, true);
+            state.sweep_at(50, 9_499, &DEADLINES);
+            assert!(
+                outbound.take().frames.is_empty(),
+                "{}: too early",
+                dialect.name()
+            );
+            state.sweep_at(60, 9_500, &DEADLINES);
+            let taken = outbound.take();
+            let expected: Vec<Outgoing> = notice.clone().into_iter().map(Into::into).collect();
+            assert_eq!(taken.frames, expected, "{}: the notice", dialect.name());
+            assert!(!taken.closing);
+            state.sweep_at(65, 9_600, &DEADLINES);
+            assert!(
+                outbound.take().frames.is_empty(),
+                "{}: once",
+                dialect.name()
+            );
+            state.sweep_at(70, 10_999, &DEADLINES);
+            assert!(
+                !outbound.take().closing,
+                "{}: within the leeway",
+                dialect.name()
+            );
+            state.sweep_at(80, 11_000, &DEADLINES);
+            assert!(outbound.take().closing);
+            assert_eq!(outbound.close_reason(), Some(close), "{}", dialect.name());
+        }
+    }
+
+    #[test]
+    fn a_guest_never_expires() {
+        let (mut state, outbound) = one_conn(&NATIVE, 0);
+        outbound.heard_from(40, true);
+        state.sweep_at(50, u64::MAX, &DEADLINES);
+        assert!(!outbound.take().closing);
     }
 
     fn message(room: &RoomName, seq: u64) -> Event {

@@ -15,6 +15,11 @@
 //! `id` and `seq` are roomcast's additions (the message's id and its room's sequence number);
 //! the seed's fields are never renamed or left out. A joiner is not announced to itself: its
 //! `room_users_list` already names it ([`Dialect::shows_own`]).
+//!
+//! When the connection's access token expires (its `exp` plus the authenticator's leeway) the
+//! connection is closed with **4001** `token expired`, the default of
+//! [`Dialect::token_expired`]; the seed has no message to announce it or to refresh the token
+//! on the connection, so the client reconnects with a new one.
 
 use serde::{Deserialize, Serialize};
 

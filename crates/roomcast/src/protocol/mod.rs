@@ -19,7 +19,7 @@ pub mod token_scoped;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::frame::Frame;
+use crate::frame::{CloseReason, Frame, close_code};
 use crate::ids::{RoomName, UserId};
 
 /// A user as events show them: id and display name.
@@ -153,6 +153,52 @@ pub trait Dialect: Send + Sync + 'static {
     fn member_list(&self, room: &RoomName, users: &[UserInfo]) -> Option<Frame> {
         let _ = (room, users);
         None
+    }
+
+    /// The notice a connection gets once, [`SessionConfig::token_expiry_notice`] before its
+    /// access token's `exp` (`expires_at`, seconds since the Unix epoch), so that its client
+    /// can send a fresh one in time. `None` (the default): the connection is closed at expiry
+    /// without notice, as seeds 003 and 004 have no such message.
+    ///
+    /// The hub's sweep calls this under its lock: only encode here.
+    ///
+    /// ```
+    /// use roomcast::protocol::{Dialect, Event};
+    /// use roomcast::Frame;
+    ///
+    /// /// Raw frames only, and a plain-text warning before the token expires.
+    /// struct Plain;
+    /// impl Dialect for Plain {
+    ///     fn name(&self) -> &'static str { "plain" }
+    ///     fn encode(&self, event: &Event) -> Option<Frame> {
+    ///         match event {
+    ///             Event::Frame(frame) => Some(frame.clone()),
+    ///             _ => None,
+    ///         }
+    ///     }
+    ///     fn token_expiring(&self, expires_at: u64) -> Option<Frame> {
+    ///         Some(Frame::text(format!("token expires at {expires_at}")))
+    ///     }
+    /// }
+    /// assert_eq!(Plain.token_expiring(60).unwrap().as_text(), Some("token expires at 60"));
+    /// ```
+    ///
+    /// [`SessionConfig::token_expiry_notice`]: crate::SessionConfig::token_expiry_notice
+    fn token_expiring(&self, expires_at: u64) -> Option<Frame> {
+        let _ = expires_at;
+        None
+    }
+
+    /// How a connection whose access token has expired (its `exp` plus the authenticator's
+    /// leeway has passed, with no refresh) is closed. Default: 4001 `token expired`, what a
+    /// client gets when it connects with an expired token, so it knows to fetch a new one.
+    ///
+    /// ```
+    /// use roomcast::protocol::{Dialect, Raw};
+    /// assert_eq!(Raw.token_expired().code(), roomcast::close_code::UNAUTHORIZED);
+    /// ```
+    fn token_expired(&self) -> CloseReason {
+        CloseReason::new(close_code::UNAUTHORIZED, "token expired")
     }
 }
 

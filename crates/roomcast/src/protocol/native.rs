@@ -8,12 +8,27 @@
 //! ```
 //!
 //! Client → server: `join` (optional `since`), `leave`, `message` (optional `data`,
-//! `client_msg_id`), `ping`, `pong`, `user_list` (asks for a room's members again).
+//! `client_msg_id`), `ping`, `pong`, `user_list` (asks for a room's members again), `refresh`
+//! (`token`: a fresh access token for the connection).
 //! Server → client: `join` and `leave` announcements, `message` (with `id`, and `seq` when
 //! persisted), `user_list` (`data` is the list of user ids, `users` adds their names), `pong`,
-//! `ping` (the heartbeat), `error` (`content` says what was wrong; the connection stays open).
+//! `ping` (the heartbeat), `error` (`content` says what was wrong; the connection stays open),
+//! `token_expiring` and `refreshed` (`data.expires_at`, see below).
 //! `user_id`, `username`, `timestamp`, `id` and `seq` always come from the server: whatever a
 //! client puts there is ignored. `timestamp` is seconds since the Unix epoch, as in the seed.
+//!
+//! A connection lives as long as its access token ([`Session::refresh_token`]):
+//!
+//! ```text
+//! client                                                  server
+//!   │ connected with a token whose exp is T                 │
+//!   │◀── {"type":"token_expiring","data":{"expires_at":T}} ─│ at T − ROOMCAST_TOKEN_EXPIRY_NOTICE
+//!   │── {"type":"refresh","token":"<new access token>"} ───▶│ same user, valid: new exp T2
+//!   │◀── {"type":"refreshed","data":{"expires_at":T2}} ─────│
+//!   │   … or no (valid) refresh: at T + leeway ─────────────│──▶ close 4001 "token expired"
+//! ```
+//!
+//! [`Session::refresh_token`]: crate::Session::refresh_token
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +78,39 @@ pub enum Request {
         /// The room.
         room: RoomName,
     },
+    /// Replace the connection's access token with a fresh one, before the old one expires
+    /// (see [`Session::refresh_token`](crate::Session::refresh_token)).
+    Refresh {
+        /// The new access token.
+        token: ClientToken,
+    },
+}
+
+/// A token a client sent in a message. Its `Debug` output hides it, so that logging a
+/// [`Request`] never logs a credential.
+///
+/// ```
+/// use roomcast::protocol::native::{decode, Request};
+/// let Ok(Request::Refresh { token }) = decode(r#"{"type":"refresh","token":"eyJ.x.y"}"#) else {
+///     panic!("a refresh");
+/// };
+/// assert_eq!(token.as_str(), "eyJ.x.y");
+/// assert_eq!(format!("{token:?}"), "ClientToken(..)");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientToken(String);
+
+impl ClientToken {
+    /// The token, to validate.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientToken(..)")
+    }
 }
 
 /// Why a client frame could not be understood. Answered with an `error` envelope; the
@@ -84,6 +132,9 @@ pub enum DecodeError {
     /// A `message` without `content`.
     #[error("'message' needs a content")]
     MissingContent,
+    /// A `refresh` without a `token`.
+    #[error("'refresh' needs a token")]
+    MissingToken,
     /// A binary frame on a text protocol.
     #[error("binary frames are not supported on this endpoint; send JSON text")]
     Binary,
@@ -103,6 +154,8 @@ struct RawRequest {
     since: Option<u64>,
     #[serde(default)]
     client_msg_id: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// Decodes one client frame.
@@ -140,6 +193,9 @@ pub fn decode(text: &str) -> Result<Request, DecodeError> {
         },
         "user_list" => Request::UserList {
             room: room("user_list")?,
+        },
+        "refresh" => Request::Refresh {
+            token: ClientToken(raw.token.ok_or(DecodeError::MissingToken)?),
         },
         "ping" => Request::Ping,
         "pong" => Request::Pong,
@@ -264,6 +320,50 @@ pub fn ack(
     })
 }
 
+/// The `data` of `token_expiring` and `refreshed`.
+#[derive(Serialize)]
+struct Expiry {
+    expires_at: u64,
+}
+
+/// An envelope of `kind` whose `data` is `{"expires_at": expires_at}`.
+fn expiry_envelope(kind: &str, expires_at: u64) -> Frame {
+    let data = serde_json::to_value(Expiry { expires_at }).expect("a struct of one number");
+    encode(&Envelope {
+        kind,
+        data: Some(&data),
+        timestamp: seconds(super::now_ms()),
+        ..Default::default()
+    })
+}
+
+/// A `token_expiring` envelope: the connection's access token expires at `expires_at` (seconds
+/// since the Unix epoch), and the connection is closed then (plus the leeway) unless the client
+/// sends a `refresh` first. Queued by the hub's sweep ([`Dialect::token_expiring`]).
+///
+/// ```
+/// let frame = roomcast::protocol::native::token_expiring(1_700_000_060);
+/// let value: serde_json::Value = serde_json::from_str(frame.as_text().unwrap()).unwrap();
+/// assert_eq!(value["type"], "token_expiring");
+/// assert_eq!(value["data"]["expires_at"], 1_700_000_060);
+/// ```
+pub fn token_expiring(expires_at: u64) -> Frame {
+    expiry_envelope("token_expiring", expires_at)
+}
+
+/// A `refreshed` envelope: the answer to an accepted `refresh`; the connection now lasts until
+/// the new token's `expires_at` (seconds since the Unix epoch).
+///
+/// ```
+/// let frame = roomcast::protocol::native::refreshed(1_700_000_900);
+/// let value: serde_json::Value = serde_json::from_str(frame.as_text().unwrap()).unwrap();
+/// assert_eq!(value["type"], "refreshed");
+/// assert_eq!(value["data"]["expires_at"], 1_700_000_900);
+/// ```
+pub fn refreshed(expires_at: u64) -> Frame {
+    expiry_envelope("refreshed", expires_at)
+}
+
 impl Dialect for Native {
     fn name(&self) -> &'static str {
         "native"
@@ -322,6 +422,10 @@ impl Dialect for Native {
     fn heartbeat(&self) -> Option<Frame> {
         Some(Frame::from(r#"{"type":"ping"}"#))
     }
+
+    fn token_expiring(&self, expires_at: u64) -> Option<Frame> {
+        Some(token_expiring(expires_at))
+    }
 }
 
 #[cfg(test)]
@@ -355,6 +459,12 @@ mod tests {
                 Request::UserList { room: room.clone() },
             ),
             (json!({"type": "ping"}), Request::Ping),
+            (
+                json!({"type": "refresh", "token": "a.b.c"}),
+                Request::Refresh {
+                    token: ClientToken("a.b.c".into()),
+                },
+            ),
             (json!({"type": "pong"}), Request::Pong),
             (
                 json!({"type": "message", "room": "r1", "content": "hi", "user_id": "mallory", "username": "Admin"}),
@@ -386,6 +496,10 @@ mod tests {
         assert_eq!(
             decode(r#"{"type":"message","room":"a"}"#),
             Err(DecodeError::MissingContent)
+        );
+        assert_eq!(
+            decode(r#"{"type":"refresh"}"#),
+            Err(DecodeError::MissingToken)
         );
         assert_eq!(
             decode(r#"{"type":"join","room":"a b"}"#),
@@ -439,6 +553,20 @@ mod tests {
         assert_eq!(
             value["users"],
             json!([{"user_id": "u1", "username": "Ann"}])
+        );
+    }
+
+    #[test]
+    fn the_expiry_notice_and_the_refresh_answer_carry_expires_at_in_data() {
+        let notice = parse(&NATIVE.token_expiring(1_700_000_060).unwrap());
+        assert_eq!(notice["type"], "token_expiring");
+        assert_eq!(notice["data"], json!({"expires_at": 1_700_000_060}));
+        let answer = parse(&refreshed(1_700_000_900));
+        assert_eq!(answer["type"], "refreshed");
+        assert_eq!(answer["data"], json!({"expires_at": 1_700_000_900}));
+        assert_eq!(
+            NATIVE.token_expired(),
+            crate::CloseReason::new(4001, "token expired")
         );
     }
 }

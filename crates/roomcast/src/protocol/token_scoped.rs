@@ -15,9 +15,14 @@
 //! `JSON.stringify(input)`) is unwrapped, so the room sees `hi`, not `"hi"`. An empty or
 //! oversized message gets `{"error": "..."}`. `id` and `seq` are roomcast's additions. Joins and
 //! leaves are not shown: the seed's clients render every frame as a chat line.
+//!
+//! A connection is closed with **1008** `Token expired` when its room token expires (its `exp`
+//! plus the authenticator's leeway), with no notice before: the seed has no message for it,
+//! and a room token is never refreshed on the connection; the client gets a new one from
+//! `/join-room`. 1008 is also what the seed answers an expired token with at connect.
 
 use super::{Dialect, Event, TextError, check_text, error_object, iso8601};
-use crate::frame::Frame;
+use crate::frame::{CloseReason, Frame, close_code};
 
 /// The token-scoped dialect. Use the [`TOKEN_SCOPED`] instance.
 #[derive(Debug, Clone, Copy, Default)]
@@ -130,6 +135,11 @@ impl Dialect for TokenScoped {
     fn shows_own(&self, event: &Event) -> bool {
         !matches!(event, Event::Message(_))
     }
+
+    /// 1008, as the seed refuses an expired token at connect (`Token expired`).
+    fn token_expired(&self) -> CloseReason {
+        CloseReason::new(close_code::POLICY, "Token expired")
+    }
 }
 
 #[cfg(test)]
@@ -189,5 +199,12 @@ mod tests {
         assert_eq!(decode("", 0), Err(DecodeError::Empty));
         assert_eq!(decode("ééé", 2), Err(DecodeError::TooLong { max: 2 }));
         assert_eq!(decode("éé", 2), Ok("éé".into()));
+    }
+
+    #[test]
+    fn an_expired_room_token_closes_with_1008_and_no_notice() {
+        assert_eq!(TOKEN_SCOPED.token_expiring(1_710_417_600), None);
+        let close = TOKEN_SCOPED.token_expired();
+        assert_eq!((close.code(), close.reason()), (1008, "Token expired"));
     }
 }

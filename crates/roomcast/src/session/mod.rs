@@ -11,6 +11,7 @@
 pub(crate) mod driver;
 mod guard;
 pub(crate) mod outbound;
+mod refresh;
 
 use crate::Utf8Bytes;
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use crate::protocol::UserInfo;
 pub(crate) use guard::ConnGuard;
 pub(crate) use outbound::Outbound;
 pub use outbound::SendError;
+pub use refresh::RefreshError;
 
 /// A message a client sent: text or binary, as it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
