@@ -47,6 +47,16 @@ pub struct ServeArgs {
           value_parser = bool_var("ROOMCAST_ECHO_ENDPOINT"), action = clap::ArgAction::Set)]
     pub echo_endpoint: bool,
 
+    /// Redis joining this node to others (several `roomcast serve` behind one load
+    /// balancer, sharing a PostgreSQL `DATABASE_URL`); unset: one node.
+    #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis channel and key: nodes talk only to nodes with the same one.
+    #[arg(long = "redis-prefix", env = "ROOMCAST_REDIS_PREFIX",
+          default_value = crate::redis_broker::DEFAULT_PREFIX)]
+    pub redis_prefix: String,
+
     /// Serve Prometheus metrics at `GET /metrics`.
     #[arg(long = "metrics", env = "ROOMCAST_METRICS", default_value = "true",
           value_parser = bool_var("ROOMCAST_METRICS"), action = clap::ArgAction::Set)]
@@ -646,6 +656,13 @@ impl ServeArgs {
                 enabled: self.metrics,
                 token: self.metrics_token.filter(|token| !token.is_empty()),
             },
+            redis: self
+                .redis_url
+                .filter(|url| !url.is_empty())
+                .map(|url| crate::RedisConfig {
+                    url,
+                    prefix: self.redis_prefix,
+                }),
         })
     }
 }

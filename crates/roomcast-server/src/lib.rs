@@ -22,6 +22,7 @@ pub mod config;
 mod directory;
 pub mod limits;
 pub mod metrics;
+pub mod redis_broker;
 mod serve;
 
 pub use serve::HttpLimits;
@@ -125,6 +126,30 @@ pub struct ServerConfig {
     pub http: HttpLimits,
     /// `GET /metrics` (`ROOMCAST_METRICS`, `ROOMCAST_METRICS_TOKEN`).
     pub metrics: metrics::MetricsConfig,
+    /// The Redis that joins this node to others (`REDIS_URL`, `ROOMCAST_REDIS_PREFIX`); `None`:
+    /// one node.
+    pub redis: Option<RedisConfig>,
+}
+
+/// Where the nodes meet.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (`REDIS_URL`).
+    pub url: String,
+    /// Prefix of every channel and key (`ROOMCAST_REDIS_PREFIX`): nodes talk only to nodes
+    /// with the same one.
+    pub prefix: String,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or migrated (`DATABASE_URL`).
+    #[error("DATABASE_URL: {0}")]
+    Store(#[from] StoreError),
+    /// Redis did not answer (`REDIS_URL`).
+    #[error("REDIS_URL: {0}")]
+    Broker(#[from] roomcast::broker::BrokerError),
 }
 
 impl ServerConfig {
@@ -162,6 +187,7 @@ impl ServerConfig {
                 enabled: true,
                 token: None,
             },
+            redis: None,
         }
     }
 }
@@ -205,12 +231,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Connects the store (running its migrations) and builds a single-node hub.
+    /// Connects the store (running its migrations) and builds the hub: a single node, or, with
+    /// [`ServerConfig::redis`], one node of several.
     ///
     /// # Errors
     ///
-    /// When the store cannot be opened or migrated.
-    pub async fn start(mut config: ServerConfig) -> Result<Self, StoreError> {
+    /// When the store cannot be opened or migrated, or Redis does not answer.
+    pub async fn start(mut config: ServerConfig) -> Result<Self, StartError> {
         let store = Store::connect_with(&config.store.url, config.store.options.clone()).await?;
         // Room tokens name a generated client, never a stored user: the directory is not
         // asked. Taken before the store directory is set on `auth`.
@@ -225,7 +252,18 @@ impl Server {
                 .clone()
                 .directory(StoreDirectory::new(store.clone()));
         }
-        let hub = Hub::new(config.session.clone());
+        let mut redis_health = None;
+        let hub = match &config.redis {
+            None => Hub::new(config.session.clone()),
+            Some(redis) => {
+                let broker = redis_broker::RedisBroker::connect(&redis.url, &redis.prefix).await?;
+                redis_health = Some(broker.health());
+                Hub::builder(config.session.clone())
+                    .broker(Arc::new(broker))
+                    .build()
+                    .await?
+            }
+        };
         let state = AppState {
             deliveries: chat::Deliveries::start(hub.clone(), &store),
             hub,
@@ -244,6 +282,7 @@ impl Server {
             )),
         };
         state.limits.spawn_pruning();
+        let _ = redis_health;
         Ok(Self {
             state,
             config,

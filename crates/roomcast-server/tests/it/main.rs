@@ -8,6 +8,7 @@ mod admin;
 mod api;
 mod auth;
 mod channels;
+mod cluster;
 mod common;
 mod dialects;
 mod expiry;

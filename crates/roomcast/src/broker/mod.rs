@@ -10,6 +10,7 @@
 //! feature; the trait is object-safe so the hub holds an `Arc<dyn Broker>` chosen at start-up.
 
 pub mod memory;
+pub mod wire;
 
 use tokio::sync::mpsc;
 

@@ -1,0 +1,329 @@
+//! [`RedisBroker`]: room events between nodes over Redis pub/sub (`REDIS_URL`).
+//!
+//! Channels, all under `ROOMCAST_REDIS_PREFIX` (default `roomcast:`): `{prefix}room:{name}` per
+//! room, subscribed while this node has members in it; `{prefix}all` and `{prefix}users`,
+//! always subscribed, for broadcasts and sends to users. Events are
+//! [`roomcast::broker::wire`] JSON carrying their origin node, which the hub uses to drop its
+//! own echoes.
+//!
+//! Two connections: one multiplexed connection publishes (rebuilt after a failure), and one
+//! subscriber connection is owned by a task that applies subscribe and unsubscribe requests in
+//! the order they were made and forwards messages to the hub. When the subscriber's connection
+//! drops (Redis restarted, `CLIENT KILL`), the task reconnects with backoff (0.1 s doubling to
+//! 5 s) and subscribes again to everything it had. Redis pub/sub is at-most-once: what was
+//! published meanwhile is lost to this node; sequenced messages are recovered from the store by
+//! the hub's reorder step, and the node reports itself degraded ([`RedisBroker::is_connected`],
+//! `/readyz`) until it is back.
+//!
+//! Subscriptions are counted per room: the hub asks to subscribe when a room gets its first
+//! local member and to unsubscribe when it loses its last, after releasing its lock, so two such
+//! requests can arrive in either order; a count (subscribed while above zero) makes the order
+//! irrelevant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use roomcast::broker::{BoxFuture, Broker, BrokerError, RoomEvent, Target, wire};
+use roomcast::{NodeId, RoomName};
+use tokio::sync::{Mutex, mpsc};
+
+/// Default of `ROOMCAST_REDIS_PREFIX`.
+pub const DEFAULT_PREFIX: &str = "roomcast:";
+
+/// Longest a connection attempt or a command may take before Redis counts as away.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnect backoff: from this, doubling…
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// …up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A [`Broker`] over Redis pub/sub.
+pub struct RedisBroker {
+    client: redis::Client,
+    prefix: String,
+    /// Publishes; `None` until first used and after a failure.
+    publisher: Mutex<Option<MultiplexedConnection>>,
+    /// Requests for the subscriber task, in order.
+    requests: mpsc::UnboundedSender<Request>,
+    /// Taken by `start`.
+    requests_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Request>>>,
+    /// Whether the subscriber task holds a live connection.
+    connected: Arc<AtomicBool>,
+    /// Whether the last publish failed (to log a failure once, not per message).
+    failing: AtomicBool,
+}
+
+enum Request {
+    Subscribe(RoomName),
+    Unsubscribe(RoomName),
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("prefix", &self.prefix)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+fn config() -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+}
+
+fn unavailable(err: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(err.to_string())
+}
+
+impl RedisBroker {
+    /// A broker on the Redis at `url`, its channels under `prefix`. Connects once to check the
+    /// URL and that Redis answers.
+    ///
+    /// # Errors
+    ///
+    /// A malformed URL, or a Redis that does not answer.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, BrokerError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let publisher = client
+            .get_multiplexed_async_connection_with_config(&config())
+            .await
+            .map_err(unavailable)?;
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        Ok(Self {
+            client,
+            prefix: prefix.to_owned(),
+            publisher: Mutex::new(Some(publisher)),
+            requests,
+            requests_rx: std::sync::Mutex::new(Some(requests_rx)),
+            connected: Arc::new(AtomicBool::new(false)),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether events are crossing nodes now: the subscriber's connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// A handle that answers [`RedisBroker::is_connected`] after the broker has moved into the
+    /// hub.
+    pub fn health(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.connected)
+    }
+
+    fn channel(&self, target: &Target) -> String {
+        match target {
+            Target::Room(room) => room_channel(&self.prefix, room),
+            Target::All => format!("{}all", self.prefix),
+            Target::Users(_) => format!("{}users", self.prefix),
+        }
+    }
+
+    async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<(), BrokerError> {
+        let mut publisher = self.publisher.lock().await;
+        let conn = match publisher.as_mut() {
+            Some(conn) => conn,
+            None => publisher.insert(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config())
+                    .await
+                    .map_err(unavailable)?,
+            ),
+        };
+        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(conn)
+            .await;
+        if let Err(err) = published {
+            *publisher = None;
+            return Err(unavailable(err));
+        }
+        Ok(())
+    }
+}
+
+fn room_channel(prefix: &str, room: &RoomName) -> String {
+    format!("{prefix}room:{room}")
+}
+
+impl Broker for RedisBroker {
+    fn start(
+        &self,
+        node: NodeId,
+        deliver: mpsc::Sender<RoomEvent>,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let requests = self
+            .requests_rx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Box::pin(async move {
+            let requests = requests
+                .ok_or_else(|| BrokerError::Unavailable("broker already started".into()))?;
+            let subscriber = Subscriber {
+                client: self.client.clone(),
+                prefix: self.prefix.clone(),
+                node,
+                deliver,
+                connected: Arc::clone(&self.connected),
+                rooms: HashMap::new(),
+            };
+            tokio::spawn(subscriber.run(requests));
+            Ok(())
+        })
+    }
+
+    fn publish(&self, event: RoomEvent) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let channel = self.channel(&event.target);
+            let result = self.publish_bytes(channel, wire::encode(&event)).await;
+            let failed = result.is_err();
+            if self.failing.swap(failed, Ordering::Relaxed) != failed {
+                match &result {
+                    Err(err) => {
+                        tracing::warn!(error = %err, "publishing to Redis failed; other nodes miss events until it is back")
+                    }
+                    Ok(()) => tracing::info!("publishing to Redis again"),
+                }
+            }
+            result
+        })
+    }
+
+    fn subscribe(&self, room: RoomName) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let sent = self.requests.send(Request::Subscribe(room));
+        Box::pin(async move { sent.map_err(|_| BrokerError::Unavailable("broker stopped".into())) })
+    }
+
+    fn unsubscribe(&self, room: RoomName) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let sent = self.requests.send(Request::Unsubscribe(room));
+        Box::pin(async move { sent.map_err(|_| BrokerError::Unavailable("broker stopped".into())) })
+    }
+}
+
+/// The task that owns the subscriber connection.
+struct Subscriber {
+    client: redis::Client,
+    prefix: String,
+    node: NodeId,
+    deliver: mpsc::Sender<RoomEvent>,
+    connected: Arc<AtomicBool>,
+    /// Subscribe requests less unsubscribe requests, per room; subscribed while above zero.
+    rooms: HashMap<RoomName, i64>,
+}
+
+/// How a connected session of the subscriber ended.
+enum Ended {
+    /// The connection dropped: reconnect.
+    Lost,
+    /// The hub is gone (its receiver or the request sender closed): stop.
+    Stopped,
+}
+
+impl Subscriber {
+    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.session(&mut requests).await {
+                Ok(Ended::Stopped) => return,
+                Ok(Ended::Lost) => {
+                    tracing::warn!("the Redis subscription dropped; reconnecting");
+                    backoff = BACKOFF_MIN;
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, ?backoff, "cannot subscribe to Redis yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            self.connected.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// One connection's life: connect, subscribe to everything wanted, then serve requests and
+    /// messages until the connection drops.
+    async fn session(
+        &mut self,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> redis::RedisResult<Ended> {
+        let pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+            })??;
+        let (mut sink, mut stream) = pubsub.split();
+        sink.subscribe(&[
+            format!("{}all", self.prefix),
+            format!("{}users", self.prefix),
+        ])
+        .await?;
+        let wanted: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|(room, _)| room_channel(&self.prefix, room))
+            .collect();
+        if !wanted.is_empty() {
+            sink.subscribe(&wanted).await?;
+        }
+        if !self.connected.swap(true, Ordering::Relaxed) {
+            tracing::info!(rooms = wanted.len(), "subscribed to Redis");
+        }
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(request) = request else { return Ok(Ended::Stopped) };
+                    self.apply(&mut sink, request).await?;
+                }
+                message = stream.next() => {
+                    let Some(message) = message else { return Ok(Ended::Lost) };
+                    let event = match wire::decode(message.get_payload_bytes()) {
+                        Ok(event) => event,
+                        Err(err) => {
+                            tracing::debug!(channel = message.get_channel_name(), error = %err, "skipped a message");
+                            continue;
+                        }
+                    };
+                    if event.origin == self.node {
+                        continue;
+                    }
+                    if self.deliver.send(event).await.is_err() {
+                        return Ok(Ended::Stopped);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        sink: &mut redis::aio::PubSubSink,
+        request: Request,
+    ) -> redis::RedisResult<()> {
+        let (room, delta) = match request {
+            Request::Subscribe(room) => (room, 1),
+            Request::Unsubscribe(room) => (room, -1),
+        };
+        let count = self.rooms.entry(room.clone()).or_insert(0);
+        let was = *count > 0;
+        *count += delta;
+        let is = *count > 0;
+        if *count == 0 {
+            self.rooms.remove(&room);
+        }
+        let channel = room_channel(&self.prefix, &room);
+        match (was, is) {
+            (false, true) => sink.subscribe(channel).await,
+            (true, false) => sink.unsubscribe(channel).await,
+            _ => Ok(()),
+        }
+    }
+}
