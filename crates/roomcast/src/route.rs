@@ -32,6 +32,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use crate::LogSampler;
 use crate::auth::token::{SUBPROTOCOL_PREFIX, TokenSource, find_token, subprotocol_token};
 use crate::auth::{AuthError, Authenticator, Claims, Identity};
 use crate::frame::{CloseReason, close_code};
@@ -451,8 +452,16 @@ fn refusal_status(code: u16) -> StatusCode {
     }
 }
 
+/// One sampler per kind of refusal logged here: see [`LogSampler`].
+static DRAINING: LogSampler = crate::sampler::refusals();
+static AUTH_REFUSED: LogSampler = crate::sampler::refusals();
+static FULL: LogSampler = crate::sampler::refusals();
+
 async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
-    if inner.hub.is_shutting_down() {
+    if inner.hub.is_draining() {
+        if let Some(suppressed) = DRAINING.sample() {
+            tracing::info!(suppressed, "connection refused: the node is draining");
+        }
         return Verdict::Refuse(CloseReason::going_away());
     }
     let authenticated = match (token, inner.admission) {
@@ -468,17 +477,22 @@ async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
         Ok(authenticated) => authenticated,
         Err(err) => {
             // The reason names the broken rule; the token itself is never logged.
-            tracing::info!(reason = %err, "authentication refused");
+            if let Some(suppressed) = AUTH_REFUSED.sample() {
+                tracing::info!(reason = %err, suppressed, "connection refused: authentication");
+            }
             return Verdict::Refuse((inner.auth_refusal)(&err));
         }
     };
     match inner.hub.permits().clone().try_acquire_owned() {
         Ok(permit) => Verdict::Admit(identity, permit, claims),
         Err(_) => {
-            tracing::warn!(
-                max = inner.hub.config().max_connections,
-                "connection limit reached"
-            );
+            if let Some(suppressed) = FULL.sample() {
+                tracing::warn!(
+                    max = inner.hub.config().max_connections,
+                    suppressed,
+                    "connection refused: connection limit reached"
+                );
+            }
             Verdict::Refuse(CloseReason::new(close_code::TRY_AGAIN_LATER, "server full"))
         }
     }

@@ -39,6 +39,19 @@ struct Conn {
     beat: u64,
     /// The client's address, when the route knew it (`Session::client_addr`).
     addr: Option<std::net::IpAddr>,
+    /// When the connection opened, ms of the hub's clock: its disconnect log says how long
+    /// it lasted. Here rather than in the session, whose task every idle connection carries.
+    opened: u64,
+}
+
+/// What a connection's log lines say about it beyond its id and user (`Hub::conn_trace`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnTrace {
+    /// The name of the connection's dialect, standing for its endpoint.
+    pub(crate) endpoint: &'static str,
+    pub(crate) addr: Option<std::net::IpAddr>,
+    /// When it opened, ms of the hub's clock.
+    pub(crate) opened: u64,
 }
 
 /// The connection deadlines the hub's sweep enforces, in ms of the hub's clock (see
@@ -281,6 +294,7 @@ impl State {
                 pinged: opened,
                 beat: opened,
                 addr,
+                opened,
             },
         );
         let user = self
@@ -460,6 +474,14 @@ impl State {
 
     pub(crate) fn conn_addr(&self, conn: ConnId) -> Option<std::net::IpAddr> {
         self.conns.get(&conn).and_then(|c| c.addr)
+    }
+
+    pub(crate) fn conn_trace(&self, conn: ConnId) -> Option<ConnTrace> {
+        self.conns.get(&conn).map(|c| ConnTrace {
+            endpoint: c.dialect.name(),
+            addr: c.addr,
+            opened: c.opened,
+        })
     }
 
     pub(crate) fn user_conn_count(&self, user: &UserId) -> usize {
@@ -759,6 +781,23 @@ impl State {
         for conn in self.conns.values() {
             conn.outbound.close(reason.clone());
         }
+    }
+
+    /// Queues its dialect's reconnect frame to every connection whose dialect has one.
+    /// Returns how many were asked. Never waits (`try_send_now`); a full queue is a slow
+    /// consumer, closed with 1013 as any other send would.
+    pub(crate) fn ask_reconnect(&self) -> (usize, usize) {
+        let (mut asked, mut slow) = (0, 0);
+        for conn in self.conns.values() {
+            if let Some(frame) = conn.dialect.reconnect() {
+                match conn.outbound.try_send_now(frame) {
+                    Ok(()) => asked += 1,
+                    Err(SendError::Full) => slow += 1,
+                    Err(SendError::Closed) => {}
+                }
+            }
+        }
+        (asked, slow)
     }
 }
 

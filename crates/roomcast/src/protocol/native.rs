@@ -11,7 +11,9 @@
 //! `client_msg_id`), `ping`, `pong`, `user_list` (asks for a room's members again).
 //! Server → client: `join` and `leave` announcements, `message` (with `id`, and `seq` when
 //! persisted), `user_list` (`data` is the list of user ids, `users` adds their names), `pong`,
-//! `ping` (the heartbeat), `error` (`content` says what was wrong; the connection stays open).
+//! `ping` (the heartbeat), `error` (`content` says what was wrong; the connection stays open),
+//! `reconnect` (the node is draining: connect again, to another node; sent once, then a 1001
+//! close at the end of the drain).
 //! `user_id`, `username`, `timestamp`, `id` and `seq` always come from the server: whatever a
 //! client puts there is ignored. `timestamp` is seconds since the Unix epoch, as in the seed.
 
@@ -307,6 +309,13 @@ impl Dialect for Native {
 
     fn heartbeat(&self) -> Option<Frame> {
         Some(Frame::from(r#"{"type":"ping"}"#))
+    }
+
+    /// `{"type":"reconnect"}`: this node is draining; connect again (a load balancer sends
+    /// the new connection to another node). Static like the heartbeat: sent to every
+    /// connection at once, it is one shared buffer.
+    fn reconnect(&self) -> Option<Frame> {
+        Some(Frame::from(r#"{"type":"reconnect"}"#))
     }
 }
 
