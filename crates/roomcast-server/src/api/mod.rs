@@ -6,12 +6,14 @@
 //!   `POST /rooms/{room}/members`, `GET /rooms/{room}/messages`.
 //! - [`codes`]: seed 003's `GET /create-room` and `GET /join-room`.
 //! - [`openapi`]: `GET /openapi.json` and `GET /docs`.
+//! - [`health`]: `GET /readyz` (`/healthz` is mounted by the server itself).
 //! - [`error`]: [`ApiError`], answered as `{"error": "..."}`; [`extract`]: who is calling.
 
 pub mod accounts;
 pub mod codes;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod openapi;
 pub mod rooms;
 
@@ -46,5 +48,6 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{room}/messages", get(rooms::messages))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
+        .route("/readyz", get(health::readyz))
         .with_state(state)
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, codes, error, rooms};
+use super::{accounts, codes, error, health, rooms};
 
 /// The OpenAPI document of the HTTP API.
 #[derive(OpenApi)]
@@ -27,8 +27,10 @@ use super::{accounts, codes, error, rooms};
         rooms::messages,
         codes::create_room,
         codes::join_room,
+        crate::healthz,
+        health::readyz,
     ),
-    components(schemas(error::ErrorBody)),
+    components(schemas(error::ErrorBody, health::Health)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -14,5 +14,6 @@ mod history;
 mod lifecycle;
 mod limits;
 mod native;
+mod ops;
 mod postgres;
 mod token_chat;
