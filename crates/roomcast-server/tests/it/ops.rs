@@ -307,55 +307,81 @@ async fn run_failing(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Strin
     (output.status.code(), stderr)
 }
 
+/// A mistake a new user might make, and what `roomcast` must say about it.
+struct Mistake {
+    args: &'static [&'static str],
+    env: Vec<(&'static str, String)>,
+    /// The setting the line must start with.
+    setting: &'static str,
+    exit: i32,
+}
+
 #[tokio::test]
 async fn each_mistake_in_the_settings_is_one_line_naming_the_setting_without_a_backtrace() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
-    let cases: [(&[&str], &[(&str, &str)], &str, i32); 6] = [
-        (&["token", "--sub", "alice"], &[], "ROOMCAST_JWT_SECRET", 2),
-        (
+    let secret = ("ROOMCAST_JWT_SECRET", SECRET.to_owned());
+    let mistake = |args, env: &[(&'static str, &str)], setting, exit| Mistake {
+        args,
+        env: env.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        setting,
+        exit,
+    };
+    let mut port_in_use = mistake(
+        &["serve"],
+        &[("ROOMCAST_LISTEN", &taken)],
+        "ROOMCAST_LISTEN",
+        1,
+    );
+    port_in_use.env.push(secret.clone());
+    // A closed port: nothing listens on port 1.
+    let mut database_down = mistake(
+        &["serve"],
+        &[
+            ("ROOMCAST_LISTEN", "127.0.0.1:0"),
+            (
+                "DATABASE_URL",
+                "postgres://postgres:hunter2@127.0.0.1:1/roomcast",
+            ),
+        ],
+        "DATABASE_URL",
+        1,
+    );
+    database_down.env.push(secret);
+    let cases = [
+        mistake(&["token", "--sub", "alice"], &[], "ROOMCAST_JWT_SECRET", 2),
+        mistake(
             &["serve"],
             &[("ROOMCAST_JWT_SECRET", "too short")],
             "ROOMCAST_JWT_SECRET",
             2,
         ),
-        (
+        mistake(
             &["serve"],
             &[("WEBSOCKET_PONG_WAIT", "a minute")],
             "WEBSOCKET_PONG_WAIT",
             2,
         ),
-        (
+        mistake(
             &["serve"],
             &[("ROOMCAST_LOG_FORMAT", "xml")],
             "ROOMCAST_LOG_FORMAT",
             2,
         ),
-        (
-            &["serve"],
-            &[("ROOMCAST_JWT_SECRET", SECRET), ("ROOMCAST_LISTEN", &taken)],
-            "ROOMCAST_LISTEN",
-            1,
-        ),
-        (
-            &["serve"],
-            &[
-                ("ROOMCAST_JWT_SECRET", SECRET),
-                ("ROOMCAST_LISTEN", "127.0.0.1:0"),
-                // A closed port: nothing listens on port 1.
-                (
-                    "DATABASE_URL",
-                    "postgres://postgres:hunter2@127.0.0.1:1/roomcast",
-                ),
-            ],
-            "DATABASE_URL",
-            1,
-        ),
+        port_in_use,
+        database_down,
     ];
-    for (args, env, setting, code) in cases {
-        let (exit, stderr) = run_failing(args, env).await;
+    for Mistake {
+        args,
+        env,
+        setting,
+        exit,
+    } in cases
+    {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, stderr) = run_failing(args, &env).await;
         let case = format!("{args:?} {env:?}");
-        assert_eq!(exit, Some(code), "{case}: {stderr}");
+        assert_eq!(code, Some(exit), "{case}: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{case}: one line, got {stderr}");
         let line = lines[0];
