@@ -56,7 +56,7 @@ nginx -c "$work/nginx.conf" -p "$work" &
 pids+=($!)
 
 export ROOMCAST_JWT_SECRET="$(head -c 32 /dev/urandom | base64)" DATABASE_URL="sqlite://$work/roomcast.db"
-env ROOMCAST_LISTEN="127.0.0.1:$app" ROOMCAST_TRUSTED_PROXIES=127.0.0.1 RUST_LOG=warn \
+env -u REDIS_URL ROOMCAST_LISTEN="127.0.0.1:$app" ROOMCAST_TRUSTED_PROXIES=127.0.0.1 RUST_LOG=warn \
   target/debug/roomcast serve > "$work/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do

@@ -19,7 +19,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 base="http://127.0.0.1:$port"
 # The per-address rates would answer a generator's burst with 429: they are tested on their own.
 secret="$(head -c 32 /dev/urandom | base64)"
-env ROOMCAST_JWT_SECRET="$secret" ROOMCAST_LISTEN="127.0.0.1:$port" \
+env -u REDIS_URL ROOMCAST_JWT_SECRET="$secret" ROOMCAST_LISTEN="127.0.0.1:$port" \
   DATABASE_URL="sqlite://$work/roomcast.db" ROOMCAST_AUTH_RATE=0 ROOMCAST_CONNECT_RATE=0 \
   RUST_LOG=warn target/debug/roomcast serve > "$work/server.log" 2>&1 &
 server=$!

@@ -19,6 +19,16 @@ use crate::{DirectoryMode, ServerConfig, StoreConfig};
 #[derive(Debug, Parser)]
 #[command(name = "roomcast", version, about, long_about = None)]
 pub struct Cli {
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(
+        long = "log-format",
+        env = "ROOMCAST_LOG_FORMAT",
+        default_value = "text",
+        global = true,
+        ignore_case = true
+    )]
+    pub log_format: crate::logging::LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -82,10 +92,16 @@ pub struct ServeArgs {
           value_parser = parse_with::<usize>("ROOMCAST_MAX_HANDSHAKES", "a whole number"))]
     pub max_handshakes: usize,
 
-    /// How long shutdown waits for sessions to close.
-    #[arg(long = "shutdown-timeout", env = "ROOMCAST_SHUTDOWN_TIMEOUT", default_value = "10s",
+    /// On SIGTERM or Ctrl-C: how long clients get to leave after being asked to reconnect
+    /// (`/readyz` answers 503 meanwhile); the rest are then closed with 1001. [default: 10s]
+    #[arg(long = "drain-timeout", env = "ROOMCAST_DRAIN_TIMEOUT",
+          value_parser = duration_var("ROOMCAST_DRAIN_TIMEOUT"))]
+    pub drain_timeout: Option<Duration>,
+
+    /// Deprecated: the former name of `ROOMCAST_DRAIN_TIMEOUT`, used when that is not set.
+    #[arg(long = "shutdown-timeout", env = "ROOMCAST_SHUTDOWN_TIMEOUT", hide = true,
           value_parser = duration_var("ROOMCAST_SHUTDOWN_TIMEOUT"))]
-    pub shutdown_timeout: Duration,
+    pub shutdown_timeout: Option<Duration>,
 
     /// The store.
     #[command(flatten)]
@@ -474,7 +490,7 @@ impl JwtArgs {
                     (Some(secret), _) if secret.len() < MIN_HS256_SECRET_BYTES => {
                         bail!(
                             "ROOMCAST_JWT_SECRET: must be at least {MIN_HS256_SECRET_BYTES} bytes \
-                             (RFC 7518 §3.2), got {}; e.g. $(head -c 32 /dev/urandom | base64)",
+                             (RFC 7518 §3.2), got {}; generate one with: head -c 32 /dev/urandom | base64",
                             secret.len()
                         )
                     }
@@ -490,7 +506,10 @@ impl JwtArgs {
                     (None, Some(addr)) => bail!(
                         "ROOMCAST_JWT_SECRET: required when listening on a non-loopback address ({addr})"
                     ),
-                    (None, None) => bail!("ROOMCAST_JWT_SECRET: required to sign tokens"),
+                    (None, None) => bail!(
+                        "ROOMCAST_JWT_SECRET: required to sign tokens; set it to the secret \
+                         `roomcast serve` uses (at least {MIN_HS256_SECRET_BYTES} bytes)"
+                    ),
                 };
                 (
                     Authenticator::hs256(&secret),
@@ -601,6 +620,22 @@ impl WebSocketArgs {
     }
 }
 
+/// `ROOMCAST_DRAIN_TIMEOUT`, else the deprecated `ROOMCAST_SHUTDOWN_TIMEOUT` (with a warning),
+/// else the default.
+fn drain_timeout(drain: Option<Duration>, deprecated: Option<Duration>) -> Duration {
+    match (drain, deprecated) {
+        (Some(drain), _) => drain,
+        (None, Some(deprecated)) => {
+            tracing::warn!(
+                "ROOMCAST_SHUTDOWN_TIMEOUT is deprecated: it sets ROOMCAST_DRAIN_TIMEOUT now; \
+                 rename it"
+            );
+            deprecated
+        }
+        (None, None) => crate::DEFAULT_DRAIN_TIMEOUT,
+    }
+}
+
 impl ServeArgs {
     /// The server configuration these arguments describe.
     ///
@@ -647,7 +682,8 @@ impl ServeArgs {
             require_auth: self.websocket.require_auth,
             allowed_origins: AllowedOrigins::parse(&self.websocket.allowed_origins),
             echo_endpoint: self.echo_endpoint,
-            shutdown_timeout: self.shutdown_timeout,
+            drain_timeout: drain_timeout(self.drain_timeout, self.shutdown_timeout),
+            shutdown_timeout: crate::DEFAULT_CLOSE_TIMEOUT,
             http: crate::HttpLimits {
                 header_timeout: self.header_timeout,
                 max_handshakes: self.max_handshakes,
@@ -821,6 +857,32 @@ mod tests {
                 .trusted_proxies
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_drain_timeout_defaults_to_10s_and_the_old_name_still_sets_it() {
+        let config = serve(&[]).unwrap().into_config().unwrap();
+        assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        let config = serve(&["--shutdown-timeout", "3s"]).unwrap().into_config();
+        assert_eq!(config.unwrap().drain_timeout, Duration::from_secs(3));
+        let args = serve(&["--shutdown-timeout", "3s", "--drain-timeout", "20s"]).unwrap();
+        let config = args.into_config().unwrap();
+        assert_eq!(
+            config.drain_timeout,
+            Duration::from_secs(20),
+            "the new name wins"
+        );
+        let err = serve(&["--drain-timeout", "soon"]).unwrap_err().to_string();
+        assert!(err.contains("ROOMCAST_DRAIN_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let cli = Cli::try_parse_from(["roomcast", "serve", "--log-format", "JSON"]).unwrap();
+        assert_eq!(cli.log_format, crate::logging::LogFormat::Json);
+        let cli = Cli::try_parse_from(["roomcast", "token", "--sub", "a"]).unwrap();
+        assert_eq!(cli.log_format, crate::logging::LogFormat::Text);
+        assert!(Cli::try_parse_from(["roomcast", "serve", "--log-format", "xml"]).is_err());
     }
 
     #[test]

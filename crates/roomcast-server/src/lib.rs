@@ -13,6 +13,7 @@
 //!   [`chat::TokenChat`] (seed 003, `/ws/chat?token=` with room tokens).
 //! - [`token`]: signing tokens ([`token::TokenIssuer`], `roomcast token`).
 //! - `directory`: [`StoreDirectory`], the user directory backed by the store.
+//! - [`logging`]: `ROOMCAST_LOG_FORMAT` (text or JSON lines), token redaction in logged URIs.
 //! - this file: shared state ([`AppState`]), the router ([`Server::router`]) and the life
 //!   cycle ([`Server::run`]).
 
@@ -21,6 +22,7 @@ pub mod chat;
 pub mod config;
 mod directory;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod redis_broker;
 mod serve;
@@ -80,6 +82,15 @@ impl StoreConfig {
 /// `WEBSOCKET_MAX_MESSAGE_SIZE` (4096 bytes) when written in ASCII.
 pub const DEFAULT_MAX_MESSAGE_CHARS: usize = 2000;
 
+/// Default of `ROOMCAST_DRAIN_TIMEOUT`: long enough for clients to finish what they were sending
+/// and reconnect, short enough for a rolling deploy (Kubernetes waits 30 s before SIGKILL).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default of [`ServerConfig::shutdown_timeout`]: after the drain, how long the 1001 closes and
+/// the HTTP requests still open are waited for. A close is one write and a reply of at most a
+/// second; a client that does not read is cut off at this bound.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Everything the server needs, already validated.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -119,7 +130,12 @@ pub struct ServerConfig {
     pub allowed_origins: AllowedOrigins,
     /// Serve `/ws/echo` (`ROOMCAST_ECHO_ENDPOINT`).
     pub echo_endpoint: bool,
-    /// How long shutdown waits for sessions (`ROOMCAST_SHUTDOWN_TIMEOUT`).
+    /// On the shutdown signal, how long clients get to leave after being asked to reconnect,
+    /// while `/readyz` answers 503 and new WebSocket connections are refused
+    /// (`ROOMCAST_DRAIN_TIMEOUT`, formerly `ROOMCAST_SHUTDOWN_TIMEOUT`; default 10 s).
+    pub drain_timeout: Duration,
+    /// After the drain, how long the remaining sessions' 1001 closes and the HTTP requests
+    /// still open are waited for ([`DEFAULT_CLOSE_TIMEOUT`]; no variable of its own).
     pub shutdown_timeout: Duration,
     /// Bounds on a connection's HTTP phase (`ROOMCAST_HEADER_TIMEOUT`,
     /// `ROOMCAST_MAX_HANDSHAKES`).
@@ -181,7 +197,8 @@ impl ServerConfig {
             require_auth: false,
             allowed_origins: AllowedOrigins::Any,
             echo_endpoint: false,
-            shutdown_timeout: Duration::from_secs(10),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            shutdown_timeout: DEFAULT_CLOSE_TIMEOUT,
             http: HttpLimits::default(),
             metrics: metrics::MetricsConfig {
                 enabled: true,
@@ -374,7 +391,8 @@ impl Server {
             ));
             router = router.merge(ws);
         }
-        router
+        // At `debug`: every request, its URI's tokens redacted.
+        router.layer(axum::middleware::from_fn(logging::log_requests))
     }
 
     /// `GET /metrics` with every instrument of this server, unless `ROOMCAST_METRICS=false`.
@@ -390,8 +408,18 @@ impl Server {
         metrics::Exporter::new(registry, settings.token.clone()).router()
     }
 
-    /// Serves on `listener` until `shutdown` completes; then stops accepting, closes every
-    /// session with 1001, waits up to the shutdown timeout for them, and closes the store.
+    /// Serves on `listener` until `shutdown` completes; then drains, stops accepting, closes
+    /// the remaining sessions with 1001 and closes the store.
+    ///
+    /// ```text
+    /// shutdown ─▶ drain: /readyz 503, WebSockets refused (1001), native clients get
+    ///             {"type":"reconnect"}; HTTP still served; ≤ drain_timeout for clients to go
+    ///          ─▶ stop accepting; the rest closed with 1001 (≤ shutdown_timeout)
+    ///          ─▶ Store::close (commits what is queued) ─▶ return
+    /// ```
+    ///
+    /// HTTP is served during the drain because a load balancer polls `/readyz` to see the node
+    /// leave, and clients that reconnect may first call the API (a token refresh).
     ///
     /// # Errors
     ///
@@ -403,11 +431,22 @@ impl Server {
     ) -> std::io::Result<()> {
         let router = self.router();
         tracing::info!(addr = %listener.local_addr()?, store = self.state.store.backend_name(), "roomcast listening");
+        // The accept loop stops when the drain has ended, not at the signal.
+        let (hub, drain_timeout) = (self.state.hub.clone(), self.config.drain_timeout);
+        let drained = async move {
+            shutdown.await;
+            if !hub.drain(drain_timeout).await {
+                tracing::info!(
+                    left = hub.connection_count(),
+                    "drain deadline passed: closing the remaining connections with 1001"
+                );
+            }
+        };
         serve::serve(
             listener,
             router,
             self.config.http,
-            shutdown,
+            drained,
             self.config.shutdown_timeout,
         )
         .await?;
@@ -453,6 +492,10 @@ impl AppState {
     }
 }
 
+/// `GET /healthz`: the process is up. (Liveness; `/readyz` says whether to send it traffic.)
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "The process is up: `{\"status\":\"ok\"}`",
+               body = api::health::Health)))]
 async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }

@@ -1,10 +1,13 @@
 //! The `roomcast` binary: `roomcast serve` runs the server, `roomcast token` mints a token.
 
-use anyhow::Context;
+mod fatal;
+
+use std::process::ExitCode;
+
 use clap::Parser;
-use roomcast_server::DirectoryMode;
+use fatal::Fatal;
 use roomcast_server::config::{Cli, Command, TokenArgs};
-use tracing_subscriber::EnvFilter;
+use roomcast_server::{DirectoryMode, Server, logging};
 
 /// jemalloc, not glibc's malloc: with glibc each runtime thread allocates from its own arena and
 /// the connections' small allocations, made on one thread and freed on another, leave memory
@@ -18,21 +21,34 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match cli.command {
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return fatal::command_line(&err),
+    };
+    // Only fails when a subscriber is installed already, which nothing here does.
+    let _ = logging::init(cli.log_format);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => fatal.report(),
+    }
+}
+
+async fn run(command: Command) -> Result<(), Fatal> {
+    match command {
         Command::Serve(args) => {
-            let config = args.into_config()?;
+            let config = args.into_config().map_err(|err| Fatal::config(&err))?;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
-                .with_context(|| format!("ROOMCAST_LISTEN: cannot listen on {}", config.listen))?;
-            roomcast_server::run(config, listener, shutdown_signal()).await?;
+                .map_err(|err| Fatal::listen(config.listen, &err))?;
+            let url = config.store.url.clone();
+            let server = Server::start(config)
+                .await
+                .map_err(|err| Fatal::store(&url, &err))?;
+            server
+                .run(listener, shutdown_signal())
+                .await
+                .map_err(|err| Fatal::runtime(format!("serving failed: {err}")))?;
         }
         Command::Token(args) => println!("{}", mint(args).await?),
     }
@@ -41,20 +57,23 @@ async fn main() -> anyhow::Result<()> {
 
 /// `roomcast token`: signs an access token and, unless the user directory is `token`, creates
 /// the user in the store so the server accepts it.
-async fn mint(args: Box<TokenArgs>) -> anyhow::Result<String> {
-    let (_, issuer) = args.jwt.keys(None)?;
-    let issuer =
-        issuer.context("ROOMCAST_JWT_PRIVATE_KEY: required to sign RS256 or ES256 tokens")?;
+async fn mint(args: Box<TokenArgs>) -> Result<String, Fatal> {
+    let (_, issuer) = args.jwt.keys(None).map_err(|err| Fatal::config(&err))?;
+    let issuer = issuer.ok_or_else(|| {
+        Fatal::usage(
+            "ROOMCAST_JWT_PRIVATE_KEY: required to sign RS256 or ES256 tokens; set it to the \
+             PEM file of the private key",
+        )
+    })?;
     let username = args.username.clone().unwrap_or_else(|| args.sub.clone());
     if args.store.user_directory == DirectoryMode::Store {
-        let store = roomcast_store::Store::connect(&args.store.database_url)
+        let url = &args.store.database_url;
+        let store = roomcast_store::Store::connect(url)
             .await
-            .with_context(|| format!("DATABASE_URL: cannot open {}", args.store.database_url))?;
-        store
-            .ensure_user(&args.sub, &username)
-            .await
-            .with_context(|| format!("creating user {:?}", args.sub))?;
+            .map_err(|err| Fatal::store(url, &err))?;
+        let created = store.ensure_user(&args.sub, &username).await;
         store.close().await;
+        created.map_err(|err| Fatal::runtime(format!("creating user {:?}: {err}", args.sub)))?;
     }
     let ttl = args.ttl;
     let mut extra = serde_json::Map::new();
@@ -86,9 +105,9 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down");
+    let signal = tokio::select! {
+        () = ctrl_c => "SIGINT",
+        () = terminate => "SIGTERM",
+    };
+    tracing::info!(signal, "shutting down: draining first");
 }

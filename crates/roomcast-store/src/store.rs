@@ -36,6 +36,11 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// something holds the file for good.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Longest the first PostgreSQL connection may take: a server on the local network answers in
+/// milliseconds, one across the world in well under a second; ten seconds is a host that is
+/// not there.
+const POSTGRES_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Options for [`Store::connect_with`]. `StoreOptions::default()` is what [`Store::connect`]
 /// uses.
 ///
@@ -167,7 +172,8 @@ impl Store {
     /// - `postgres://…` or `postgresql://…`: any URL `libpq` would take.
     ///
     /// An unreachable server fails at once with the driver's reason (e.g. "Connection
-    /// refused"): there is no retry loop here, so a supervisor that restarts the process, or the
+    /// refused"), or after 10 s when its address does not answer at all: there is no retry
+    /// loop here, so a supervisor that restarts the process, or the
     /// caller, decides how long to wait for the database.
     ///
     /// Must be called inside a Tokio runtime: the writer's answering task runs on it.
@@ -255,6 +261,29 @@ impl Store {
     /// ```
     pub fn after_each_batch(&self, after: impl Fn() + Send + Sync + 'static) -> bool {
         self.shared.after_batch.set(Box::new(after)).is_ok()
+    }
+
+    /// Whether the database answers: one trivial query (`SELECT 1`) through the pool, for a
+    /// readiness check. Bound it with a timeout: a pool whose connections are all busy, or a
+    /// database that stopped answering, makes it wait (up to the pool's 30 s acquire timeout).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> roomcast_store::Result<()> {
+    /// let store = roomcast_store::Store::connect("sqlite::memory:").await?;
+    /// store.ping().await?;
+    /// store.close().await;
+    /// assert!(store.ping().await.is_err(), "a closed store does not answer");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the database cannot be reached or the store is closed.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(&self.shared.backend, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+        })?;
+        Ok(())
     }
 
     /// `"sqlite"` or `"postgres"`, for logs and metrics.
@@ -369,7 +398,19 @@ async fn connect_postgres(url: &str, schema: Option<&str>) -> Result<PgPool> {
     // One direct connection first, for the schema. A pool retries a refused connection until
     // its 30 s acquire timeout and then reports only "pool timed out"; this fails at once and
     // says why ("Connection refused", "password authentication failed").
-    let mut conn = PgConnection::connect_with(&connect_options).await?;
+    // Bounded: an address that drops packets (a firewall, a host that is down) would
+    // otherwise wait out the system's TCP connect timeout, minutes on Linux.
+    let mut conn = tokio::time::timeout(
+        POSTGRES_CONNECT_TIMEOUT,
+        PgConnection::connect_with(&connect_options),
+    )
+    .await
+    .map_err(|_| {
+        sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {POSTGRES_CONNECT_TIMEOUT:?}"),
+        ))
+    })??;
     if let Some(schema) = schema {
         // An identifier cannot be a bind parameter; `check_schema_name` allowed only
         // `[A-Za-z_][A-Za-z0-9_]*`, and it is quoted, so this formats no untrusted SQL.
@@ -412,6 +453,7 @@ mod tests {
     async fn store_futures_are_send(store: Store, message: NewMessage) {
         assert_send(&Store::connect("sqlite://x.db"));
         assert_send(&store.close());
+        assert_send(&store.ping());
         assert_send(&store.create_user("u", "n", None));
         assert_send(&store.ensure_user("u", "n"));
         assert_send(&store.user_by_id("u"));

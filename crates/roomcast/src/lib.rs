@@ -41,6 +41,9 @@
 //!   [`protocol::channels`] (seed 004's Django Channels style), [`protocol::token_scoped`]
 //!   (seed 003's room-token chat). One hub serves all of them at once.
 //! - [`Error`] and [`close_code`]: every failure knows the close code it ends a connection with.
+//! - Logs: each hook runs in a `session` span (connection id, user, endpoint, client IP);
+//!   connects, disconnects (code, reason, duration), joins and leaves are `info` events in it.
+//!   Refusals say why, sampled by a [`LogSampler`]. Tokens are never logged.
 
 pub mod auth;
 pub mod broker;
@@ -57,6 +60,7 @@ mod metrics;
 mod origin;
 pub mod protocol;
 mod route;
+mod sampler;
 pub mod session;
 mod shutdown;
 mod ws;
@@ -72,6 +76,7 @@ pub use ids::{
 };
 pub use origin::AllowedOrigins;
 pub use route::{ClientAddr, Endpoint, route};
+pub use sampler::LogSampler;
 pub use session::{Incoming, RefreshError, SendError, Sender, Session};
 
 pub use bytes::Bytes;

@@ -1,6 +1,7 @@
 //! Which browser origins may open a connection, and the cross-site rule for cookie tokens: the
 //! checks `route` makes on an upgrade request before anything else (a refusal is HTTP 403).
 
+use crate::LogSampler;
 use axum::http::{HeaderMap, header};
 
 /// Which browser origins may open a connection (the `Origin` header). Requests without an
@@ -58,12 +59,19 @@ pub(crate) fn check_origin(
     let Ok(origin) = origin.to_str() else {
         return Some("origin not allowed");
     };
+    // Sampled: a page on another site can make its visitors' browsers retry in a loop.
+    static REFUSED: LogSampler = crate::sampler::refusals();
+    static CROSS_SITE: LogSampler = crate::sampler::refusals();
     if !origins.allows(origin) {
-        tracing::info!(origin, "origin refused");
+        if let Some(suppressed) = REFUSED.sample() {
+            tracing::info!(origin, suppressed, "connection refused: origin not allowed");
+        }
         return Some("origin not allowed");
     }
     if from_cookie && *origins == AllowedOrigins::Any && !same_origin(origin, headers) {
-        tracing::info!(origin, "cross-site cookie refused");
+        if let Some(suppressed) = CROSS_SITE.sample() {
+            tracing::info!(origin, suppressed, "connection refused: cross-site cookie");
+        }
         return Some("a cookie token is accepted only from the same origin");
     }
     None

@@ -32,6 +32,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
+use crate::LogSampler;
 use crate::auth::token::{SUBPROTOCOL_PREFIX, TokenSource, find_token, subprotocol_token};
 use crate::auth::{AuthError, Authenticator, Claims, Identity};
 use crate::frame::{CloseReason, close_code};
@@ -144,6 +145,7 @@ impl<H: Handler> Endpoint<H> {
         let served = driver::Served {
             config: hub.config().clone(),
             dialect: Raw.name(),
+            endpoint: "ws",
         };
         Self {
             inner: Arc::new(EndpointInner {
@@ -204,7 +206,10 @@ impl<H: Handler> Endpoint<H> {
     ///     Endpoint::new(hub, auth, Echo).name("/ws/echo").into_route();
     /// ```
     pub fn name(self, name: &'static str) -> Self {
-        self.edit(|inner| inner.name = name)
+        self.edit(|inner| {
+            inner.name = name;
+            inner.served.endpoint = name;
+        })
     }
 
     /// Which browser origins may connect; others get HTTP 403 before the upgrade. Default:
@@ -498,8 +503,16 @@ fn refusal_status(code: u16) -> StatusCode {
     }
 }
 
+/// One sampler per kind of refusal logged here: see [`LogSampler`].
+static DRAINING: LogSampler = crate::sampler::refusals();
+static AUTH_REFUSED: LogSampler = crate::sampler::refusals();
+static FULL: LogSampler = crate::sampler::refusals();
+
 async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
-    if inner.hub.is_shutting_down() {
+    if inner.hub.is_draining() {
+        if let Some(suppressed) = DRAINING.sample() {
+            tracing::info!(suppressed, "connection refused: the node is draining");
+        }
         return Verdict::Refuse(CloseReason::going_away());
     }
     let authenticated = match (token, inner.admission) {
@@ -519,17 +532,22 @@ async fn admit<H>(inner: &EndpointInner<H>, token: Option<String>) -> Verdict {
         Err(err) => {
             // The reason names the broken rule; the token itself is never logged.
             inner.hub.count_auth_failure(err.kind());
-            tracing::info!(reason = %err, "authentication refused");
+            if let Some(suppressed) = AUTH_REFUSED.sample() {
+                tracing::info!(reason = %err, suppressed, "connection refused: authentication");
+            }
             return Verdict::Refuse((inner.auth_refusal)(&err));
         }
     };
     match inner.hub.permits().clone().try_acquire_owned() {
         Ok(permit) => Verdict::Admit(identity, permit, claims, expires_at),
         Err(_) => {
-            tracing::warn!(
-                max = inner.hub.config().max_connections,
-                "connection limit reached"
-            );
+            if let Some(suppressed) = FULL.sample() {
+                tracing::warn!(
+                    max = inner.hub.config().max_connections,
+                    suppressed,
+                    "connection refused: connection limit reached"
+                );
+            }
             Verdict::Refuse(CloseReason::new(close_code::TRY_AGAIN_LATER, "server full"))
         }
     }

@@ -2,7 +2,11 @@
 //!
 //! axum's graceful shutdown stops accepting but does not wait for upgraded sockets, so the hub
 //! cancels its sessions itself (each writes a 1001 close) and waits for the tracker to empty.
+//!
+//! Before that, a node may drain (`Hub::drain`): new connections are refused, and the
+//! tracker is closed so that waiting on it ends as soon as the clients have left.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -18,6 +22,9 @@ pub(crate) struct Shutdown {
     /// Each session holds a tracker token for its lifetime, taken before its upgrade is
     /// answered (so a connection still upgrading is waited for too).
     tracker: TaskTracker,
+    /// Set once by `Hub::drain`: the route refuses new connections and `register` asks a
+    /// connection that slipped through to reconnect. Never cleared: a drain ends in shutdown.
+    draining: AtomicBool,
 }
 
 impl Shutdown {
@@ -40,6 +47,19 @@ impl Shutdown {
 
     pub(crate) fn is_cancelled(&self) -> bool {
         self.token.is_cancelled()
+    }
+
+    /// Starts draining; returns false when it had started already. Closing the tracker lets
+    /// `wait` end once the tracked connections are gone, while the token stays live: sessions
+    /// go on as usual until they leave or are cancelled.
+    pub(crate) fn drain(&self) -> bool {
+        let first = !self.draining.swap(true, Ordering::SeqCst);
+        self.tracker.close();
+        first
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     pub(crate) async fn wait(&self, deadline: Duration) -> bool {

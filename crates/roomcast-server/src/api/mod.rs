@@ -9,6 +9,7 @@
 //!   `POST /admin/users/{user_id}/disconnect`, `POST /admin/rooms/{room}/messages`,
 //!   `POST /admin/broadcast`, for tokens with `"role": "admin"`.
 //! - [`openapi`]: `GET /openapi.json` and `GET /docs`.
+//! - [`health`]: `GET /readyz` (`/healthz` is mounted by the server itself).
 //! - [`error`]: [`ApiError`], answered as `{"error": "..."}`; [`extract`]: who is calling.
 
 pub mod accounts;
@@ -16,6 +17,7 @@ pub mod admin;
 pub mod codes;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod openapi;
 pub mod rooms;
 
@@ -58,5 +60,6 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/broadcast", post(admin::broadcast))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
+        .route("/readyz", get(health::readyz))
         .with_state(state)
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, admin, codes, error, rooms};
+use super::{accounts, admin, codes, error, health, rooms};
 
 /// The OpenAPI document of the HTTP API.
 #[derive(OpenApi)]
@@ -32,8 +32,10 @@ use super::{accounts, admin, codes, error, rooms};
         admin::disconnect,
         admin::room_message,
         admin::broadcast,
+        crate::healthz,
+        health::readyz,
     ),
-    components(schemas(error::ErrorBody)),
+    components(schemas(error::ErrorBody, health::Health)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

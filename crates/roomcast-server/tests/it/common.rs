@@ -87,6 +87,8 @@ impl TestServer {
         let mut config = ServerConfig::new(SECRET.as_bytes(), StoreConfig::new(url));
         config.auth = config.auth.leeway(Duration::ZERO);
         config.session.heartbeat_interval = Duration::ZERO;
+        // Stop at once: the drain is tested on the binary (`ops.rs`).
+        config.drain_timeout = Duration::ZERO;
         edit(&mut config);
         Self::start_config(config, Some(dir)).await
     }

@@ -18,5 +18,6 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod native;
+mod ops;
 mod postgres;
 mod token_chat;

@@ -27,6 +27,7 @@ use crate::metrics::HubMetrics;
 use crate::protocol::{ChatMessage, Dialect, Event, UserInfo, now_ms};
 use crate::session::Outbound;
 use crate::shutdown::Shutdown;
+pub(crate) use state::ConnTrace;
 use state::{Deadlines, Delivery, State};
 
 /// Handle to the node's connections and rooms. Cheap to clone: clones share one registry.
@@ -693,6 +694,11 @@ impl Hub {
             self.send(Target::Room(room.clone()), event, &[], None)
                 .await?;
         }
+        if !joined.already {
+            // `conn` too: a join through `Hub::join_room` runs outside the connection's hooks,
+            // hence outside its span.
+            tracing::info!(%conn, %room, "joined");
+        }
         Ok(JoinOutcome {
             already_member: joined.already,
             announced: joined.user_joined,
@@ -705,6 +711,9 @@ impl Hub {
             let user = state.conn_user(conn);
             (state.leave(conn, room).unwrap_or_default(), user)
         };
+        if left.was_member {
+            tracing::info!(%conn, %room, "left");
+        }
         if let Some(user) = user.filter(|_| left.user_left) {
             self.announce_left(room, user).await?;
         }
@@ -877,6 +886,12 @@ impl Hub {
         // registered in between is caught here.
         if self.is_shutting_down() {
             outbound.close(CloseReason::going_away());
+        } else if self.shared.shutdown.is_draining()
+            && let Some(frame) = dialect.reconnect()
+        {
+            // Admitted just before the drain began, registered just after its reconnect
+            // frames went out: asked here instead.
+            let _ = outbound.try_send_now(frame);
         }
         conn
     }
@@ -917,6 +932,62 @@ impl Hub {
     /// Whether [`Hub::shutdown_sessions`] has been called.
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutdown.is_cancelled()
+    }
+
+    /// Drains the node before a shutdown: from now on new connections are refused (closed
+    /// with 1001 "server shutting down" right after their upgrade), every connection whose
+    /// dialect has a reconnect frame ([`Dialect::reconnect`]; the native `{"type":"reconnect"}`)
+    /// is asked to connect again, which a load balancer sends elsewhere, and this waits up to
+    /// `deadline` for the connections to leave. Returns true when all of them left in time.
+    ///
+    /// Sessions go on as usual meanwhile: messages are still read, stored and broadcast, so a
+    /// client finishes what it was doing before it moves. Call [`Hub::shutdown_sessions`]
+    /// afterwards to close the rest with 1001. A second call only waits again.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use roomcast::{Hub, SessionConfig};
+    /// let hub = Hub::new(SessionConfig::default());
+    /// // No connection: the drain ends at once.
+    /// assert!(hub.drain(Duration::from_secs(10)).await);
+    /// assert!(hub.is_draining());
+    /// assert!(hub.shutdown_sessions(Duration::from_secs(1)).await);
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelling the wait leaves the node draining; nothing is lost.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        if self.shared.shutdown.drain() {
+            let (asked, slow) = self.state().ask_reconnect();
+            if slow > 0 {
+                self.shared.metrics.slow_consumers.inc_by(slow as u64);
+            }
+            tracing::info!(
+                asked,
+                deadline = ?deadline,
+                "draining: connections asked to reconnect elsewhere, new ones refused"
+            );
+        }
+        self.shared.shutdown.wait(deadline).await
+    }
+
+    /// Whether the node takes no new connections: [`Hub::drain`] or
+    /// [`Hub::shutdown_sessions`] has been called. A readiness check answers "not ready" then.
+    ///
+    /// ```
+    /// let hub = roomcast::Hub::new(roomcast::SessionConfig::default());
+    /// assert!(!hub.is_draining());
+    /// ```
+    pub fn is_draining(&self) -> bool {
+        self.shared.shutdown.is_draining() || self.is_shutting_down()
+    }
+
+    /// What a connection's log lines carry besides its id and user; `None` once it is gone.
+    pub(crate) fn conn_trace(&self, conn: ConnId) -> Option<ConnTrace> {
+        self.state().conn_trace(conn)
     }
 }
 

@@ -51,6 +51,16 @@ struct Conn {
     expiry: Option<Expiry>,
 }
 
+/// What a connection's log lines say about it beyond its id and user (`Hub::conn_trace`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnTrace {
+    /// The endpoint's name ([`Endpoint::name`](crate::Endpoint::name)).
+    pub(crate) endpoint: &'static str,
+    pub(crate) addr: Option<std::net::IpAddr>,
+    /// When it opened, ms of the hub's clock.
+    pub(crate) opened: u64,
+}
+
 /// The connection deadlines the hub's sweep enforces, in ms of the hub's clock (see
 /// `Hub::now_ms`), taken from the hub's [`SessionConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,6 +530,14 @@ impl State {
         self.conns.get(&conn).and_then(|c| c.addr)
     }
 
+    pub(crate) fn conn_trace(&self, conn: ConnId) -> Option<ConnTrace> {
+        self.conns.get(&conn).map(|c| ConnTrace {
+            endpoint: c.endpoint,
+            addr: c.addr,
+            opened: c.opened,
+        })
+    }
+
     pub(crate) fn user_conn_count(&self, user: &UserId) -> usize {
         self.users.get(user).map_or(0, |u| u.conns.len())
     }
@@ -871,6 +889,23 @@ impl State {
         for conn in self.conns.values() {
             conn.outbound.close(reason.clone());
         }
+    }
+
+    /// Queues its dialect's reconnect frame to every connection whose dialect has one.
+    /// Returns how many were asked. Never waits (`try_send_now`); a full queue is a slow
+    /// consumer, closed with 1013 as any other send would.
+    pub(crate) fn ask_reconnect(&self) -> (usize, usize) {
+        let (mut asked, mut slow) = (0, 0);
+        for conn in self.conns.values() {
+            if let Some(frame) = conn.dialect.reconnect() {
+                match conn.outbound.try_send_now(frame) {
+                    Ok(()) => asked += 1,
+                    Err(SendError::Full) => slow += 1,
+                    Err(SendError::Closed) => {}
+                }
+            }
+        }
+        (asked, slow)
     }
 }
 

@@ -200,6 +200,22 @@ pub trait Dialect: Send + Sync + 'static {
     fn token_expired(&self) -> CloseReason {
         CloseReason::new(close_code::UNAUTHORIZED, "token expired")
     }
+
+    /// The frame that asks a client to reconnect (to another node) because this one is
+    /// draining: [`Hub::drain`](crate::Hub::drain) queues it to every connection whose dialect
+    /// has one. `None` (the default): the dialect has no such message, and its connections
+    /// only see the 1001 close at the end of the drain.
+    ///
+    /// ```
+    /// use roomcast::protocol::{Dialect, Raw};
+    /// use roomcast::protocol::native::NATIVE;
+    /// assert!(Raw.reconnect().is_none());
+    /// let frame = NATIVE.reconnect().unwrap();
+    /// assert!(frame.as_text().unwrap().contains(r#""type":"reconnect""#));
+    /// ```
+    fn reconnect(&self) -> Option<Frame> {
+        None
+    }
 }
 
 /// The dialect of endpoints that speak their own format: only [`Event::Frame`] is delivered.

@@ -14,6 +14,8 @@
 //! persisted), `user_list` (`data` is the list of user ids, `users` adds their names), `pong`,
 //! `ping` (the heartbeat), `error` (`content` says what was wrong; the connection stays open),
 //! `token_expiring` and `refreshed` (`data.expires_at`, see below).
+//! `reconnect` (the node is draining: connect again, to another node; sent once, then a 1001
+//! close at the end of the drain).
 //! `user_id`, `username`, `timestamp`, `id` and `seq` always come from the server: whatever a
 //! client puts there is ignored. `timestamp` is seconds since the Unix epoch, as in the seed.
 //!
@@ -425,6 +427,13 @@ impl Dialect for Native {
 
     fn token_expiring(&self, expires_at: u64) -> Option<Frame> {
         Some(token_expiring(expires_at))
+    }
+
+    /// `{"type":"reconnect"}`: this node is draining; connect again (a load balancer sends
+    /// the new connection to another node). Static like the heartbeat: sent to every
+    /// connection at once, it is one shared buffer.
+    fn reconnect(&self) -> Option<Frame> {
+        Some(Frame::from(r#"{"type":"reconnect"}"#))
     }
 }
 

@@ -35,6 +35,7 @@ use super::{Outbound, Session};
 use crate::config::SessionConfig;
 use crate::frame::{CloseReason, close_code};
 use crate::handler::Handler;
+use crate::hub::ConnTrace;
 use crate::ws::codec::{OP_CLOSE, OP_PING, OP_PONG};
 use crate::ws::handshake::Io;
 use crate::ws::{Event, Outgoing, ReadError, WsStream};
@@ -95,6 +96,8 @@ pub(crate) struct Served {
     pub(crate) config: SessionConfig,
     /// The dialect's name, a label of `roomcast_messages_received_total`.
     pub(crate) dialect: &'static str,
+    /// The endpoint's name, in each message's log span.
+    pub(crate) endpoint: &'static str,
 }
 
 /// Wraps an upgraded connection in the WebSocket stream `config` describes.
@@ -159,17 +162,12 @@ async fn wind_up<H: Handler>(
     // earlier (shutdown, slow consumer) is the real one: a hook that failed because the
     // connection was already closing must not turn it into a 1000 or a 1011.
     end.reason = outbound.close_first(end.reason).0;
-    log_end(&session, &end.reason);
+    let span = log_end(&session, &end.reason);
     conn.finish(outbound, &end).await;
     let disconnect = handler.on_disconnect(&session, &end.reason);
     let disconnect = disconnect.map(|()| Ok(()));
     // A panic here has nothing left to close; `guarded` counts and logs it.
-    let _ = guarded(
-        disconnect.instrument(hook_span(&session)),
-        &session,
-        "on_disconnect",
-    )
-    .await;
+    let _ = guarded(disconnect.instrument(span), &session, "on_disconnect").await;
     guard.release(end.reason.code()).await;
 }
 
@@ -194,7 +192,7 @@ impl Conn<'_> {
     ) -> impl Future<Output = End> + Send + 's {
         async move {
             let outbound = &session.outbound;
-            let connect = handler.on_connect(session).instrument(hook_span(session));
+            let connect = connect(session, handler);
             if let Err(err) = Box::pin(guarded(connect, session, "on_connect")).await {
                 return End::close(err.close_reason());
             }
@@ -319,7 +317,7 @@ impl Conn<'_> {
             .count_message(self.served.dialect, incoming.as_bytes().len());
         let hook = handler
             .on_message(session, incoming)
-            .instrument(hook_span(session));
+            .instrument(message_span(session, self.served));
         if let Err(err) = guarded(hook, session, "on_message").await {
             let reason = err.close_reason();
             if reason.code() == close_code::INTERNAL {
@@ -381,22 +379,41 @@ impl Conn<'_> {
     }
 }
 
-/// Logs how a session ended: a slow consumer at `info`, anything else at `debug`.
-fn log_end(session: &Session, reason: &CloseReason) {
-    let (conn, user) = (session.conn_id(), session.user_id());
-    if reason.code() == close_code::TRY_AGAIN_LATER {
-        tracing::info!(%conn, %user, %reason, "closing a slow consumer");
-    } else {
-        tracing::debug!(%conn, %user, %reason, "session ended");
-    }
+/// Logs how a session ended, in its span (returned for `on_disconnect`): `info` with the close
+/// code, the reason and how long the connection lasted. The connection is still registered
+/// (it is removed after `on_disconnect`), so the hub still knows when it opened.
+fn log_end(session: &Session, reason: &CloseReason) -> tracing::Span {
+    let hub = session.hub();
+    let trace = hub.conn_trace(session.conn_id());
+    let span = span_with(session, trace);
+    let duration_ms = trace.map(|trace| hub.now_ms().saturating_sub(trace.opened));
+    let (code, why) = (reason.code(), reason.reason());
+    span.in_scope(|| {
+        if code == close_code::TRY_AGAIN_LATER {
+            tracing::info!(
+                code,
+                reason = why,
+                duration_ms,
+                "disconnected: slow consumer"
+            );
+        } else {
+            tracing::info!(code, reason = why, duration_ms, "disconnected");
+        }
+    });
+    span
 }
 
-/// The span a hook runs in, naming its connection and user, so whatever the hook logs says
-/// which connection it was for.
-///
-/// One span per hook call rather than one for the connection's life: a live span costs every
-/// idle connection its registry slot and formatted fields (~360 bytes measured at the default
-/// `info` level), while a call's span is gone when the hook returns.
+/// `on_connect`, in the connection's span, after the `connected` event. A plain function, so
+/// that the span and the event leave nothing in the session loop's future (see `Conn::run`).
+fn connect<'s, H: Handler>(
+    session: &'s Session,
+    handler: &'s H,
+) -> impl Future<Output = crate::Result<()>> + Send + 's {
+    let span = hook_span(session);
+    span.in_scope(|| tracing::info!("connected"));
+    handler.on_connect(session).instrument(span)
+}
+
 /// Runs a hook; a panic inside it becomes an error that closes this connection with 1011
 /// `internal error`, counted in [`HubStats::hook_panics_total`](crate::HubStats) and logged
 /// here, once. The process and every other connection go on: the hub's lock is never held
@@ -426,8 +443,55 @@ where
     }
 }
 
+/// The span a hook runs in, naming its connection, user, endpoint and client IP, so whatever
+/// the hook logs says which connection it was for.
+///
+/// One span per hook call rather than one for the connection's life: a live span costs every
+/// idle connection its registry slot and formatted fields (~360 bytes measured at the default
+/// `info` level), and a `Span` kept in the task would grow every connection's future (see the
+/// task budget test in `route`), while a call's span is gone when the hook returns.
+/// The endpoint and address are looked up in the hub (one short lock) only when the span is
+/// enabled: once per connection, for `on_connect`; each message's span ([`message_span`])
+/// takes only what needs no lock.
 fn hook_span(session: &Session) -> tracing::Span {
-    tracing::info_span!("session", conn = %session.conn_id(), user = %session.user_id())
+    let span = span_with(session, None);
+    if !span.is_disabled()
+        && let Some(trace) = session.hub().conn_trace(session.conn_id())
+    {
+        record(&span, trace);
+    }
+    span
+}
+
+/// The span `on_message` runs in: the connection, its user and its endpoint, without the
+/// hub's lock (taken for every message received, it would be contended by every fan-out);
+/// the client's address is in the connection's `connected` and `disconnected` lines.
+fn message_span(session: &Session, served: &Served) -> tracing::Span {
+    let span = span_with(session, None);
+    span.record("endpoint", served.endpoint);
+    span
+}
+
+/// The connection's span, with what `trace` says when it is known.
+fn span_with(session: &Session, trace: Option<ConnTrace>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "session",
+        conn = %session.conn_id(),
+        user = %session.user_id(),
+        endpoint = tracing::field::Empty,
+        client_ip = tracing::field::Empty,
+    );
+    if let Some(trace) = trace {
+        record(&span, trace);
+    }
+    span
+}
+
+fn record(span: &tracing::Span, trace: ConnTrace) {
+    span.record("endpoint", trace.endpoint);
+    if let Some(ip) = trace.addr {
+        span.record("client_ip", tracing::field::display(ip));
+    }
 }
 
 /// How a write bounded by `write_wait` ended. (A plain function over the awaited result, not an
