@@ -277,6 +277,7 @@ impl Server {
                 redis_health = Some(broker.health());
                 Hub::builder(config.session.clone())
                     .broker(Arc::new(broker))
+                    .history(Arc::new(redis_broker::StoreHistory(store.clone())))
                     .build()
                     .await?
             }

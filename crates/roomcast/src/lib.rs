@@ -70,7 +70,7 @@ pub use config::{ConfigError, SessionConfig};
 pub use error::{Error, Result};
 pub use frame::{CloseReason, Frame, close_code};
 pub use handler::Handler;
-pub use hub::{ConnectionInfo, Hub, HubBuilder, HubStats, JoinOutcome};
+pub use hub::{ConnectionInfo, History, Hub, HubBuilder, HubStats, JoinOutcome};
 pub use ids::{
     ConnId, InvalidRoomName, MAX_ROOM_NAME_BYTES, NodeId, ROOM_NAME_PATTERN, RoomName, UserId,
 };

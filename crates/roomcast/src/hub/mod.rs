@@ -8,7 +8,10 @@
 //! then await the broker.
 
 mod expiry;
+mod order;
 mod state;
+
+pub use order::History;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
@@ -55,6 +58,8 @@ struct Shared {
     node: NodeId,
     /// `None` on a single node: nothing is published.
     broker: Option<Arc<dyn Broker>>,
+    /// Where gaps in a room's messages are read from (`order`); with a broker only.
+    history: Option<Arc<dyn History>>,
     /// Feeds the events of [`Hub::publish_now`] and [`Hub::publish_now_many`] to the broker in
     /// order, from one task.
     ordered_tx: OnceLock<mpsc::UnboundedSender<RoomEvent>>,
@@ -130,12 +135,22 @@ pub struct HubBuilder {
     config: SessionConfig,
     broker: Option<Arc<dyn Broker>>,
     node: Option<NodeId>,
+    history: Option<Arc<dyn History>>,
 }
 
 impl HubBuilder {
     /// Joins other nodes through `broker`.
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker = Some(broker);
+        self
+    }
+
+    /// Reads the messages the broker lost from `history` (the store the nodes share): a
+    /// room's persisted messages reach its members in `seq` order with no gap, whichever node
+    /// committed them. Without one, a gap the broker leaves is skipped after a short wait,
+    /// with an error logged.
+    pub fn history(mut self, history: Arc<dyn History>) -> Self {
+        self.history = Some(history);
         self
     }
 
@@ -153,7 +168,7 @@ impl HubBuilder {
     /// [`BrokerError`] when the broker cannot start delivering to this node.
     pub async fn build(self) -> Result<Hub, BrokerError> {
         let node = self.node.unwrap_or_else(NodeId::random);
-        let hub = Hub::with_parts(self.config, node, self.broker.clone());
+        let hub = Hub::with_parts(self.config, node, self.broker.clone(), self.history);
         if let Some(broker) = self.broker {
             // Bounded: a node that cannot keep up slows the publisher's broker, not memory.
             let (deliver_tx, deliver_rx) = mpsc::channel(1024);
@@ -198,7 +213,16 @@ async fn receive_loop(
         if event.origin == hub.shared.node {
             continue;
         }
-        hub.deliver_local(&event.target, &event.event, &event.exclude, None);
+        match (&event.target, &event.event) {
+            (Target::Room(room), Event::Message(message))
+                if message.seq.is_some() && event.exclude.is_empty() =>
+            {
+                hub.deliver_sequenced(room, std::slice::from_ref(&event.event));
+            }
+            _ => {
+                hub.deliver_local(&event.target, &event.event, &event.exclude, None);
+            }
+        }
     }
 }
 
@@ -216,7 +240,7 @@ impl Hub {
     /// A single-node hub (no broker). Must be created inside a Tokio runtime only if sessions
     /// will run on it.
     pub fn new(config: SessionConfig) -> Self {
-        Self::with_parts(config, NodeId::random(), None)
+        Self::with_parts(config, NodeId::random(), None, None)
     }
 
     /// A builder, for a hub that joins other nodes through a broker.
@@ -225,10 +249,16 @@ impl Hub {
             config,
             broker: None,
             node: None,
+            history: None,
         }
     }
 
-    fn with_parts(config: SessionConfig, node: NodeId, broker: Option<Arc<dyn Broker>>) -> Self {
+    fn with_parts(
+        config: SessionConfig,
+        node: NodeId,
+        broker: Option<Arc<dyn Broker>>,
+        history: Option<Arc<dyn History>>,
+    ) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let refusals = Arc::new(Semaphore::new(config.max_closing_refusals));
         Self {
@@ -237,6 +267,7 @@ impl Hub {
                 config,
                 node,
                 broker,
+                history,
                 ordered_tx: OnceLock::new(),
                 shutdown: Shutdown::new(),
                 permits,
@@ -548,8 +579,13 @@ impl Hub {
         events: Vec<Event>,
         exclude: &[UserId],
     ) -> usize {
-        let delivery = self.state().deliver_many(room, &events, exclude);
-        let sent = self.count(delivery);
+        let sequenced = exclude.is_empty() && self.shared.broker.is_some();
+        let sent = if sequenced {
+            self.deliver_sequenced(room, &events)
+        } else {
+            let delivery = self.state().deliver_many(room, &events, exclude);
+            self.count(delivery)
+        };
         if let Some(ordered_tx) = self.shared.ordered_tx.get() {
             for event in events {
                 let _ = ordered_tx.send(RoomEvent {
@@ -561,6 +597,36 @@ impl Hub {
             }
         }
         sent
+    }
+
+    /// Delivers `events` to `room`'s local connections, its persisted messages through the
+    /// room's sequencer (`order`), starting the room's gap task when one is needed. Returns
+    /// the frames queued.
+    fn deliver_sequenced(&self, room: &RoomName, events: &[Event]) -> usize {
+        let messages = events.iter().filter_map(|event| match event {
+            Event::Message(message) if message.seq.is_some() => Some(message.clone()),
+            _ => None,
+        });
+        let others: Vec<Event> = events
+            .iter()
+            .filter(|event| !matches!(event, Event::Message(m) if m.seq.is_some()))
+            .cloned()
+            .collect();
+        let (delivery, fill) = {
+            let mut state = self.state();
+            let (mut delivery, fill) = state.deliver_sequenced(room, messages);
+            if !others.is_empty() {
+                let more = state.deliver_many(room, &others, &[]);
+                delivery.sent += more.sent;
+                delivery.slow += more.slow;
+                delivery.bytes += more.bytes;
+            }
+            (delivery, fill)
+        };
+        if fill {
+            tokio::spawn(fill_gap(self.downgrade(), room.clone()));
+        }
+        self.count(delivery)
     }
 
     async fn send(
@@ -1026,6 +1092,50 @@ async fn sweep_loop(hub: Weak<Shared>, deadlines: Deadlines, stop: CancellationT
         if slow > 0 {
             shared.metrics.slow_consumers.inc_by(slow as u64);
         }
+    }
+}
+
+/// Waits for `room`'s gap to close, reading what the broker lost from the hub's history
+/// (`order`); skips what the store cannot give after `order::GAP_ATTEMPTS` reads, with an
+/// error. Ends when the room has no gap, or with the hub.
+async fn fill_gap(hub: WeakHub, room: RoomName) {
+    let mut failures = 0u32;
+    tokio::time::sleep(order::GAP_WAIT).await;
+    loop {
+        let Some(hub) = hub.upgrade() else {
+            return;
+        };
+        let Some((after, upto)) = hub.state().gap(&room) else {
+            return;
+        };
+        let fetched = match &hub.shared.history {
+            Some(history) => history.range(&room, after, upto).await,
+            None => Err(BrokerError::Unavailable(
+                "no history to fill gaps from".into(),
+            )),
+        };
+        match fetched {
+            Ok(messages) if !messages.is_empty() => {
+                tracing::debug!(%room, after, upto, read = messages.len(), "filled a gap from the store");
+                let events: Vec<Event> = messages.into_iter().map(Event::Message).collect();
+                hub.deliver_sequenced(&room, &events);
+            }
+            Ok(_) => failures += 1,
+            Err(err) => {
+                failures += 1;
+                tracing::warn!(%room, after, upto, error = %err, "cannot read a gap's messages yet");
+            }
+        }
+        if hub.state().gap(&room) == Some((after, upto)) && failures >= order::GAP_ATTEMPTS {
+            let (skipped, delivery) = hub.state().skip_gap(&room);
+            hub.count(delivery);
+            if let Some((after, upto)) = skipped {
+                hub.count_error("gap_skipped");
+                tracing::error!(%room, after, upto, "messages missing from the store were skipped");
+            }
+            failures = 0;
+        }
+        tokio::time::sleep(order::GAP_WAIT * failures.max(1)).await;
     }
 }
 

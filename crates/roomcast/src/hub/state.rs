@@ -19,6 +19,7 @@ use crate::session::{Outbound, SendError};
 use crate::ws::Framed;
 
 use super::expiry::{Due, Expiry};
+use super::order::Sequencer;
 
 #[derive(Default)]
 pub(crate) struct State {
@@ -161,6 +162,9 @@ struct Room {
     conns: HashSet<ConnId>,
     /// Connections per user in this room: join is announced on 0 → 1, leave on 1 → 0.
     users: HashMap<UserId, u32>,
+    /// The order of its persisted messages, on a node with a broker (`super::order`); made
+    /// with the room's first sequenced message.
+    order: Option<Box<Sequencer>>,
 }
 
 struct User {
@@ -632,6 +636,86 @@ impl State {
             .collect()
     }
 
+    /// Passes `messages` (sequenced, of `room`) through the room's [`Sequencer`] and queues
+    /// what is ready, in `seq` order, to the room's connections. Returns the delivery and
+    /// whether a task must now wait for a gap (one started only if none is running).
+    pub(crate) fn deliver_sequenced(
+        &mut self,
+        room: &RoomName,
+        messages: impl IntoIterator<Item = Arc<ChatMessage>>,
+    ) -> (Delivery, bool) {
+        let Some(members) = self.rooms.get(room) else {
+            // No one here: nothing to order or deliver.
+            return (Delivery::default(), false);
+        };
+        let known = members
+            .order
+            .as_ref()
+            .is_some_and(|order| order.is_started());
+        let baseline = if known {
+            Some(0)
+        } else {
+            // Where the room's order starts on this node: after the lowest `seq` a replay sent
+            // its connections (any higher, and a connection behind it would miss the rest);
+            // unknown while a replay is being fetched; at the message itself when no
+            // connection was sent anything.
+            let entries: Vec<&ConnRoom> = members
+                .conns
+                .iter()
+                .filter_map(|conn| self.conns.get(conn))
+                .filter_map(|conn| conn.rooms.iter().find(|r| r.name == *room))
+                .collect();
+            if entries.iter().any(|entry| entry.held.is_some()) {
+                None
+            } else {
+                Some(
+                    entries
+                        .iter()
+                        .map(|entry| entry.watermark)
+                        .filter(|sent| *sent > 0)
+                        .min()
+                        .unwrap_or(0),
+                )
+            }
+        };
+        let members = self.rooms.get_mut(room).expect("looked up above");
+        let order = members.order.get_or_insert_with(Box::default);
+        let mut ready = Vec::new();
+        for message in messages {
+            order.take(message, || baseline, &mut ready);
+        }
+        let fill = order.gap().is_some() && !std::mem::replace(&mut order.filling, true);
+        if order.gap().is_none() {
+            order.filling = false;
+        }
+        let events: Vec<Event> = ready.into_iter().map(Event::Message).collect();
+        (self.deliver_many(room, &events, &[]), fill)
+    }
+
+    /// The missing range of `room`'s messages, `after < seq <= upto`; `None` (and the room's
+    /// gap task may stop) when nothing is missing.
+    pub(crate) fn gap(&mut self, room: &RoomName) -> Option<(u64, u64)> {
+        let order = self.rooms.get_mut(room)?.order.as_mut()?;
+        let gap = order.gap();
+        if gap.is_none() {
+            order.filling = false;
+        }
+        gap
+    }
+
+    /// Gives up on `room`'s gap and delivers what was held behind it; returns the skipped
+    /// range.
+    pub(crate) fn skip_gap(&mut self, room: &RoomName) -> (Option<(u64, u64)>, Delivery) {
+        let Some(order) = self.rooms.get_mut(room).and_then(|r| r.order.as_mut()) else {
+            return (None, Delivery::default());
+        };
+        let mut ready = Vec::new();
+        let skipped = order.skip_gap(&mut ready);
+        order.filling = false;
+        let events: Vec<Event> = ready.into_iter().map(Event::Message).collect();
+        (skipped, self.deliver_many(room, &events, &[]))
+    }
+
     /// How many users each room has.
     pub(crate) fn room_sizes(&self) -> Vec<usize> {
         self.rooms.values().map(|room| room.users.len()).collect()
@@ -875,7 +959,18 @@ impl State {
             }
         }
         let count = frames.len();
+        let sent = room_entry.watermark;
         outbound.push_replay(frames)?;
+        // The room continues after what this replay sent, at the latest: messages it held
+        // behind a gap the replay filled go out now.
+        if let Some(order) = self.rooms.get_mut(room).and_then(|r| r.order.as_mut()) {
+            let mut ready = Vec::new();
+            order.replayed(sent, &mut ready);
+            if !ready.is_empty() {
+                let events: Vec<Event> = ready.into_iter().map(Event::Message).collect();
+                self.deliver_many(room, &events, &[]);
+            }
+        }
         Ok(count)
     }
 
