@@ -236,6 +236,8 @@ pub struct AppState {
     pub(crate) passwords: Arc<api::accounts::PasswordWork>,
     /// Broadcasts what the store has committed, a group at a time.
     pub(crate) deliveries: chat::Deliveries,
+    /// Whether the Redis subscription is up, on a node of several (`/readyz`).
+    pub(crate) redis: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A server: its hub, store and configuration. [`Server::start`] it, read [`Server::hub`] if
@@ -294,13 +296,13 @@ impl Server {
             max_message_chars: config.max_message_chars,
             rooms: Arc::default(),
             passwords: Arc::default(),
+            redis: redis_health,
             limits: Arc::new(limits::Limits::new(
                 config.limits,
                 config.trusted_proxies.clone(),
             )),
         };
         state.limits.spawn_pruning();
-        let _ = redis_health;
         Ok(Self {
             state,
             config,

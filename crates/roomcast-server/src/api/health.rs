@@ -1,11 +1,13 @@
 //! `GET /readyz`: whether a load balancer should send this node traffic.
 //!
 //! `/healthz` (liveness) says the process is up; `/readyz` says it can serve: the store answers
-//! a trivial query within [`STORE_TIMEOUT`], and the node is not draining. When the server
-//! gains a Redis broker, its ping joins the check here; `roomcast serve` uses no Redis today.
+//! a trivial query within [`STORE_TIMEOUT`], the node is not draining, and, on a node of several
+//! (`REDIS_URL`), its Redis subscription is up (without it, other nodes' events do not reach
+//! this node's clients: degraded, so a load balancer sends new clients elsewhere).
 //!
 //! ```text
 //! GET /readyz ─▶ draining (SIGTERM)?          ─▶ 503 {"status":"draining"}
+//!             ─▶ Redis subscription down?       ─▶ 503 {"status":"degraded", …}
 //!             ─▶ store answers SELECT 1 in 2 s? ─ no ─▶ 503 {"status":"unavailable", …}
 //!             ─▶ 200 {"status":"ok"}
 //! ```
@@ -32,7 +34,8 @@ pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`, `draining` (the node is shutting down) or `unavailable`.
+    /// `ok`, `draining` (the node is shutting down), `degraded` (Redis is away) or
+    /// `unavailable` (the store does not answer).
     #[schema(example = "ok")]
     pub status: &'static str,
     /// Why the node is unavailable; absent otherwise.
@@ -58,7 +61,7 @@ impl Health {
     tag = "health",
     responses(
         (status = 200, description = "Ready: the store answers and the node is not draining", body = Health),
-        (status = 503, description = "Draining (shutting down) or the store does not answer", body = Health),
+        (status = 503, description = "Draining (shutting down), Redis away, or the store does not answer", body = Health),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
@@ -69,6 +72,16 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<He
     };
     if state.hub.is_draining() {
         return unavailable("draining", None);
+    }
+    if state
+        .redis
+        .as_ref()
+        .is_some_and(|up| !up.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        return unavailable(
+            "degraded",
+            Some("Redis is away: other nodes' events do not arrive"),
+        );
     }
     let reason = match tokio::time::timeout(STORE_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => return (StatusCode::OK, axum::Json(Health::ok())),
