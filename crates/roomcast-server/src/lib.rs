@@ -13,6 +13,7 @@
 //!   [`chat::TokenChat`] (seed 003, `/ws/chat?token=` with room tokens).
 //! - [`token`]: signing tokens ([`token::TokenIssuer`], `roomcast token`).
 //! - `directory`: [`StoreDirectory`], the user directory backed by the store.
+//! - `web`: the chat page at `/`, built from `clients/ts` and embedded.
 //! - this file: shared state ([`AppState`]), the router ([`Server::router`]) and the life
 //!   cycle ([`Server::run`]).
 
@@ -23,6 +24,7 @@ mod directory;
 pub mod limits;
 pub mod metrics;
 mod serve;
+mod web;
 
 pub use serve::HttpLimits;
 pub mod token;
@@ -275,7 +277,8 @@ impl Server {
             // Seed 004 links its HTTP API documentation here.
             .route("/swagger", get(|| async { Redirect::permanent("/docs") }))
             .route("/swagger/", get(|| async { Redirect::permanent("/docs") }))
-            .merge(api::router(self.state.clone()));
+            .merge(api::router(self.state.clone()))
+            .merge(web::router());
         if config.websocket_enabled {
             let mut ws = Router::new();
             let native = |path: &'static str, guests: bool| {
