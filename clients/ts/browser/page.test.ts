@@ -115,6 +115,11 @@ test("a person offline for a while sees everything said meanwhile, once", async 
   await cat.context.setOffline(true);
   const said = ["are you there?", "the train must be in the tunnel", "see you on the other side"];
   for (const text of said) await say(dan.page, text);
+  // Offline, the socket's frames stop: the client's probe (a ping after the browser's
+  // `offline` event) drops the connection within 5 s, and it waits for `online` to come back.
+  await cat.page.locator("#status[data-state=reconnecting]").waitFor({ timeout: 15_000 });
+  await cat.page.locator("#banner").waitFor({ state: "visible" });
+  assert.deepEqual(await texts(cat.page), ["going into a tunnel"], "nothing arrived while offline");
   await shot(cat.page, "04-offline");
   await cat.context.setOffline(false);
   await expectOnce(cat.page, ["going into a tunnel", ...said]);
