@@ -14,6 +14,7 @@
 //! - [`token`]: signing tokens ([`token::TokenIssuer`], `roomcast token`).
 //! - `directory`: [`StoreDirectory`], the user directory backed by the store.
 //! - [`logging`]: `ROOMCAST_LOG_FORMAT` (text or JSON lines), token redaction in logged URIs.
+//! - `web`: the chat page at `/`, built from `clients/ts` and embedded.
 //! - this file: shared state ([`AppState`]), the router ([`Server::router`]) and the life
 //!   cycle ([`Server::run`]).
 
@@ -26,6 +27,7 @@ pub mod logging;
 pub mod metrics;
 pub mod redis_broker;
 mod serve;
+mod web;
 
 pub use serve::HttpLimits;
 pub mod token;
@@ -334,7 +336,8 @@ impl Server {
             // Seed 004 links its HTTP API documentation here.
             .route("/swagger", get(|| async { Redirect::permanent("/docs") }))
             .route("/swagger/", get(|| async { Redirect::permanent("/docs") }))
-            .merge(api::router(self.state.clone()));
+            .merge(api::router(self.state.clone()))
+            .merge(web::router());
         if config.websocket_enabled {
             let mut ws = Router::new();
             let native = |path: &'static str, guests: bool| {

@@ -1,0 +1,684 @@
+// RoomcastClient: one WebSocket connection to roomcast's native endpoint, kept alive.
+//
+//   closed ──connect()──▶ connecting ──open──▶ open ──close 1001/1006/1011/1013──▶ reconnecting
+//                              ▲                 │  (or no frame for two heartbeats)    │
+//                              │                 └──close 1008/1009/4000, close()──▶ closed
+//                              └───────────── backoff with full jitter ◀─────────────────┘
+//
+// On every (re)open it sends `join` for each room with `since` = the last `seq` it saw, then
+// every message not yet acknowledged, with its `client_msg_id`: the server replays what was
+// missed, in order, and de-duplicates the retries, so nothing is lost or shown twice. Messages
+// whose `seq` is not past the room's last are dropped here as a second line of defence.
+// A 4001 reconnects only if the token provider gives a new token; `token_expiring` asks the
+// provider ahead of time and sends the answer in-band with `refresh`.
+
+import { Backoff, type BackoffOptions } from "./backoff.js";
+import { type CloseAction, closeAction } from "./codes.js";
+import { Emitter } from "./emitter.js";
+import type {
+  AckEvent,
+  ChatMessage,
+  ClientEnvelope,
+  ErrorEvent,
+  JoinEvent,
+  LeaveEvent,
+  RefreshedEvent,
+  ServerEnvelope,
+  SystemEvent,
+  TokenExpiringEvent,
+  UserInfo,
+  UserListEvent,
+} from "./types.js";
+
+/** The connection's life cycle. */
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
+
+/** Why the token provider is asked. */
+export type TokenReason =
+  /** Before connecting: there is no token yet, or the one held has expired. */
+  | "connect"
+  /** The server sent `token_expiring`: the new token is sent in-band with `refresh`. */
+  | "expiring"
+  /** The server closed with 4001: reconnect only with a different token. */
+  | "unauthorized";
+
+/** Returns a current access token, or null when there is none (the user must log in again). */
+export type TokenProvider = (reason: TokenReason) => string | null | undefined | Promise<string | null | undefined>;
+
+/** The part of the WebSocket interface the client uses (browsers' and Node's global one). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+export interface RoomcastClientOptions {
+  /** The native endpoint, e.g. `wss://chat.example.com/ws/auth`. */
+  url: string;
+  /** The access token to start with. Optional when `tokenProvider` is given. */
+  token?: string;
+  /** Called before the token expires, on 4001, and before connecting without a valid token. */
+  tokenProvider?: TokenProvider;
+  /**
+   * Where the token travels: the `Sec-WebSocket-Protocol` header as `token.<jwt>` (default:
+   * kept out of URLs and so out of access logs) or `?token=`.
+   */
+  tokenIn?: "protocol" | "query";
+  /** The WebSocket implementation. Default: `globalThis.WebSocket`. */
+  WebSocket?: WebSocketConstructor;
+  /** Reconnect delays. Default: full jitter from 500 ms, capped at 30 s. */
+  backoff?: BackoffOptions;
+  /** Give up after this many reconnects in a row without a working connection. Default: never. */
+  maxReconnectAttempts?: number;
+  /**
+   * The server's `WEBSOCKET_HEARTBEAT_INTERVAL`, ms (default 30 000). No frame for twice this
+   * long means the connection is dead: it is dropped and reconnected. `0`: no watchdog.
+   */
+  heartbeatIntervalMs?: number;
+  /** A socket that has not opened after this long is dropped and retried, ms. Default 10 000. */
+  connectTimeoutMs?: number;
+  /** After the browser reports going offline, a ping unanswered this long drops the connection, ms. Default 5 000. */
+  offlineProbeMs?: number;
+  /** A message not acknowledged after this long is sent again (same `client_msg_id`), ms. Default 10 000. */
+  ackTimeoutMs?: number;
+  /** A message sent this many times on open connections without an ack is given up. Default 5. */
+  maxSendAttempts?: number;
+  /** Connect at once (default) or wait for `connect()`. */
+  autoConnect?: boolean;
+  /**
+   * Where `online` / `offline` events and `navigator.onLine` come from. Default: the browser's
+   * window when there is one; `null` turns the hints off.
+   */
+  network?: NetworkHints | null;
+}
+
+/** `window` and `navigator`, as far as connectivity hints go. */
+export interface NetworkHints {
+  readonly onLine: boolean;
+  addEventListener(type: "online" | "offline", listener: () => void): void;
+  removeEventListener(type: "online" | "offline", listener: () => void): void;
+}
+
+/** Why the connection closed and what the client does next. */
+export interface CloseInfo {
+  code: number;
+  reason: string;
+  /** `user`: `close()` was called. */
+  action: CloseAction | "user";
+  willRetry: boolean;
+}
+
+/** A message waiting for its `ack`. */
+export interface PendingMessage {
+  room: string;
+  content: string;
+  data?: unknown;
+  clientMsgId: string;
+}
+
+/** Every event a client emits, by name. */
+export interface ClientEvents {
+  state: { state: ConnectionState; previous: ConnectionState };
+  /** The socket opened; joins and retries have been sent. */
+  open: { reconnected: boolean };
+  close: CloseInfo;
+  /** A chat message not seen before (live, replayed after a join, or resumed). */
+  message: ChatMessage;
+  join: JoinEvent;
+  leave: LeaveEvent;
+  user_list: UserListEvent;
+  /** A room's members changed (after `user_list`, `join` or `leave`). */
+  members: { room: string; users: UserInfo[] };
+  ack: AckEvent;
+  error: ErrorEvent;
+  system: SystemEvent;
+  token_expiring: TokenExpiringEvent;
+  refreshed: RefreshedEvent;
+  /** The messages waiting for an ack changed. */
+  pending: { messages: PendingMessage[] };
+  /** Every frame the server sent, parsed. */
+  envelope: ServerEnvelope;
+}
+
+interface Outgoing extends PendingMessage {
+  attempts: number;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  resolve: (ack: AckEvent) => void;
+  reject: (err: Error) => void;
+}
+
+interface RoomState {
+  /** The last `seq` seen; undefined until the first join's history has arrived. */
+  lastSeq: number | undefined;
+  members: Map<string, UserInfo>;
+}
+
+/** Seconds before its `exp` a held token counts as expired when (re)connecting. */
+const EXPIRY_MARGIN_S = 5;
+/** Consecutive 4001s, each after a new token, before the client gives up. */
+const MAX_AUTH_FAILURES = 3;
+const OPEN = 1;
+
+/** One connection to roomcast's native endpoint, reconnected and resumed as needed. */
+export class RoomcastClient extends Emitter<ClientEvents> {
+  private readonly options: RoomcastClientOptions;
+  private readonly backoff: Backoff;
+  private readonly rooms = new Map<string, RoomState>();
+  private readonly outbox = new Map<string, Outgoing>();
+  private readonly network: NetworkHints | null;
+  private currentState: ConnectionState = "closed";
+  private token: string | undefined;
+  private ws: WebSocketLike | undefined;
+  /** True between `connect()` and `close()` (or a terminal close code). */
+  private running = false;
+  private everOpened = false;
+  private heardSinceOpen = false;
+  private authFailures = 0;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private watchdog: ReturnType<typeof setTimeout> | undefined;
+  /** An `openSocket` is between its start and `new WebSocket` (it awaits the token provider). */
+  private opening = false;
+  private idCounter = 0;
+
+  constructor(options: RoomcastClientOptions) {
+    super();
+    this.options = options;
+    this.token = options.token;
+    this.backoff = new Backoff(options.backoff);
+    this.network = options.network === undefined ? defaultNetwork() : options.network;
+    if (options.autoConnect ?? true) this.connect();
+  }
+
+  /** The connection's state. */
+  get state(): ConnectionState {
+    return this.currentState;
+  }
+
+  /** The rooms this client is in (or will rejoin). */
+  get joinedRooms(): string[] {
+    return [...this.rooms.keys()];
+  }
+
+  /** The last `seq` seen in `room`. */
+  lastSeq(room: string): number | undefined {
+    return this.rooms.get(room)?.lastSeq;
+  }
+
+  /** `room`'s members as last reported. */
+  members(room: string): UserInfo[] {
+    return [...(this.rooms.get(room)?.members.values() ?? [])];
+  }
+
+  /** Messages sent and not yet acknowledged, oldest first. */
+  pending(room?: string): PendingMessage[] {
+    const all = [...this.outbox.values()].map(({ room, content, data, clientMsgId }) => ({ room, content, data, clientMsgId }));
+    return room === undefined ? all : all.filter((m) => m.room === room);
+  }
+
+  /** Starts connecting (a no-op when already running). */
+  connect(): void {
+    if (this.running) return;
+    this.running = true;
+    this.authFailures = 0;
+    this.backoff.reset();
+    this.network?.addEventListener("online", this.onOnline);
+    this.network?.addEventListener("offline", this.onOffline);
+    void this.openSocket();
+  }
+
+  /** Closes for good: no reconnect, and unacknowledged messages are rejected. */
+  close(): void {
+    const wasRunning = this.running;
+    this.stop();
+    const ws = this.detach();
+    ws?.close(1000, "client closed");
+    this.failOutbox(new Error("the client was closed"));
+    if (wasRunning) this.emit("close", { code: 1000, reason: "client closed", action: "user", willRetry: false });
+    this.setState("closed");
+  }
+
+  /** Drops the current socket and reconnects now (after a network change, say). */
+  reconnect(): void {
+    if (!this.running) return;
+    this.drop("reconnect requested", 0);
+  }
+
+  /** Joins `room` (now, and again after every reconnect, resuming from the last `seq`). */
+  join(room: string): void {
+    if (!this.rooms.has(room)) this.rooms.set(room, { lastSeq: undefined, members: new Map() });
+    this.sendJoin(room);
+  }
+
+  /** Leaves `room`; it is no longer rejoined. */
+  leave(room: string): void {
+    if (!this.rooms.delete(room)) return;
+    this.transmit({ type: "leave", room });
+    for (const [id, message] of this.outbox) {
+      if (message.room === room) this.settle(id, undefined, new Error(`left room '${room}'`));
+    }
+  }
+
+  /**
+   * Sends a chat message to a joined room. Resolves with the server's `ack` once it is
+   * committed; until then it is retried (same `client_msg_id`) after reconnects and ack
+   * timeouts, so it is stored once whatever happens to the connection.
+   */
+  send(room: string, content: string, options: { data?: unknown; clientMsgId?: string } = {}): Promise<AckEvent> {
+    if (!this.rooms.has(room)) return Promise.reject(new Error(`not in room '${room}': join it first`));
+    const clientMsgId = options.clientMsgId ?? this.newId();
+    return new Promise<AckEvent>((resolve, reject) => {
+      const message: Outgoing = { room, content, data: options.data, clientMsgId, attempts: 0, timer: undefined, resolve, reject };
+      this.outbox.set(clientMsgId, message);
+      this.emitPending();
+      if (this.isOpen()) this.transmitMessage(message);
+    });
+  }
+
+  /** Asks the server for `room`'s member list again. */
+  requestUserList(room: string): void {
+    this.transmit({ type: "user_list", room });
+  }
+
+  // ── connection ─────────────────────────────────────────────────────────────────────────
+
+  private async openSocket(): Promise<void> {
+    this.reconnectTimer = undefined;
+    if (!this.running || this.opening || this.ws) return;
+    this.setState(this.everOpened ? "reconnecting" : "connecting");
+    let token: string | undefined;
+    this.opening = true;
+    try {
+      token = await this.usableToken();
+    } catch {
+      token = undefined;
+    } finally {
+      this.opening = false;
+    }
+    if (!this.running || this.ws) return;
+    if (!token && this.options.tokenProvider) {
+      // The provider has no token (logged out): nothing to connect with.
+      this.terminate({ code: 4001, reason: "no token", action: "reauth", willRetry: false });
+      return;
+    }
+    const Ctor = this.options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (!Ctor) throw new Error("no WebSocket implementation: pass options.WebSocket");
+    let url = this.options.url;
+    let protocols: string[] | undefined;
+    if (token && (this.options.tokenIn ?? "protocol") === "protocol") {
+      protocols = [`token.${token}`];
+    } else if (token) {
+      url += (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
+    }
+    let ws: WebSocketLike;
+    try {
+      ws = new Ctor(url, protocols);
+    } catch {
+      this.afterClose(1006, "could not open a socket", token);
+      return;
+    }
+    this.ws = ws;
+    this.heardSinceOpen = false;
+    this.connectTimer = setTimeout(() => this.drop("connect timeout"), this.options.connectTimeoutMs ?? 10_000);
+    ws.onopen = () => {
+      if (ws !== this.ws) return;
+      clearTimeout(this.connectTimer);
+      const reconnected = this.everOpened;
+      this.everOpened = true;
+      this.setState("open");
+      for (const room of this.rooms.keys()) this.sendJoin(room);
+      for (const message of this.outbox.values()) this.transmitMessage(message);
+      this.armWatchdog();
+      this.emit("open", { reconnected });
+    };
+    ws.onmessage = (event) => {
+      if (ws !== this.ws) return;
+      if (typeof event.data === "string") this.receive(event.data);
+    };
+    ws.onclose = (event) => {
+      if (ws !== this.ws) return;
+      this.detach();
+      this.afterClose(event.code, event.reason, token);
+    };
+    ws.onerror = () => {
+      // A close event follows every error; it carries the code.
+    };
+  }
+
+  /** The token to connect with: the held one, unless it has expired and a provider can do better. */
+  private async usableToken(): Promise<string | undefined> {
+    const provider = this.options.tokenProvider;
+    if (provider && (!this.token || isExpired(this.token))) {
+      this.token = (await provider("connect")) ?? undefined;
+    }
+    return this.token;
+  }
+
+  /** What to do after the socket closed with `code`. */
+  private afterClose(code: number, reason: string, usedToken: string | undefined): void {
+    if (!this.running) return;
+    const action = closeAction(code);
+    if (action === "stop") {
+      this.terminate({ code, reason, action, willRetry: false });
+      return;
+    }
+    if (action === "reauth") {
+      void this.reauthenticate(code, reason, usedToken);
+      return;
+    }
+    const max = this.options.maxReconnectAttempts ?? Infinity;
+    if (this.backoff.attempts >= max) {
+      this.terminate({ code, reason, action, willRetry: false });
+      return;
+    }
+    this.emit("close", { code, reason, action, willRetry: true });
+    this.scheduleReconnect();
+  }
+
+  /** 4001: reconnect only if the provider hands over a token other than the refused one. */
+  private async reauthenticate(code: number, reason: string, refused: string | undefined): Promise<void> {
+    const provider = this.options.tokenProvider;
+    this.authFailures += 1;
+    let fresh: string | null | undefined;
+    if (provider && this.authFailures <= MAX_AUTH_FAILURES) {
+      try {
+        fresh = await provider("unauthorized");
+      } catch {
+        fresh = undefined;
+      }
+    }
+    if (!this.running) return;
+    if (!fresh || fresh === refused) {
+      this.terminate({ code, reason, action: "reauth", willRetry: false });
+      return;
+    }
+    this.token = fresh;
+    this.emit("close", { code, reason, action: "reauth", willRetry: true });
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    this.setState("reconnecting");
+    // The browser says it is offline: wait for its `online` event rather than spend attempts,
+    // with the longest delay as a fallback in case the hint is wrong.
+    const offline = this.network !== null && !this.network.onLine;
+    const delay = offline ? (this.options.backoff?.maxMs ?? 30_000) : this.backoff.next();
+    this.reconnectTimer = setTimeout(() => void this.openSocket(), delay);
+  }
+
+  /** Gives up: the code says retrying cannot help. */
+  private terminate(info: CloseInfo): void {
+    this.stop();
+    this.failOutbox(new Error(`connection closed: ${info.code} ${info.reason}`.trim()));
+    this.emit("close", info);
+    this.setState("closed");
+  }
+
+  private stop(): void {
+    this.running = false;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.network?.removeEventListener("online", this.onOnline);
+    this.network?.removeEventListener("offline", this.onOffline);
+  }
+
+  /** Forgets the current socket (its late events are ignored) and clears its timers. */
+  private detach(): WebSocketLike | undefined {
+    const ws = this.ws;
+    this.ws = undefined;
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.watchdog);
+    this.watchdog = undefined;
+    for (const message of this.outbox.values()) {
+      clearTimeout(message.timer);
+      message.timer = undefined;
+    }
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    }
+    return ws;
+  }
+
+  /** The connection is dead (or about to be replaced): drop it without waiting for a close handshake. */
+  private drop(reason: string, delay?: number): void {
+    const ws = this.detach();
+    try {
+      ws?.close(4000 + 999, reason); // 4999: a private code, never acted on by the server
+    } catch {
+      // Already closing.
+    }
+    if (!this.running) return;
+    this.emit("close", { code: 1006, reason, action: "retry", willRetry: true });
+    if (delay === 0) {
+      clearTimeout(this.reconnectTimer);
+      this.setState("reconnecting");
+      void this.openSocket();
+    } else {
+      this.scheduleReconnect();
+    }
+  }
+
+  private armWatchdog(ms?: number): void {
+    clearTimeout(this.watchdog);
+    const interval = this.options.heartbeatIntervalMs ?? 30_000;
+    const wait = ms ?? (interval > 0 ? 2 * interval : 0);
+    this.watchdog = wait > 0 ? setTimeout(() => this.drop("no frame from the server for two heartbeat intervals"), wait) : undefined;
+  }
+
+  private readonly onOnline = (): void => {
+    if (!this.running || this.ws) return;
+    // Back online: try now instead of waiting out the backoff.
+    clearTimeout(this.reconnectTimer);
+    void this.openSocket();
+  };
+
+  private readonly onOffline = (): void => {
+    if (!this.isOpen()) return;
+    // Maybe the socket is dead, maybe not (a VPN toggling): a ping tells within a few seconds.
+    this.transmit({ type: "ping" });
+    this.armWatchdog(this.options.offlineProbeMs ?? 5_000);
+  };
+
+  // ── frames ─────────────────────────────────────────────────────────────────────────────
+
+  private receive(text: string): void {
+    let envelope: ServerEnvelope;
+    try {
+      envelope = JSON.parse(text) as ServerEnvelope;
+    } catch {
+      return; // Not ours to fix; the server only sends JSON.
+    }
+    if (typeof envelope !== "object" || envelope === null) return;
+    this.armWatchdog();
+    if (!this.heardSinceOpen) {
+      // The server answered, so this connection works: the next failure backs off from the start.
+      this.heardSinceOpen = true;
+      this.backoff.reset();
+    }
+    this.emit("envelope", envelope);
+    switch (envelope.type) {
+      case "ping":
+        this.transmit({ type: "pong" });
+        break;
+      case "message":
+        this.receiveMessage(envelope);
+        break;
+      case "ack":
+        if (envelope.client_msg_id) this.settle(envelope.client_msg_id, envelope);
+        this.emit("ack", envelope);
+        break;
+      case "join":
+        this.member(envelope.room, (members) => members.set(envelope.user_id, { user_id: envelope.user_id, username: envelope.username }));
+        this.emit("join", envelope);
+        break;
+      case "leave":
+        this.member(envelope.room, (members) => members.delete(envelope.user_id));
+        this.emit("leave", envelope);
+        break;
+      case "user_list": {
+        const room = this.rooms.get(envelope.room);
+        if (room) {
+          // The join's history has all arrived (it comes first): from here on, `since` is exact.
+          room.lastSeq ??= 0;
+        }
+        this.member(envelope.room, (members) => {
+          members.clear();
+          for (const user of envelope.users ?? []) members.set(user.user_id, user);
+        });
+        this.emit("user_list", envelope);
+        break;
+      }
+      case "error":
+        this.emit("error", envelope);
+        break;
+      case "system":
+        this.emit("system", envelope);
+        break;
+      case "token_expiring":
+        this.emit("token_expiring", envelope);
+        void this.refreshInBand();
+        break;
+      case "refreshed":
+        this.authFailures = 0;
+        this.emit("refreshed", envelope);
+        break;
+    }
+  }
+
+  private receiveMessage(message: ChatMessage): void {
+    const room = this.rooms.get(message.room);
+    if (room && typeof message.seq === "number") {
+      if (room.lastSeq !== undefined && message.seq <= room.lastSeq) return; // seen already
+      room.lastSeq = message.seq;
+    }
+    this.emit("message", message);
+  }
+
+  private member(name: string, change: (members: Map<string, UserInfo>) => void): void {
+    const room = this.rooms.get(name);
+    if (!room) return;
+    change(room.members);
+    this.emit("members", { room: name, users: [...room.members.values()] });
+  }
+
+  /** `token_expiring`: ask the provider and send its token in-band. */
+  private async refreshInBand(): Promise<void> {
+    const provider = this.options.tokenProvider;
+    if (!provider) return;
+    let token: string | null | undefined;
+    try {
+      token = await provider("expiring");
+    } catch {
+      return; // The server closes with 4001 at expiry; that path asks again.
+    }
+    if (!token) return;
+    this.token = token;
+    this.transmit({ type: "refresh", token });
+  }
+
+  private sendJoin(room: string): void {
+    const since = this.rooms.get(room)?.lastSeq;
+    this.transmit(since === undefined ? { type: "join", room } : { type: "join", room, since });
+  }
+
+  private transmitMessage(message: Outgoing): void {
+    const { room, content, data, clientMsgId } = message;
+    const envelope: ClientEnvelope = { type: "message", room, content, client_msg_id: clientMsgId };
+    if (data !== undefined) envelope.data = data;
+    if (!this.transmit(envelope)) return;
+    message.attempts += 1;
+    clearTimeout(message.timer);
+    message.timer = setTimeout(() => {
+      message.timer = undefined;
+      if (message.attempts >= (this.options.maxSendAttempts ?? 5)) {
+        this.settle(clientMsgId, undefined, new Error(`no ack after ${message.attempts} attempts`));
+      } else if (this.isOpen()) {
+        this.transmitMessage(message);
+      }
+    }, this.options.ackTimeoutMs ?? 10_000);
+  }
+
+  private settle(clientMsgId: string, ack?: AckEvent, error?: Error): void {
+    const message = this.outbox.get(clientMsgId);
+    if (!message) return;
+    clearTimeout(message.timer);
+    this.outbox.delete(clientMsgId);
+    if (ack) message.resolve(ack);
+    else message.reject(error ?? new Error("message failed"));
+    this.emitPending();
+  }
+
+  private failOutbox(error: Error): void {
+    for (const id of [...this.outbox.keys()]) this.settle(id, undefined, error);
+  }
+
+  private emitPending(): void {
+    this.emit("pending", { messages: this.pending() });
+  }
+
+  private transmit(envelope: ClientEnvelope): boolean {
+    if (!this.isOpen()) return false;
+    try {
+      this.ws!.send(JSON.stringify(envelope));
+      return true;
+    } catch {
+      return false; // Closing: the close event follows and the retry path takes over.
+    }
+  }
+
+  private isOpen(): boolean {
+    return this.currentState === "open" && this.ws !== undefined && this.ws.readyState === OPEN;
+  }
+
+  private setState(state: ConnectionState): void {
+    const previous = this.currentState;
+    if (previous === state) return;
+    this.currentState = state;
+    this.emit("state", { state, previous });
+  }
+
+  private newId(): string {
+    this.idCounter += 1;
+    const bytes = new Uint8Array(8);
+    globalThis.crypto.getRandomValues(bytes);
+    const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+    return `${hex}-${this.idCounter}`;
+  }
+}
+
+function defaultNetwork(): NetworkHints | null {
+  const g = globalThis as { navigator?: { onLine?: boolean }; addEventListener?: unknown; removeEventListener?: unknown };
+  if (typeof g.addEventListener !== "function" || typeof g.navigator?.onLine !== "boolean") return null;
+  return {
+    get onLine() {
+      return g.navigator?.onLine ?? true;
+    },
+    addEventListener: (type, listener) => (globalThis as unknown as Window).addEventListener(type, listener),
+    removeEventListener: (type, listener) => (globalThis as unknown as Window).removeEventListener(type, listener),
+  };
+}
+
+/** Whether a JWT's `exp` has passed (or is about to). Unreadable tokens are left to the server. */
+export function isExpired(token: string, nowMs: number = Date.now()): boolean {
+  const exp = tokenExpiry(token);
+  return exp !== undefined && exp - EXPIRY_MARGIN_S <= nowMs / 1000;
+}
+
+/** A JWT's `exp` (seconds), if it has one. The signature is the server's business. */
+export function tokenExpiry(token: string): number | undefined {
+  const payload = token.split(".")[1];
+  if (!payload) return undefined;
+  try {
+    const base64 = payload.replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4))) as { exp?: unknown };
+    return typeof claims.exp === "number" ? claims.exp : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,122 @@
+// The native envelope (seed 002) as roomcast's `/ws` and `/ws/auth` endpoints speak it.
+// Field names are the wire's own. `timestamp` is seconds since the Unix epoch; `user_id`,
+// `username`, `timestamp`, `id` and `seq` always come from the server.
+
+/** A user as the server names it. */
+export interface UserInfo {
+  user_id: string;
+  username: string;
+}
+
+/** A chat message, live or replayed. `seq` is the room's sequence number: 1, 2, 3… no gaps. */
+export interface ChatMessage {
+  type: "message";
+  room: string;
+  content: string;
+  user_id: string;
+  username: string;
+  /** Seconds since the epoch (the server's commit time). */
+  timestamp: number;
+  id: string;
+  seq: number;
+  data?: unknown;
+}
+
+/** Someone's first connection entered the room (the joiner gets its own too). */
+export interface JoinEvent {
+  type: "join";
+  room: string;
+  user_id: string;
+  username: string;
+  timestamp: number;
+}
+
+/** Someone's last connection left the room (the leaver gets it as a receipt). */
+export interface LeaveEvent {
+  type: "leave";
+  room: string;
+  user_id: string;
+  username: string;
+  timestamp: number;
+}
+
+/** A room's members, sent after each join (and on request). */
+export interface UserListEvent {
+  type: "user_list";
+  room: string;
+  timestamp: number;
+  /** The member ids. */
+  data: string[];
+  users: UserInfo[];
+}
+
+/** The server committed one of this client's messages. */
+export interface AckEvent {
+  type: "ack";
+  room: string;
+  timestamp: number;
+  id: string;
+  seq?: number;
+  client_msg_id?: string;
+}
+
+/** The server refused something; the connection stays open. */
+export interface ErrorEvent {
+  type: "error";
+  room?: string;
+  content: string;
+  timestamp: number;
+}
+
+/** An operator notice (admin API). */
+export interface SystemEvent {
+  type: "system";
+  content: string;
+  user_id: string;
+  username: string;
+  timestamp: number;
+  room?: string;
+}
+
+/** The connection's access token expires at `data.expires_at` (seconds): send a fresh one. */
+export interface TokenExpiringEvent {
+  type: "token_expiring";
+  timestamp: number;
+  data: { expires_at: number };
+}
+
+/** The server took the token sent with `refresh`; the connection now lasts until `expires_at`. */
+export interface RefreshedEvent {
+  type: "refreshed";
+  timestamp: number;
+  data: { expires_at: number };
+}
+
+/** The server's heartbeat (answered with `pong`) or the answer to our `ping`. */
+export interface PingEvent {
+  type: "ping" | "pong";
+  timestamp?: number;
+}
+
+/** Every frame the server sends on the native endpoints. */
+export type ServerEnvelope =
+  | ChatMessage
+  | JoinEvent
+  | LeaveEvent
+  | UserListEvent
+  | AckEvent
+  | ErrorEvent
+  | SystemEvent
+  | TokenExpiringEvent
+  | RefreshedEvent
+  | PingEvent;
+
+/** Every frame a client may send. */
+export type ClientEnvelope =
+  | { type: "join"; room: string; since?: number }
+  | { type: "leave"; room: string }
+  | { type: "message"; room: string; content: string; data?: unknown; client_msg_id?: string }
+  | { type: "user_list"; room: string }
+  | { type: "refresh"; token: string }
+  | { type: "ping" }
+  | { type: "pong" };
