@@ -67,6 +67,12 @@ pub struct ServeArgs {
           default_value = crate::redis_broker::DEFAULT_PREFIX)]
     pub redis_prefix: String,
 
+    /// How long a node's presence lease lives without a heartbeat (renewed every third of
+    /// it): a killed node's users leave the other nodes' lists this long after its last one.
+    #[arg(long = "presence-ttl", env = "ROOMCAST_PRESENCE_TTL", default_value = "10s",
+          value_parser = duration_var("ROOMCAST_PRESENCE_TTL"))]
+    pub presence_ttl: Duration,
+
     /// Serve Prometheus metrics at `GET /metrics`.
     #[arg(long = "metrics", env = "ROOMCAST_METRICS", default_value = "true",
           value_parser = bool_var("ROOMCAST_METRICS"), action = clap::ArgAction::Set)]
@@ -657,6 +663,19 @@ impl ServeArgs {
                 self.store.database_url
             );
         }
+        if self.presence_ttl < Duration::from_secs(1) {
+            bail!(
+                "ROOMCAST_PRESENCE_TTL: at least 1s (a node renews its lease every third of it), got {:?}",
+                self.presence_ttl
+            );
+        }
+        if self.redis_url.as_deref().is_some_and(|url| !url.is_empty())
+            && self.store.database_url.starts_with("sqlite:")
+        {
+            bail!(
+                "REDIS_URL: several nodes need one shared store; set DATABASE_URL to a postgres:// URL (a SQLite file is one node's)"
+            );
+        }
         if self.commit_interval > MAX_COMMIT_INTERVAL {
             bail!(
                 "ROOMCAST_COMMIT_INTERVAL: at most {MAX_COMMIT_INTERVAL:?}, got {:?}",
@@ -698,6 +717,7 @@ impl ServeArgs {
                 .map(|url| crate::RedisConfig {
                     url,
                     prefix: self.redis_prefix,
+                    presence_ttl: self.presence_ttl,
                 }),
         })
     }

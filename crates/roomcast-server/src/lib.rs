@@ -157,6 +157,9 @@ pub struct RedisConfig {
     /// Prefix of every channel and key (`ROOMCAST_REDIS_PREFIX`): nodes talk only to nodes
     /// with the same one.
     pub prefix: String,
+    /// How long a node's presence lease lives without a heartbeat (`ROOMCAST_PRESENCE_TTL`):
+    /// a killed node's users leave everyone's lists about this long after its last one.
+    pub presence_ttl: Duration,
 }
 
 /// Why a server could not start.
@@ -247,6 +250,8 @@ pub struct AppState {
 pub struct Server {
     state: AppState,
     config: ServerConfig,
+    /// Stops the presence heartbeat of a node of several, once its sessions are gone.
+    presence: Option<tokio_util::sync::CancellationToken>,
     /// Takes only seed 003's room tokens (`/ws/chat`).
     room_auth: Authenticator,
 }
@@ -274,16 +279,29 @@ impl Server {
                 .directory(StoreDirectory::new(store.clone()));
         }
         let mut redis_health = None;
+        let mut presence = None;
         let hub = match &config.redis {
             None => Hub::new(config.session.clone()),
             Some(redis) => {
-                let broker = redis_broker::RedisBroker::connect(&redis.url, &redis.prefix).await?;
+                let broker = Arc::new(
+                    redis_broker::RedisBroker::connect(
+                        &redis.url,
+                        &redis.prefix,
+                        redis.presence_ttl,
+                    )
+                    .await?,
+                );
                 redis_health = Some(broker.health());
-                Hub::builder(config.session.clone())
-                    .broker(Arc::new(broker))
+                let hub = Hub::builder(config.session.clone())
+                    .broker(broker.clone())
+                    .presence(broker.clone())
                     .history(Arc::new(redis_broker::StoreHistory(store.clone())))
                     .build()
-                    .await?
+                    .await?;
+                let stop = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(broker.keep_presence(stop.clone()));
+                presence = Some(stop);
+                hub
             }
         };
         let state = AppState {
@@ -309,6 +327,7 @@ impl Server {
             state,
             config,
             room_auth,
+            presence,
         })
     }
 
@@ -463,6 +482,10 @@ impl Server {
         }
         // Every acknowledged message is committed already; this drains the writer and closes
         // the pool.
+        // Every session has left its rooms (presence counted down): the lease can go.
+        if let Some(presence) = &self.presence {
+            presence.cancel();
+        }
         self.state.store.close().await;
         tracing::info!("roomcast stopped");
         Ok(())

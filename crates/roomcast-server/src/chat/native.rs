@@ -96,7 +96,10 @@ impl Handler for NativeChat {
             } => self.message(cx, room, content, data, client_msg_id).await,
             Request::UserList { room } => {
                 if cx.is_in_room(&room) {
-                    Ok(cx.send(native::user_list(&room, &cx.hub().room_users(&room)))?)
+                    Ok(cx.send(native::user_list(
+                        &room,
+                        &cx.hub().room_users_everywhere(&room).await,
+                    ))?)
                 } else {
                     Ok(cx.send(native::error(&not_in_room(&room), Some(&room)))?)
                 }
@@ -145,7 +148,10 @@ impl NativeChat {
         }
         let fetch = history(state, room, since);
         cx.join_replaying(room, since.unwrap_or(0), fetch).await?;
-        cx.send(native::user_list(room, &cx.hub().room_users(room)))?;
+        cx.send(native::user_list(
+            room,
+            &cx.hub().room_users_everywhere(room).await,
+        ))?;
         Ok(Ok(()))
     }
 

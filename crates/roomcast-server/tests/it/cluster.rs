@@ -40,6 +40,7 @@ impl Cluster {
             config.redis = Some(roomcast_server::RedisConfig {
                 url: redis.clone(),
                 prefix: format!("test:{id}:"),
+                presence_ttl: std::time::Duration::from_secs(2),
             });
             nodes.push(TestServer::start_config(config, None).await);
         }
@@ -207,5 +208,51 @@ async fn after_the_redis_subscription_drops_delivery_resumes_and_the_lost_messag
         "the lost three from the store, then the live one"
     );
     drop(lone);
+    cluster.drop_schema().await;
+}
+
+#[tokio::test]
+async fn the_user_list_names_members_of_every_node() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann = a.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    let mut bob = b.connect_as("/ws/auth", "bob").await;
+    let list = bob.join("lobby").await;
+    assert_eq!(list["data"], json!(["ann", "bob"]), "{list}");
+    assert_eq!(
+        list["users"],
+        json!([{"user_id": "ann", "username": "Ann"}, {"user_id": "bob", "username": "Bob"}])
+    );
+    cluster.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_user_on_two_nodes_is_joined_once_and_left_once() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut cat = b.connect_as("/ws/auth", "cat").await;
+    cat.join("lobby").await;
+    let mut ann_a = a.connect_as("/ws/auth", "ann").await;
+    ann_a.join("lobby").await;
+    assert_eq!(cat.recv_type("join").await["user_id"], "ann");
+    // Ann's second tab, on the other node: no second join.
+    let mut ann_b = b.connect_as("/ws/auth", "ann").await;
+    ann_b.join("lobby").await;
+    // Her first tab goes: she is still in the room (on node B), so no leave.
+    ann_a.close().await;
+    a.wait_for(|hub| hub.connection_count() == 0).await;
+    cat.send_json(json!({"type": "ping"})).await;
+    let next = cat.recv_json().await;
+    assert_eq!(
+        next["type"], "pong",
+        "no join or leave for Ann's second tab: {next}"
+    );
+    // Her last tab goes: one leave.
+    ann_b.close().await;
+    let left = cat.recv_type("leave").await;
+    assert_eq!(left["user_id"], "ann");
+    cat.send_json(json!({"type": "ping"})).await;
+    assert_eq!(cat.recv_json().await["type"], "pong", "one leave, no more");
     cluster.drop_schema().await;
 }

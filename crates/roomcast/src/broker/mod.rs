@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 pub use crate::auth::BoxFuture;
 use crate::ids::{NodeId, RoomName, UserId};
-use crate::protocol::Event;
+use crate::protocol::{Event, UserInfo};
 
 /// Who an event is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,4 +68,23 @@ pub trait Broker: Send + Sync + 'static {
 
     /// This node no longer has members in `room`.
     fn unsubscribe(&self, room: RoomName) -> BoxFuture<'_, Result<(), BrokerError>>;
+}
+
+/// Who is in which room across nodes, for nodes that share a broker: the hub announces a join
+/// when a user enters a room on no node before, and a leave when the user is on no node any
+/// more, so a user with connections on two nodes is joined and left once.
+///
+/// Without one (a single node, or several over [`memory::MemoryBus`]) each hub decides from its
+/// own connections.
+pub trait Presence: Send + Sync + 'static {
+    /// `user` has its first connection in `room` on this node. Returns true when the user was in
+    /// the room on no node before (the join is announced).
+    fn joined(&self, room: &RoomName, user: &UserInfo) -> BoxFuture<'_, Result<bool, BrokerError>>;
+
+    /// `user` has no connection left in `room` on this node. Returns true when the user is in
+    /// the room on no node now (the leave is announced).
+    fn left(&self, room: &RoomName, user: &UserId) -> BoxFuture<'_, Result<bool, BrokerError>>;
+
+    /// Everyone in `room`, on every node, sorted by id.
+    fn members(&self, room: &RoomName) -> BoxFuture<'_, Result<Vec<UserInfo>, BrokerError>>;
 }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Identity;
-use crate::broker::{Broker, BrokerError, RoomEvent, Target};
+use crate::broker::{Broker, BrokerError, Presence, RoomEvent, Target};
 use crate::config::SessionConfig;
 use crate::frame::{CloseReason, Frame};
 use crate::ids::{ConnId, NodeId, RoomName, UserId};
@@ -60,6 +60,8 @@ struct Shared {
     broker: Option<Arc<dyn Broker>>,
     /// Where gaps in a room's messages are read from (`order`); with a broker only.
     history: Option<Arc<dyn History>>,
+    /// Cluster-wide membership: decides which joins and leaves are announced.
+    presence: Option<Arc<dyn Presence>>,
     /// Feeds the events of [`Hub::publish_now`] and [`Hub::publish_now_many`] to the broker in
     /// order, from one task.
     ordered_tx: OnceLock<mpsc::UnboundedSender<RoomEvent>>,
@@ -136,6 +138,7 @@ pub struct HubBuilder {
     broker: Option<Arc<dyn Broker>>,
     node: Option<NodeId>,
     history: Option<Arc<dyn History>>,
+    presence: Option<Arc<dyn Presence>>,
 }
 
 impl HubBuilder {
@@ -154,6 +157,13 @@ impl HubBuilder {
         self
     }
 
+    /// Decides with `presence` which joins and leaves are announced, and lists every node's
+    /// members ([`Hub::room_users_everywhere`]).
+    pub fn presence(mut self, presence: Arc<dyn Presence>) -> Self {
+        self.presence = Some(presence);
+        self
+    }
+
     /// Uses `node` as this hub's node id (default: random).
     pub fn node_id(mut self, node: NodeId) -> Self {
         self.node = Some(node);
@@ -168,7 +178,13 @@ impl HubBuilder {
     /// [`BrokerError`] when the broker cannot start delivering to this node.
     pub async fn build(self) -> Result<Hub, BrokerError> {
         let node = self.node.unwrap_or_else(NodeId::random);
-        let hub = Hub::with_parts(self.config, node, self.broker.clone(), self.history);
+        let hub = Hub::with_parts(
+            self.config,
+            node,
+            self.broker.clone(),
+            self.history,
+            self.presence,
+        );
         if let Some(broker) = self.broker {
             // Bounded: a node that cannot keep up slows the publisher's broker, not memory.
             let (deliver_tx, deliver_rx) = mpsc::channel(1024);
@@ -240,7 +256,7 @@ impl Hub {
     /// A single-node hub (no broker). Must be created inside a Tokio runtime only if sessions
     /// will run on it.
     pub fn new(config: SessionConfig) -> Self {
-        Self::with_parts(config, NodeId::random(), None, None)
+        Self::with_parts(config, NodeId::random(), None, None, None)
     }
 
     /// A builder, for a hub that joins other nodes through a broker.
@@ -250,6 +266,7 @@ impl Hub {
             broker: None,
             node: None,
             history: None,
+            presence: None,
         }
     }
 
@@ -258,6 +275,7 @@ impl Hub {
         node: NodeId,
         broker: Option<Arc<dyn Broker>>,
         history: Option<Arc<dyn History>>,
+        presence: Option<Arc<dyn Presence>>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let refusals = Arc::new(Semaphore::new(config.max_closing_refusals));
@@ -268,6 +286,7 @@ impl Hub {
                 node,
                 broker,
                 history,
+                presence,
                 ordered_tx: OnceLock::new(),
                 shutdown: Shutdown::new(),
                 permits,
@@ -751,6 +770,7 @@ impl Hub {
         }
         if joined.user_joined
             && let Some(user) = user
+            && self.announces_join(room, &user).await
         {
             let event = Event::Joined {
                 room: room.clone(),
@@ -780,7 +800,9 @@ impl Hub {
         if left.was_member {
             tracing::info!(%conn, %room, "left");
         }
-        if let Some(user) = user.filter(|_| left.user_left) {
+        if let Some(user) = user.filter(|_| left.user_left)
+            && self.announces_leave(room, &user).await
+        {
             self.announce_left(room, user).await?;
         }
         if left.room_emptied
@@ -789,6 +811,56 @@ impl Hub {
             broker.unsubscribe(room.clone()).await?;
         }
         Ok(left.was_member)
+    }
+
+    /// Whether `user`'s first connection in `room` on this node is a join for the room: with
+    /// presence, only when the user is on no other node. Presence unreachable: announced (a
+    /// duplicate join is better than a silent one).
+    async fn announces_join(&self, room: &RoomName, user: &UserInfo) -> bool {
+        let Some(presence) = &self.shared.presence else {
+            return true;
+        };
+        presence.joined(room, user).await.unwrap_or_else(|err| {
+            tracing::warn!(%room, error = %err, "presence unavailable; announcing the join");
+            true
+        })
+    }
+
+    /// Whether `user`'s last connection in `room` on this node leaving is a leave for the room:
+    /// with presence, only when the user is on no other node either.
+    async fn announces_leave(&self, room: &RoomName, user: &UserInfo) -> bool {
+        let Some(presence) = &self.shared.presence else {
+            return true;
+        };
+        presence.left(room, &user.id).await.unwrap_or_else(|err| {
+            tracing::warn!(%room, error = %err, "presence unavailable; announcing the leave");
+            true
+        })
+    }
+
+    /// The users in `room` on every node (each once, sorted by id): with presence, what it
+    /// lists plus this node's own; otherwise [`Hub::room_users`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use roomcast::{Hub, RoomName, SessionConfig};
+    /// let hub = Hub::new(SessionConfig::default());
+    /// assert!(hub.room_users_everywhere(&RoomName::new("lobby").unwrap()).await.is_empty());
+    /// # }
+    /// ```
+    pub async fn room_users_everywhere(&self, room: &RoomName) -> Vec<UserInfo> {
+        let mut users = self.room_users(room);
+        if let Some(presence) = &self.shared.presence {
+            match presence.members(room).await {
+                Ok(remote) => users.extend(remote),
+                Err(err) => {
+                    tracing::warn!(%room, error = %err, "presence unavailable; listing this node's members");
+                }
+            }
+            users.sort_by(|a, b| a.id.cmp(&b.id));
+            users.dedup_by(|a, b| a.id == b.id);
+        }
+        users
     }
 
     async fn announce_left(&self, room: &RoomName, user: UserInfo) -> crate::Result<usize> {
@@ -973,6 +1045,9 @@ impl Hub {
             .metrics
             .closed(removed.endpoint, code, Duration::from_millis(lasted));
         for room in removed.user_left {
+            if !self.announces_leave(&room, &removed.user).await {
+                continue;
+            }
             if let Err(err) = self.announce_left(&room, removed.user.clone()).await {
                 tracing::warn!(%room, error = %err, "could not announce a leave to other nodes");
             }
