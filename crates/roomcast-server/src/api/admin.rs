@@ -107,10 +107,11 @@ pub struct AdminConnections {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct Disconnect {
     /// The close code, 4000 to 4999; default 4001.
-    #[schema(minimum = 4000, maximum = 4999)]
-    pub code: Option<u16>,
-    /// The close reason, at most 123 bytes; default `disconnected by an administrator`.
-    #[schema(max_length = 40)]
+    #[schema(value_type = Option<u16>, minimum = 4000, maximum = 4999)]
+    pub code: Option<f64>,
+    /// The close reason, at most 123 bytes (30 characters always fit); default
+    /// `disconnected by an administrator`.
+    #[schema(max_length = 30)]
     pub reason: Option<String>,
 }
 
@@ -127,7 +128,7 @@ pub struct SystemMessage {
     /// The text: not blank.
     #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     pub content: String,
-    /// Structured data sent with it.
+    /// Structured data sent with it: a JSON object.
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
 }
@@ -154,8 +155,10 @@ fn view(conn: ConnectionInfo) -> AdminConnection {
     }
 }
 
+/// A room named in the path; a name no room can have is a room that does not exist (as in
+/// the rooms API).
 fn room_name(name: &str) -> Result<RoomName, ApiError> {
-    RoomName::new(name).map_err(|err| ApiError::Invalid(err.to_string()))
+    RoomName::new(name).map_err(|_| ApiError::NotFound(format!("room '{name}' not found")))
 }
 
 fn check_text(state: &AppState, content: &str) -> Result<(), ApiError> {
@@ -224,7 +227,6 @@ pub async fn rooms(State(state): State<AppState>, _: AdminUser) -> axum::Json<Ad
         (status = 401, description = "Token required", body = ErrorBody),
         (status = 403, description = "Not an admin's token", body = ErrorBody),
         (status = 404, description = "No such room, and no one in it", body = ErrorBody),
-        (status = 422, description = "Not a room name", body = ErrorBody),
     )
 )]
 pub async fn room_connections(
@@ -271,12 +273,16 @@ pub async fn disconnect(
         serde_json::from_slice(&body)
             .map_err(|err| ApiError::BadRequest(StatusCode::BAD_REQUEST, err.to_string()))?
     };
-    let code = request.code.unwrap_or(roomcast::close_code::UNAUTHORIZED);
-    if !(4000..=4999).contains(&code) {
-        return Err(ApiError::Invalid(
-            "code must be between 4000 and 4999".into(),
-        ));
-    }
+    // A JSON number: `4003` and `4003.0` are the same integer.
+    let code = match request.code {
+        None => roomcast::close_code::UNAUTHORIZED,
+        Some(code) if code.fract() == 0.0 && (4000.0..=4999.0).contains(&code) => code as u16,
+        Some(_) => {
+            return Err(ApiError::Invalid(
+                "code must be a whole number between 4000 and 4999".into(),
+            ));
+        }
+    };
     let reason = request
         .reason
         .unwrap_or_else(|| "disconnected by an administrator".to_owned());
@@ -309,7 +315,7 @@ pub async fn disconnect(
         (status = 403, description = "Not an admin's token", body = ErrorBody),
         (status = 404, description = "No such room", body = ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = ErrorBody),
-        (status = 422, description = "Blank or too long, or not a room name", body = ErrorBody),
+        (status = 422, description = "Blank or too long, or data not an object", body = ErrorBody),
     )
 )]
 pub async fn room_message(
@@ -320,6 +326,13 @@ pub async fn room_message(
 ) -> Result<(StatusCode, axum::Json<MessageView>), ApiError> {
     let room = room_name(&name)?;
     check_text(&state, &body.content)?;
+    if body
+        .data
+        .as_ref()
+        .is_some_and(|data| !data.is_object() && !data.is_null())
+    {
+        return Err(ApiError::Invalid("data must be a JSON object".into()));
+    }
     if state.store.room(room.as_str()).await?.is_none() {
         return Err(ApiError::NotFound(format!("room '{room}' not found")));
     }
