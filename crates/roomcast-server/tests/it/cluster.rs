@@ -256,3 +256,101 @@ async fn a_user_on_two_nodes_is_joined_once_and_left_once() {
     assert_eq!(cat.recv_json().await["type"], "pong", "one leave, no more");
     cluster.drop_schema().await;
 }
+
+/// A PostgreSQL database of its own, for `roomcast serve` processes (which take no schema);
+/// dropped by [`drop_database`].
+async fn fresh_database() -> (String, String) {
+    let url =
+        std::env::var("DATABASE_URL").expect("DATABASE_URL: the cluster tests need PostgreSQL");
+    let name = format!("t_nodes_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("connecting to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .expect("creating a test database");
+    let (base, _) = url.rsplit_once('/').expect("a database URL ends in /name");
+    (format!("{base}/{name}"), name)
+}
+
+async fn drop_database(name: &str) {
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("connecting to PostgreSQL");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .expect("dropping the test database");
+}
+
+/// Two `roomcast serve` processes sharing Redis (on a prefix of their own) and a database,
+/// presence leases of 2 s.
+async fn two_processes(database: &str) -> (crate::ops::Roomcast, crate::ops::Roomcast) {
+    let redis = std::env::var("REDIS_URL").expect("REDIS_URL: the cluster tests need Redis");
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("REDIS_URL", redis.as_str()),
+        ("ROOMCAST_REDIS_PREFIX", prefix.as_str()),
+        ("ROOMCAST_PRESENCE_TTL", "2s"),
+        ("WEBSOCKET_HEARTBEAT_INTERVAL", "0"),
+    ];
+    let a = crate::ops::Roomcast::start(database, &env).await;
+    let b = crate::ops::Roomcast::start(database, &env).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn the_users_of_a_node_killed_with_sigkill_leave_everyones_list_within_the_ttl_once() {
+    let (database, name) = fresh_database().await;
+    let (mut a, b) = two_processes(&database).await;
+    let mut ann = a
+        .connect(&format!("/ws/auth?token={}", token("ann", "Ann")))
+        .await;
+    ann.join("lobby").await;
+    let mut bob = b
+        .connect(&format!("/ws/auth?token={}", token("bob", "Bob")))
+        .await;
+    let list = bob.join("lobby").await;
+    assert_eq!(list["data"], json!(["ann", "bob"]));
+
+    a.sigkill().await;
+    // The lease lapses 2 s after node A's last heartbeat; node B reaps it at its next one.
+    let left = bob.recv_type("leave").await;
+    assert_eq!(
+        (&left["user_id"], &left["room"]),
+        (&json!("ann"), &json!("lobby"))
+    );
+    bob.send_json(json!({"type": "ping"})).await;
+    assert_eq!(bob.recv_json().await["type"], "pong", "announced once");
+    // And a newcomer's list no longer has her.
+    let mut cat = b
+        .connect(&format!("/ws/auth?token={}", token("cat", "Cat")))
+        .await;
+    assert_eq!(cat.join("lobby").await["data"], json!(["bob", "cat"]));
+    drop((ann, bob, cat, a, b));
+    drop_database(&name).await;
+}
+
+#[tokio::test]
+async fn a_user_who_reconnects_to_another_node_within_the_ttl_does_not_flap() {
+    let (database, name) = fresh_database().await;
+    let (mut a, b) = two_processes(&database).await;
+    let ann_token = token("ann", "Ann");
+    let mut ann = a.connect(&format!("/ws/auth?token={ann_token}")).await;
+    ann.join("lobby").await;
+    let mut bob = b
+        .connect(&format!("/ws/auth?token={}", token("bob", "Bob")))
+        .await;
+    bob.join("lobby").await;
+
+    a.sigkill().await;
+    drop(ann);
+    let mut ann = b.connect(&format!("/ws/auth?token={ann_token}")).await;
+    assert_eq!(ann.join("lobby").await["data"], json!(["ann", "bob"]));
+    // Past the dead node's lease and its reaping: neither a leave nor a join for Ann.
+    bob.expect_silence(std::time::Duration::from_secs(4)).await;
+    drop((ann, bob, a, b));
+    drop_database(&name).await;
+}

@@ -274,6 +274,8 @@ impl Process {
             .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .arg("serve")
+            // One node: CI exports REDIS_URL for the cluster tests.
+            .env_remove("REDIS_URL")
             .env("ROOMCAST_LISTEN", addr.to_string())
             .env("ROOMCAST_JWT_SECRET", SECRET)
             .env("ROOMCAST_USER_DIRECTORY", "token")

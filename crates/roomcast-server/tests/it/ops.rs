@@ -16,7 +16,7 @@ use crate::common::*;
 
 /// The `roomcast` binary serving a SQLite file on a port the OS picked, its log (stderr, JSON
 /// lines) collected as it is written. Killed when dropped.
-struct Roomcast {
+pub(crate) struct Roomcast {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
@@ -25,7 +25,7 @@ struct Roomcast {
 impl Roomcast {
     /// Starts `roomcast serve` on `database_url` with `env` on top of the test settings, and
     /// waits (bounded) for its "roomcast listening" line, which names the port.
-    async fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(database_url: &str, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
         command
             .arg("serve")
@@ -83,13 +83,19 @@ impl Roomcast {
     }
 
     /// Connects a WebSocket client to `path_and_query`.
-    async fn connect(&self, path_and_query: &str) -> TestClient {
+    pub(crate) async fn connect(&self, path_and_query: &str) -> TestClient {
         let url = format!("ws://{}{path_and_query}", self.addr);
         let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
             .await
             .expect("handshake timed out")
             .expect("handshake");
         TestClient { ws, response }
+    }
+
+    /// Kills the process with SIGKILL, as a crash or the OOM killer would, and reaps it.
+    pub(crate) async fn sigkill(&mut self) {
+        self.child.start_kill().expect("kill -9");
+        let _ = self.child.wait().await;
     }
 
     /// Sends SIGTERM, as an orchestrator stopping the node would.
