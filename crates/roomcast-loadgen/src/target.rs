@@ -28,17 +28,20 @@ pub type Ws = WebSocketStream<TcpStream>;
 /// 16 KiB still takes many frames per read.
 const CLIENT_READ_BUFFER_BYTES: usize = 16 * 1024;
 
-/// A `ws://` URL on this machine.
+/// A `ws://` URL on this machine, or several of one server's nodes (`ws://a/ws/auth,ws://b/ws/auth`:
+/// connection `i` goes to node `i mod n`, so a room's clients spread evenly over them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// The URL as given.
     url: String,
-    /// Where to connect (`localhost` is 127.0.0.1; no name is ever resolved).
+    /// Where to connect (`localhost` is 127.0.0.1; no name is ever resolved): the first node.
     addr: SocketAddr,
     /// `host:port` as it goes into the request.
     authority: String,
     /// Path and query, e.g. `/ws/auth`.
     path_and_query: String,
+    /// Further nodes, after the first: each one's address and URL.
+    more: Vec<Endpoint>,
 }
 
 impl Endpoint {
@@ -57,6 +60,15 @@ impl Endpoint {
     ///
     /// A message saying what is wrong with the URL.
     pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some((first, rest)) = url.split_once(',') {
+            let mut endpoint = Self::parse(first)?;
+            endpoint.more = rest
+                .split(',')
+                .map(Self::parse)
+                .collect::<Result<Vec<_>, _>>()?;
+            endpoint.url = url.to_owned();
+            return Ok(endpoint);
+        }
         let uri: Uri = url
             .parse()
             .map_err(|err| format!("not a URL ({err}): {url:?}"))?;
@@ -93,7 +105,17 @@ impl Endpoint {
             addr,
             authority: addr.to_string(),
             path_and_query,
+            more: Vec::new(),
         })
+    }
+
+    /// The node connection `index` goes to.
+    pub fn node(&self, index: u64) -> &Endpoint {
+        let nodes = self.more.len() as u64 + 1;
+        match (index % nodes) as usize {
+            0 => self,
+            at => &self.more[at - 1],
+        }
     }
 
     /// The URL as given.
@@ -287,7 +309,7 @@ impl Connector {
             .bind(SocketAddr::new(source, 0))
             .map_err(ConnectError::Io)?;
         let stream = socket
-            .connect(self.endpoint.addr)
+            .connect(self.endpoint.node(index).addr)
             .await
             .map_err(ConnectError::Io)?;
         // Publishers send small frames; Nagle would hold them back behind unacknowledged data.
@@ -295,6 +317,7 @@ impl Connector {
         let token = self.minter.mint(index);
         let request = self
             .endpoint
+            .node(index)
             .url_with_token(&token)
             .into_client_request()
             .map_err(ConnectError::Handshake)?;
@@ -342,6 +365,11 @@ mod tests {
         let e = Endpoint::parse("ws://localhost:8080/ws/auth").unwrap();
         assert_eq!(e.addr(), "127.0.0.1:8080".parse().unwrap());
         assert_eq!(e.url_with_token("T"), "ws://127.0.0.1:8080/ws/auth?token=T");
+        let both = Endpoint::parse("ws://127.0.0.1:1/ws/auth,ws://127.0.0.1:2/ws/auth").unwrap();
+        assert_eq!(both.node(0).addr().port(), 1);
+        assert_eq!(both.node(1).addr().port(), 2);
+        assert_eq!(both.node(2).addr().port(), 1);
+        assert!(Endpoint::parse("ws://127.0.0.1:1/ws,ws://10.0.0.1:2/ws").is_err());
         let e = Endpoint::parse("ws://[::1]:9/ws?x=1").unwrap();
         assert_eq!(e.url_with_token("T"), "ws://[::1]:9/ws?x=1&token=T");
     }
