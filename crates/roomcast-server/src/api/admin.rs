@@ -245,7 +245,8 @@ pub async fn room_connections(
     }))
 }
 
-/// Closes every connection of a user on this node, with 4001 or the code given.
+/// Closes every connection of a user, on every node, with 4001 or the code given; answers how
+/// many were on this node.
 #[utoipa::path(
     post,
     path = "/admin/users/{user_id}/disconnect",
@@ -254,7 +255,7 @@ pub async fn room_connections(
     params(("user_id" = String, Path, description = "The user's id")),
     request_body(content = Disconnect, description = "Optional: `{}` or no body for 4001"),
     responses(
-        (status = 200, description = "How many connections were closed", body = Affected),
+        (status = 200, description = "How many connections were closed on this node (other nodes close theirs too)", body = Affected),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 401, description = "Token required", body = ErrorBody),
         (status = 403, description = "Not an admin's token", body = ErrorBody),
@@ -291,10 +292,11 @@ pub async fn disconnect(
             "reason is longer than {MAX_CLOSE_REASON} bytes"
         )));
     }
-    let connections = state.hub.disconnect_user(
-        &UserId::from(user_id.as_str()),
-        CloseReason::new(code, reason),
-    );
+    let connections = state
+        .hub
+        .disconnect_user_everywhere(&UserId::from(user_id.as_str()), CloseReason::new(code, reason))
+        .await
+        .map_err(|err| ApiError::internal(err.to_string()))?;
     tracing::info!(admin = %admin.user_id, user = %user_id, code, connections, "admin disconnected a user");
     Ok(axum::Json(Affected { connections }))
 }

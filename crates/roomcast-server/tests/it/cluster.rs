@@ -354,3 +354,31 @@ async fn a_user_who_reconnects_to_another_node_within_the_ttl_does_not_flap() {
     drop((ann, bob, a, b));
     drop_database(&name).await;
 }
+
+#[tokio::test]
+async fn an_admin_disconnect_closes_the_users_connections_on_every_node() {
+    let cluster = Cluster::start(2).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann_a = a.connect_as("/ws/auth", "ann").await;
+    let mut ann_b = b.connect_as("/ws/auth", "ann").await;
+    let mut bob = b.connect_as("/ws/auth", "bob").await;
+    a.add_user("root").await;
+    let admin = sign(&json!({
+        "sub": "root", "type": "access", "exp": now() + 600, "role": "admin",
+    }));
+    let (status, answer) = http(
+        a,
+        "POST",
+        "/admin/users/ann/disconnect",
+        Some(&admin),
+        Some(json!({"code": 4003, "reason": "take a break"})),
+    )
+    .await;
+    assert_eq!((status, answer), (200, json!({"connections": 1})), "one on this node");
+    for ann in [&mut ann_a, &mut ann_b] {
+        assert_eq!(ann.expect_close(4003).await.reason.as_str(), "take a break");
+    }
+    bob.send_json(json!({"type": "ping"})).await;
+    assert_eq!(bob.recv_json().await["type"], "pong", "Bob stays");
+    cluster.drop_schema().await;
+}

@@ -78,6 +78,10 @@ enum WireKind<'a> {
         c: S<'a>,
         ts: i64,
     },
+    Close {
+        code: u16,
+        why: S<'a>,
+    },
 }
 
 /// Encodes `event` for another node.
@@ -147,6 +151,10 @@ pub fn encode(event: &RoomEvent) -> Vec<u8> {
         } => WireKind::Notice {
             c: content.as_ref().into(),
             ts: *timestamp_ms,
+        },
+        Event::Close(reason) => WireKind::Close {
+            code: reason.code(),
+            why: reason.reason().into(),
         },
     };
     let wire = WireEvent {
@@ -220,6 +228,9 @@ pub fn decode(bytes: &[u8]) -> Result<RoomEvent, WireError> {
             content: Arc::from(c.as_ref()),
             timestamp_ms: ts,
         },
+        WireKind::Close { code, why } => {
+            Event::Close(crate::frame::CloseReason::new(code, why.into_owned()))
+        }
     };
     Ok(RoomEvent {
         origin: NodeId(wire.o),
@@ -263,6 +274,7 @@ mod tests {
                 content: Arc::from("restart"),
                 timestamp_ms: 4,
             },
+            Event::Close(crate::frame::CloseReason::new(4003, "take a break")),
         ];
         for (at, event) in events.into_iter().enumerate() {
             let target = match at % 3 {

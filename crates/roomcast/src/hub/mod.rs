@@ -469,6 +469,30 @@ impl Hub {
         self.state().close_user(user, &reason)
     }
 
+    /// Closes every connection of `user` on every node with `reason`. Returns how many were
+    /// asked to close on this node (the other nodes close theirs when the broker reaches them).
+    ///
+    /// # Errors
+    ///
+    /// As [`Hub::broadcast`]: this node's connections are closed by then.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> roomcast::Result<()> {
+    /// use roomcast::{CloseReason, Hub, SessionConfig, UserId};
+    /// let hub = Hub::new(SessionConfig::default());
+    /// let user = UserId::from("mallory");
+    /// assert_eq!(hub.disconnect_user_everywhere(&user, CloseReason::new(4001, "banned")).await?, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn disconnect_user_everywhere(
+        &self,
+        user: &UserId,
+        reason: CloseReason,
+    ) -> crate::Result<usize> {
+        let target = Target::Users(vec![user.clone()]);
+        self.send(target, Event::Close(reason), &[], None).await
+    }
+
     /// The connections in `room` on this node, oldest first: for an operator's view.
     ///
     /// ```

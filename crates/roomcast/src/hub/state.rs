@@ -760,6 +760,12 @@ impl State {
             if exclude.contains(&conn.user) {
                 return;
             }
+            if let Event::Close(reason) = event {
+                if conn.outbound.close(reason.clone()) {
+                    delivery.sent += 1;
+                }
+                return;
+            }
             if let Some((room, seq, message)) = sequenced
                 && let Some(entry) = find_room(&mut conn.rooms, room)
                 && !admit(entry, seq, message)

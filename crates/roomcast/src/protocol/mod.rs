@@ -77,6 +77,10 @@ pub enum Event {
     Message(Arc<ChatMessage>),
     /// An already-encoded frame, delivered as it is whatever the dialect.
     Frame(Frame),
+    /// Asks the connections it reaches to close with this reason (an operator disconnecting a
+    /// user on every node: [`Hub::disconnect_user_everywhere`](crate::Hub::disconnect_user_everywhere)).
+    /// No dialect encodes it.
+    Close(crate::frame::CloseReason),
     /// An operator's notice to every connection ([`Hub::notify_all`](crate::Hub::notify_all)),
     /// shown by each dialect as a message from `system`: native `{"type": "system", …}`,
     /// seed 004's `chat_message`, seed 003's `{"name": "system", …}`.
@@ -95,7 +99,7 @@ impl Event {
         match self {
             Self::Joined { user, .. } | Self::Left { user, .. } => Some(&user.id),
             Self::Message(message) => Some(&message.sender.id),
-            Self::Frame(_) | Self::Notice { .. } => None,
+            Self::Frame(_) | Self::Notice { .. } | Self::Close(_) => None,
         }
     }
 }

@@ -373,6 +373,7 @@ impl Dialect for Native {
 
     fn encode(&self, event: &Event) -> Option<Frame> {
         Some(match event {
+            Event::Close(_) => return None,
             Event::Joined {
                 room,
                 user,
