@@ -294,7 +294,10 @@ pub async fn disconnect(
     }
     let connections = state
         .hub
-        .disconnect_user_everywhere(&UserId::from(user_id.as_str()), CloseReason::new(code, reason))
+        .disconnect_user_everywhere(
+            &UserId::from(user_id.as_str()),
+            CloseReason::new(code, reason),
+        )
         .await
         .map_err(|err| ApiError::internal(err.to_string()))?;
     tracing::info!(admin = %admin.user_id, user = %user_id, code, connections, "admin disconnected a user");

@@ -374,7 +374,11 @@ async fn an_admin_disconnect_closes_the_users_connections_on_every_node() {
         Some(json!({"code": 4003, "reason": "take a break"})),
     )
     .await;
-    assert_eq!((status, answer), (200, json!({"connections": 1})), "one on this node");
+    assert_eq!(
+        (status, answer),
+        (200, json!({"connections": 1})),
+        "one on this node"
+    );
     for ann in [&mut ann_a, &mut ann_b] {
         assert_eq!(ann.expect_close(4003).await.reason.as_str(), "take a break");
     }
