@@ -386,3 +386,32 @@ async fn an_admin_disconnect_closes_the_users_connections_on_every_node() {
     assert_eq!(bob.recv_json().await["type"], "pong", "Bob stays");
     cluster.drop_schema().await;
 }
+
+#[tokio::test]
+async fn a_rooms_first_message_on_a_node_is_not_taken_for_its_start_when_an_earlier_one_is_late() {
+    let cluster = Cluster::start(2).await;
+    let b = &cluster.nodes[1];
+    // The reader joins an empty room: its replay sent nothing, so the room starts at seq 1.
+    let mut reader = b.connect_as("/ws/auth", "reader").await;
+    reader.join("fresh").await;
+    // Seq 1 never crosses Redis (committed outside the cluster: as if it were still on its
+    // way); seq 2 is committed on the reader's own node and arrives first.
+    let lone = cluster.lone_node().await;
+    let mut outsider = lone.connect_as("/ws/auth", "outsider").await;
+    outsider.join("fresh").await;
+    outsider
+        .send_json(json!({"type": "message", "room": "fresh", "content": "first"}))
+        .await;
+    assert_eq!(outsider.recv_type("ack").await["seq"], 1);
+    let mut writer = b.connect_as("/ws/auth", "writer").await;
+    writer.join("fresh").await;
+    writer
+        .send_json(json!({"type": "message", "room": "fresh", "content": "second"}))
+        .await;
+    assert_eq!(
+        messages(&mut reader, 2).await,
+        [(1, "first".to_owned()), (2, "second".to_owned())]
+    );
+    drop(lone);
+    cluster.drop_schema().await;
+}

@@ -281,7 +281,11 @@ impl Hub {
         let refusals = Arc::new(Semaphore::new(config.max_closing_refusals));
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::new(State::default()),
+                state: Mutex::new(if broker.is_some() {
+                    State::sequenced()
+                } else {
+                    State::default()
+                }),
                 config,
                 node,
                 broker,
@@ -922,7 +926,14 @@ impl Hub {
                 return Err(err);
             }
         };
-        let replayed = self.state().finish_replay(conn, room, since, history)?;
+        let (replayed, fill) = {
+            let mut state = self.state();
+            let replayed = state.finish_replay(conn, room, since, history)?;
+            (replayed, state.claim_fill(room))
+        };
+        if fill {
+            tokio::spawn(fill_gap(self.downgrade(), room.clone()));
+        }
         Ok((outcome, replayed))
     }
 

@@ -122,9 +122,10 @@ impl Sequencer {
         }
     }
 
-    /// A replay sent a connection everything up to `sent`. If the room's order was waiting
-    /// for it, the room continues after `sent`; appends to `ready` what that releases. (Once
-    /// the order is known a replay changes nothing: other connections may be behind it.)
+    /// A replay sent a connection everything up to `sent` (0: the room had no message). If the
+    /// room's order is not known yet, it continues after `sent`; appends to `ready` what that
+    /// releases. (Once the order is known a replay changes nothing: other connections may be
+    /// behind it.)
     pub(crate) fn replayed(&mut self, sent: u64, ready: &mut Vec<Arc<ChatMessage>>) {
         if self.next.is_none() {
             self.next = Some(sent + 1);

@@ -26,6 +26,8 @@ pub(crate) struct State {
     conns: HashMap<ConnId, Conn>,
     rooms: HashMap<RoomName, Room>,
     users: HashMap<UserId, User>,
+    /// Rooms' persisted messages pass a sequencer (`super::order`): a node with a broker.
+    sequenced: bool,
 }
 
 struct Conn {
@@ -636,6 +638,14 @@ impl State {
             .collect()
     }
 
+    /// A registry whose rooms' persisted messages pass a sequencer (a node with a broker).
+    pub(crate) fn sequenced() -> Self {
+        Self {
+            sequenced: true,
+            ..Self::default()
+        }
+    }
+
     /// Passes `messages` (sequenced, of `room`) through the room's [`Sequencer`] and queues
     /// what is ready, in `seq` order, to the room's connections. Returns the delivery and
     /// whether a task must now wait for a gap (one started only if none is running).
@@ -690,6 +700,15 @@ impl State {
         }
         let events: Vec<Event> = ready.into_iter().map(Event::Message).collect();
         (self.deliver_many(room, &events, &[]), fill)
+    }
+
+    /// Whether a task must now start waiting out `room`'s gap: there is one, and no task is
+    /// on it yet (the caller starts one).
+    pub(crate) fn claim_fill(&mut self, room: &RoomName) -> bool {
+        let Some(order) = self.rooms.get_mut(room).and_then(|r| r.order.as_mut()) else {
+            return false;
+        };
+        order.gap().is_some() && !std::mem::replace(&mut order.filling, true)
     }
 
     /// The missing range of `room`'s messages, `after < seq <= upto`; `None` (and the room's
@@ -967,9 +986,14 @@ impl State {
         let count = frames.len();
         let sent = room_entry.watermark;
         outbound.push_replay(frames)?;
-        // The room continues after what this replay sent, at the latest: messages it held
-        // behind a gap the replay filled go out now.
-        if let Some(order) = self.rooms.get_mut(room).and_then(|r| r.order.as_mut()) {
+        // On a node with a broker, a room's order starts after what its first replay sent (0:
+        // the room had no message then, so it starts at 1) unless a message started it: a
+        // message committed by this node may otherwise arrive before an earlier one from
+        // another node and be taken for the room's first.
+        if self.sequenced
+            && let Some(members) = self.rooms.get_mut(room)
+        {
+            let order = members.order.get_or_insert_with(Box::default);
             let mut ready = Vec::new();
             order.replayed(sent, &mut ready);
             if !ready.is_empty() {
