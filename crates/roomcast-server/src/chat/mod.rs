@@ -7,9 +7,9 @@
 //! | `/ws/chat?token=` | [`TokenChat`] | seed 003's room tokens |
 //!
 //! Whatever the endpoint, a message takes the same path: checked by the handler, queued to
-//! the store ([`persist`]), committed in a group with the other messages waiting at that
+//! the store (`persist`), committed in a group with the other messages waiting at that
 //! moment (the store assigns `id` and the room's next `seq`), then broadcast from the commit
-//! path in `seq` order ([`Deliveries`], through [`Hub::publish_now_many`]), where each member's
+//! path in `seq` order (`Deliveries`, through [`Hub::publish_now_many`]), where each member's
 //! dialect gets the message encoded once for all its members. Then the sender gets its
 //! dialect's answer (the native `ack`, or nothing). So a room has one sequence, and history
 //! written through one endpoint replays through another in that one's format.
