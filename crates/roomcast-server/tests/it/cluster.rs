@@ -1,5 +1,7 @@
 //! Several nodes as one server: real Redis (`REDIS_URL`) between them, one PostgreSQL schema
-//! (`DATABASE_URL`) under them, each test on its own Redis prefix and schema.
+//! (`DATABASE_URL`) under them, each test on its own Redis prefix and schema. Skipped with a
+//! note when either variable is unset (`cargo test` on a machine without the services);
+//! `.ci/run` sets both, and an unreachable service fails the test.
 
 use std::collections::HashMap;
 
@@ -17,14 +19,16 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(n: usize) -> Self {
+    async fn start(n: usize) -> Option<Self> {
+        let (Ok(url), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL"))
+        else {
+            eprintln!("note: DATABASE_URL or REDIS_URL is unset; skipping a cluster test");
+            return None;
+        };
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
-        let url =
-            std::env::var("DATABASE_URL").expect("DATABASE_URL: the cluster tests need PostgreSQL");
-        let redis = std::env::var("REDIS_URL").expect("REDIS_URL: the cluster tests need Redis");
         let id = uuid::Uuid::new_v4().simple().to_string();
         let schema = format!("t_cluster_{id}");
         let mut nodes = Vec::new();
@@ -44,7 +48,7 @@ impl Cluster {
             });
             nodes.push(TestServer::start_config(config, None).await);
         }
-        Self { nodes, url, schema }
+        Some(Self { nodes, url, schema })
     }
 
     /// A node on the same database that is not in the cluster: what it commits never crosses
@@ -89,7 +93,9 @@ async fn messages(client: &mut TestClient, count: usize) -> Vec<(u64, String)> {
 
 #[tokio::test]
 async fn a_message_sent_on_one_node_reaches_members_on_the_other_with_its_seq() {
-    let cluster = Cluster::start(2).await;
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut ann = a.connect_as("/ws/auth", "ann").await;
     let mut bob = b.connect_as("/ws/auth", "bob").await;
@@ -113,7 +119,9 @@ async fn a_message_sent_on_one_node_reaches_members_on_the_other_with_its_seq() 
 
 #[tokio::test]
 async fn concurrent_publishers_on_two_nodes_are_seen_by_everyone_in_seq_order_with_none_lost() {
-    let cluster = Cluster::start(2).await;
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
     let mut publishers = Vec::new();
     let mut readers = Vec::new();
     for (at, node) in cluster.nodes.iter().enumerate() {
@@ -158,7 +166,9 @@ async fn concurrent_publishers_on_two_nodes_are_seen_by_everyone_in_seq_order_wi
 #[tokio::test]
 async fn after_the_redis_subscription_drops_delivery_resumes_and_the_lost_messages_come_from_the_store()
  {
-    let cluster = Cluster::start(2).await;
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut reader = a.connect_as("/ws/auth", "reader").await;
     reader.join("lobby").await;
@@ -213,7 +223,9 @@ async fn after_the_redis_subscription_drops_delivery_resumes_and_the_lost_messag
 
 #[tokio::test]
 async fn the_user_list_names_members_of_every_node() {
-    let cluster = Cluster::start(2).await;
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut ann = a.connect_as("/ws/auth", "ann").await;
     ann.join("lobby").await;
@@ -229,7 +241,9 @@ async fn the_user_list_names_members_of_every_node() {
 
 #[tokio::test]
 async fn a_user_on_two_nodes_is_joined_once_and_left_once() {
-    let cluster = Cluster::start(2).await;
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut cat = b.connect_as("/ws/auth", "cat").await;
     cat.join("lobby").await;
@@ -271,7 +285,7 @@ async fn fresh_database() -> (String, String) {
         .await
         .expect("creating a test database");
     let (base, _) = url.rsplit_once('/').expect("a database URL ends in /name");
-    (format!("{base}/{name}"), name)
+    Some((format!("{base}/{name}"), name))
 }
 
 async fn drop_database(name: &str) {
@@ -303,7 +317,9 @@ async fn two_processes(database: &str) -> (crate::ops::Roomcast, crate::ops::Roo
 
 #[tokio::test]
 async fn the_users_of_a_node_killed_with_sigkill_leave_everyones_list_within_the_ttl_once() {
-    let (database, name) = fresh_database().await;
+    let Some((database, name)) = fresh_database().await else {
+        return;
+    };
     let (mut a, b) = two_processes(&database).await;
     let mut ann = a
         .connect(&format!("/ws/auth?token={}", token("ann", "Ann")))
@@ -335,7 +351,9 @@ async fn the_users_of_a_node_killed_with_sigkill_leave_everyones_list_within_the
 
 #[tokio::test]
 async fn a_user_who_reconnects_to_another_node_within_the_ttl_does_not_flap() {
-    let (database, name) = fresh_database().await;
+    let Some((database, name)) = fresh_database().await else {
+        return;
+    };
     let (mut a, b) = two_processes(&database).await;
     let ann_token = token("ann", "Ann");
     let mut ann = a.connect(&format!("/ws/auth?token={ann_token}")).await;
@@ -357,7 +375,9 @@ async fn a_user_who_reconnects_to_another_node_within_the_ttl_does_not_flap() {
 
 #[tokio::test]
 async fn an_admin_disconnect_closes_the_users_connections_on_every_node() {
-    let cluster = Cluster::start(2).await;
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     let mut ann_a = a.connect_as("/ws/auth", "ann").await;
     let mut ann_b = b.connect_as("/ws/auth", "ann").await;
@@ -389,7 +409,9 @@ async fn an_admin_disconnect_closes_the_users_connections_on_every_node() {
 
 #[tokio::test]
 async fn a_rooms_first_message_on_a_node_is_not_taken_for_its_start_when_an_earlier_one_is_late() {
-    let cluster = Cluster::start(2).await;
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
     let b = &cluster.nodes[1];
     // The reader joins an empty room: its replay sent nothing, so the room starts at seq 1.
     let mut reader = b.connect_as("/ws/auth", "reader").await;
