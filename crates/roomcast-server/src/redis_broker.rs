@@ -342,6 +342,7 @@ impl Broker for RedisBroker {
                 deliver,
                 connected: Arc::clone(&self.connected),
                 rooms: HashMap::new(),
+                resubscribing: false,
             };
             tokio::spawn(subscriber.run(requests));
             Ok(())
@@ -385,6 +386,8 @@ struct Subscriber {
     connected: Arc<AtomicBool>,
     /// Subscribe requests less unsubscribe requests, per room; subscribed while above zero.
     rooms: HashMap<RoomName, i64>,
+    /// Set after the first subscription: every later one follows a lost connection.
+    resubscribing: bool,
 }
 
 /// How a connected session of the subscriber ended.
@@ -443,6 +446,19 @@ impl Subscriber {
         }
         if !self.connected.swap(true, Ordering::Relaxed) {
             tracing::info!(rooms = wanted.len(), "subscribed to Redis");
+        }
+        if std::mem::replace(&mut self.resubscribing, true) {
+            // Events published while the subscription was down are lost to this node: the hub
+            // re-reads its rooms' tails from the store.
+            let resync = RoomEvent {
+                origin: self.node,
+                target: Target::All,
+                exclude: Vec::new(),
+                event: Event::Resync,
+            };
+            if self.deliver.send(resync).await.is_err() {
+                return Ok(Ended::Stopped);
+            }
         }
         loop {
             tokio::select! {

@@ -82,6 +82,7 @@ enum WireKind<'a> {
         code: u16,
         why: S<'a>,
     },
+    Resync,
 }
 
 /// Encodes `event` for another node.
@@ -156,6 +157,7 @@ pub fn encode(event: &RoomEvent) -> Vec<u8> {
             code: reason.code(),
             why: reason.reason().into(),
         },
+        Event::Resync => WireKind::Resync,
     };
     let wire = WireEvent {
         o: event.origin.0,
@@ -231,6 +233,7 @@ pub fn decode(bytes: &[u8]) -> Result<RoomEvent, WireError> {
         WireKind::Close { code, why } => {
             Event::Close(crate::frame::CloseReason::new(code, why.into_owned()))
         }
+        WireKind::Resync => Event::Resync,
     };
     Ok(RoomEvent {
         origin: NodeId(wire.o),

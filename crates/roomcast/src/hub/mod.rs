@@ -226,6 +226,10 @@ async fn receive_loop(
             return;
         };
         let hub = Hub { shared };
+        if matches!(event.event, Event::Resync) {
+            hub.resync();
+            continue;
+        }
         if event.origin == hub.shared.node {
             continue;
         }
@@ -1201,6 +1205,42 @@ async fn sweep_loop(hub: Weak<Shared>, deadlines: Deadlines, stop: CancellationT
             .sweep(now, &deadlines);
         if slow > 0 {
             shared.metrics.slow_consumers.inc_by(slow as u64);
+        }
+    }
+}
+
+impl Hub {
+    /// The broker may have lost events (it reconnected): re-reads every room's persisted
+    /// messages after the last one delivered, so that a message lost in a room that then went
+    /// quiet is not left waiting for the next one to show the gap.
+    fn resync(&self) {
+        let Some(history) = self.shared.history.clone() else {
+            return;
+        };
+        let rooms = self.state().sequenced_rooms();
+        tracing::debug!(
+            rooms = rooms.len(),
+            "re-reading the rooms' tails after a broker reconnect"
+        );
+        for (room, delivered) in rooms {
+            let hub = self.downgrade();
+            let history = Arc::clone(&history);
+            tokio::spawn(async move {
+                let read = history.range(&room, delivered, u64::MAX).await;
+                let Some(hub) = hub.upgrade() else {
+                    return;
+                };
+                match read {
+                    Ok(messages) if !messages.is_empty() => {
+                        let events: Vec<Event> = messages.into_iter().map(Event::Message).collect();
+                        hub.deliver_sequenced(&room, &events);
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(%room, error = %err, "cannot re-read a room's tail");
+                    }
+                }
+            });
         }
     }
 }

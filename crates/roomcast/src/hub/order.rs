@@ -98,6 +98,11 @@ impl Sequencer {
         self.release(ready);
     }
 
+    /// The last `seq` delivered (the next less one), once the order is known.
+    pub(crate) fn delivered(&self) -> Option<u64> {
+        self.next.map(|next| next - 1)
+    }
+
     /// Whether the room's order is known (its first message or replay has set it).
     pub(crate) fn is_started(&self) -> bool {
         self.next.is_some()

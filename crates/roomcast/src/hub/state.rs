@@ -702,6 +702,14 @@ impl State {
         (self.deliver_many(room, &events, &[]), fill)
     }
 
+    /// Every room whose order is known, with the last `seq` it delivered.
+    pub(crate) fn sequenced_rooms(&self) -> Vec<(RoomName, u64)> {
+        self.rooms
+            .iter()
+            .filter_map(|(name, room)| Some((name.clone(), room.order.as_ref()?.delivered()?)))
+            .collect()
+    }
+
     /// Whether a task must now start waiting out `room`'s gap: there is one, and no task is
     /// on it yet (the caller starts one).
     pub(crate) fn claim_fill(&mut self, room: &RoomName) -> bool {

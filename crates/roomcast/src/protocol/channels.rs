@@ -162,7 +162,7 @@ impl Dialect for Channels {
 
     fn encode(&self, event: &Event) -> Option<Frame> {
         Some(match event {
-            Event::Close(_) => return None,
+            Event::Close(_) | Event::Resync => return None,
             Event::Joined { user, .. } => encode(&Outgoing::UserJoin {
                 user_id: user.id.as_str(),
                 username: &user.username,

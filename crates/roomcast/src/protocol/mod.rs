@@ -81,6 +81,10 @@ pub enum Event {
     /// user on every node: [`Hub::disconnect_user_everywhere`](crate::Hub::disconnect_user_everywhere)).
     /// No dialect encodes it.
     Close(crate::frame::CloseReason),
+    /// From a broker to its own node: events may have been lost (its connection dropped and
+    /// came back), so the hub re-reads, from its [`History`](crate::History), every room's
+    /// persisted messages after the last it delivered. No dialect encodes it.
+    Resync,
     /// An operator's notice to every connection ([`Hub::notify_all`](crate::Hub::notify_all)),
     /// shown by each dialect as a message from `system`: native `{"type": "system", …}`,
     /// seed 004's `chat_message`, seed 003's `{"name": "system", …}`.
@@ -99,7 +103,7 @@ impl Event {
         match self {
             Self::Joined { user, .. } | Self::Left { user, .. } => Some(&user.id),
             Self::Message(message) => Some(&message.sender.id),
-            Self::Frame(_) | Self::Notice { .. } | Self::Close(_) => None,
+            Self::Frame(_) | Self::Notice { .. } | Self::Close(_) | Self::Resync => None,
         }
     }
 }

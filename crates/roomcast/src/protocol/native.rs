@@ -373,7 +373,7 @@ impl Dialect for Native {
 
     fn encode(&self, event: &Event) -> Option<Frame> {
         Some(match event {
-            Event::Close(_) => return None,
+            Event::Close(_) | Event::Resync => return None,
             Event::Joined {
                 room,
                 user,

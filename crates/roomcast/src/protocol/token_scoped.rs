@@ -127,7 +127,7 @@ impl Dialect for TokenScoped {
                 })
                 .expect("strings encode"),
             ),
-            Event::Joined { .. } | Event::Left { .. } | Event::Close(_) => None,
+            Event::Joined { .. } | Event::Left { .. } | Event::Close(_) | Event::Resync => None,
         }
     }
 
