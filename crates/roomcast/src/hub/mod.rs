@@ -809,8 +809,7 @@ impl Hub {
                 user,
                 timestamp_ms: now_ms(),
             };
-            self.send(Target::Room(room.clone()), event, &[], None)
-                .await?;
+            self.publish_now(room, event, &[]);
         }
         if !joined.already {
             // `conn` too: a join through `Hub::join_room` runs outside the connection's hooks,
@@ -901,8 +900,9 @@ impl Hub {
             user,
             timestamp_ms: now_ms(),
         };
-        self.send(Target::Room(room.clone()), event, &[], None)
-            .await
+        // On the path of the room's persisted messages (`publish_now`): other nodes get this
+        // node's joins, leaves and messages in the order this node had them.
+        Ok(self.publish_now(room, event, &[]))
     }
 
     /// Joins `conn` to `room` and replays history to it before any live message: live
