@@ -168,6 +168,25 @@ impl RedisBroker {
         })
     }
 
+    /// Runs `pipe` on the publishing connection, made again after a failure.
+    async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<(), BrokerError> {
+        let mut publisher = self.publisher.lock().await;
+        let conn = match publisher.as_mut() {
+            Some(conn) => conn,
+            None => publisher.insert(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config())
+                    .await
+                    .map_err(unavailable)?,
+            ),
+        };
+        let answer: redis::RedisResult<()> = pipe.query_async(conn).await;
+        answer.map_err(|err| {
+            *publisher = None;
+            unavailable(err)
+        })
+    }
+
     fn started_node(&self) -> Result<NodeId, BrokerError> {
         self.node
             .get()
@@ -353,6 +372,30 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let channel = self.channel(&event.target);
             let result = self.publish_bytes(channel, wire::encode(&event)).await;
+            let failed = result.is_err();
+            if self.failing.swap(failed, Ordering::Relaxed) != failed {
+                match &result {
+                    Err(err) => {
+                        tracing::warn!(error = %err, "publishing to Redis failed; other nodes miss events until it is back")
+                    }
+                    Ok(()) => tracing::info!("publishing to Redis again"),
+                }
+            }
+            result
+        })
+    }
+
+    fn publish_many(&self, events: Vec<RoomEvent>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            // One pipeline: one round trip to Redis for all of them, in order.
+            let mut pipe = redis::pipe();
+            for event in &events {
+                pipe.cmd("PUBLISH")
+                    .arg(self.channel(&event.target))
+                    .arg(wire::encode(event))
+                    .ignore();
+            }
+            let result = self.query_pipe(&pipe).await;
             let failed = result.is_err();
             if self.failing.swap(failed, Ordering::Relaxed) != failed {
                 match &result {

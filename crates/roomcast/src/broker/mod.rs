@@ -63,6 +63,17 @@ pub trait Broker: Send + Sync + 'static {
     /// Sends `event` to the other nodes it concerns.
     fn publish(&self, event: RoomEvent) -> BoxFuture<'_, Result<(), BrokerError>>;
 
+    /// Sends `events`, in order, to the other nodes they concern. The default publishes them
+    /// one by one; a broker that can send several in one round trip (a Redis pipeline) should.
+    fn publish_many(&self, events: Vec<RoomEvent>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            for event in events {
+                self.publish(event).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// This node now has members in `room`.
     fn subscribe(&self, room: RoomName) -> BoxFuture<'_, Result<(), BrokerError>>;
 

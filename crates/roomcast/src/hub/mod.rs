@@ -199,8 +199,11 @@ impl HubBuilder {
             let (ordered_tx, mut ordered_rx) = mpsc::unbounded_channel::<RoomEvent>();
             let _ = hub.shared.ordered_tx.set(ordered_tx);
             tokio::spawn(async move {
-                while let Some(event) = ordered_rx.recv().await {
-                    if let Err(err) = broker.publish(event).await {
+                // What queued up while the last publish was on its way goes in one call.
+                let mut batch = Vec::with_capacity(RECEIVE_BATCH);
+                while ordered_rx.recv_many(&mut batch, RECEIVE_BATCH).await > 0 {
+                    let events = std::mem::take(&mut batch);
+                    if let Err(err) = broker.publish_many(events).await {
                         tracing::warn!(error = %err, "could not publish to other nodes");
                     }
                 }
@@ -216,32 +219,71 @@ async fn receive_loop(
     mut deliver_rx: mpsc::Receiver<RoomEvent>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let mut batch: Vec<RoomEvent> = Vec::with_capacity(RECEIVE_BATCH);
     loop {
-        let event = tokio::select! {
+        let received = tokio::select! {
             // Shutdown ends the loop even if the broker never closes the channel.
             () = shutdown.cancelled() => return,
-            event = deliver_rx.recv() => event,
+            received = deliver_rx.recv_many(&mut batch, RECEIVE_BATCH) => received,
         };
-        let (Some(event), Some(shared)) = (event, hub.upgrade()) else {
+        let Some(shared) = hub.upgrade().filter(|_| received > 0) else {
             return;
         };
         let hub = Hub { shared };
-        if matches!(event.event, Event::Resync) {
-            hub.resync();
-            continue;
-        }
-        if event.origin == hub.shared.node {
-            continue;
-        }
-        match (&event.target, &event.event) {
-            (Target::Room(room), Event::Message(message))
-                if message.seq.is_some() && event.exclude.is_empty() =>
-            {
-                hub.deliver_sequenced(room, std::slice::from_ref(&event.event));
+        hub.deliver_received(batch.drain(..));
+    }
+}
+
+/// Most events the receive loop takes from the broker at once.
+const RECEIVE_BATCH: usize = 256;
+
+impl Hub {
+    /// Delivers what other nodes sent, in order. A run of one room's persisted messages goes
+    /// to its members together, as a group commit's messages do on the node that committed
+    /// them (one queue operation per member for the run, not one per message): under load a
+    /// room's messages arrive from the broker in such runs.
+    fn deliver_received(&self, events: impl Iterator<Item = RoomEvent>) {
+        let mut run: Option<(RoomName, Vec<Event>)> = None;
+        for event in events {
+            if matches!(event.event, Event::Resync) {
+                self.resync();
+                continue;
             }
-            _ => {
-                hub.deliver_local(&event.target, &event.event, &event.exclude, None);
+            if event.origin == self.shared.node {
+                continue;
             }
+            let RoomEvent {
+                target,
+                exclude,
+                event,
+                ..
+            } = event;
+            match (target, event) {
+                (Target::Room(room), Event::Message(message))
+                    if message.seq.is_some() && exclude.is_empty() =>
+                {
+                    match &mut run {
+                        Some((current, messages)) if *current == room => {
+                            messages.push(Event::Message(message));
+                        }
+                        _ => {
+                            if let Some((room, messages)) = run.take() {
+                                self.deliver_sequenced(&room, &messages);
+                            }
+                            run = Some((room, vec![Event::Message(message)]));
+                        }
+                    }
+                }
+                (target, event) => {
+                    if let Some((room, messages)) = run.take() {
+                        self.deliver_sequenced(&room, &messages);
+                    }
+                    self.deliver_local(&target, &event, &exclude, None);
+                }
+            }
+        }
+        if let Some((room, messages)) = run {
+            self.deliver_sequenced(&room, &messages);
         }
     }
 }
