@@ -53,6 +53,10 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// cannot tell the difference: a compressed connection may carry plain messages (RSV1 clear).
 pub(crate) const MIN_DEFLATE_BYTES: usize = 128;
 
+/// Most compressor resets one message may take to keep a window the client narrowed
+/// (`server_max_window_bits` under 15): with 8 bits, messages up to 1 KiB are compressed.
+const MAX_WINDOW_PIECES: usize = 4;
+
 /// Largest LZ77 window permessage-deflate allows (and the only one the compressor uses): 32 KiB.
 const MAX_WINDOW_BITS: u8 = 15;
 
@@ -175,41 +179,56 @@ pub(crate) fn deflate(payload: &[u8], window_bits: u8) -> Option<Vec<u8>> {
         let compress = slot.get_or_insert_with(|| Compress::new(Compression::fast(), false));
         // miniz_oxide's window is 32 KiB (15 bits). A smaller window the client asked for is
         // kept by starting afresh every 2^bits bytes: no match can reach back past a reset.
+        // A reset clears ~250 KB of tables, so a message that would take more than
+        // MAX_WINDOW_PIECES of them goes plain instead (browsers never ask for a smaller
+        // server window; a client that does gets its short messages compressed).
         let piece = if window_bits >= MAX_WINDOW_BITS {
             payload.len()
         } else {
             1 << window_bits
         };
-        let mut out = Vec::with_capacity(payload.len() / 2 + 64);
-        for input in payload.chunks(piece) {
-            compress.reset();
-            sync_flush(compress, input, &mut out);
+        if payload.len().div_ceil(piece) > MAX_WINDOW_PIECES {
+            return None;
         }
-        compress.reset();
-        debug_assert!(
-            out.ends_with(&TAIL),
-            "a sync flush ends with an empty stored block"
-        );
+        let mut out = Vec::new();
+        // The compressor is fresh or was reset after its last message: one reset per piece.
+        for input in payload.chunks(piece) {
+            sync_flush(compress, input, &mut out);
+            compress.reset();
+        }
+        if !out.ends_with(&TAIL) {
+            debug_assert!(false, "a sync flush ends with an empty stored block");
+            return None;
+        }
         out.truncate(out.len() - TAIL.len());
         (out.len() < payload.len()).then_some(out)
     })
 }
 
 /// Compresses `input` into `out` and ends with a sync flush (a byte-aligned empty stored block).
+///
+/// Room for deflate's worst case is reserved first, so one call normally does it all. When the
+/// output does fill up, miniz_oxide keeps the rest and hands it out on the next call, and only
+/// a call that starts with nothing held back performs the flush: so the loop ends after a call
+/// that had taken all the input and ended with room to spare, following one that did too.
 fn sync_flush(compress: &mut Compress, mut input: &[u8], out: &mut Vec<u8>) {
+    // Stored blocks cost 5 bytes per 64 KiB; a fixed-Huffman block at most 9 bits a byte.
+    out.reserve(input.len() + input.len() / 8 + 64);
+    let mut held_back = false;
     loop {
-        if out.capacity() - out.len() < 64 {
-            out.reserve(out.capacity().max(256));
-        }
         let before = compress.total_in();
         compress
             .compress_vec(input, out, FlushCompress::Sync)
             .expect("deflating into memory does not fail");
         let used = usize::try_from(compress.total_in() - before).expect("a slice's length");
         input = &input[used..];
-        // Done when everything was taken and the flush did not fill the room it had.
-        if input.is_empty() && out.len() < out.capacity() {
+        let full = out.capacity() - out.len() < 16;
+        if input.is_empty() && !full && !held_back {
             return;
+        }
+        held_back = full;
+        if full {
+            out.reserve(out.capacity().max(256));
         }
     }
 }
@@ -361,7 +380,7 @@ pub(crate) mod tests {
     #[test]
     fn a_message_deflated_here_inflates_back() {
         let text =
-            "{\"type\":\"message\",\"room\":\"lobby\",\"data\":\"hello hello hello\"}".repeat(20);
+            "{\"type\":\"message\",\"room\":\"lobby\",\"data\":\"hello hello hello\"}".repeat(16);
         for bits in [8, 9, 12, 15] {
             let compressed = deflate(text.as_bytes(), bits).expect("compressible");
             assert!(
@@ -391,6 +410,60 @@ pub(crate) mod tests {
             })
             .collect();
         assert_eq!(deflate(&noise, 15), None);
+        // Larger incompressible messages (stored blocks), whole and with windows.
+        for len in [16_384, 65_536, 131_072, 1 << 20] {
+            let noise: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            assert_eq!(deflate(&noise, 15), None, "{len} bytes of noise");
+            let mut half = noise.clone();
+            half[..len / 2].fill(b'a');
+            let compressed = deflate(&half, 15).expect("half compressible");
+            assert_eq!(inflate(&compressed, len).unwrap(), half);
+        }
+        // A narrowed window: compressed up to four windows' worth, plain beyond.
+        assert!(deflate(&[b'a'; 1024], 8).is_some());
+        assert_eq!(deflate(&[b'a'; 1025], 8), None);
+        assert!(deflate(&[b'a'; 100_000], 15).is_some());
+    }
+
+    /// Autobahn's 12.* cases send a thousand slices of an image or a PDF in a row: partly
+    /// compressible, often bigger compressed than the first guess at the output's size. Every
+    /// one must end with its sync flush (it did not when the output filled up: the compressor
+    /// held bytes back, and the flush waits for a call that starts with none held).
+    #[test]
+    fn messages_in_a_row_of_every_kind_inflate_back() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        };
+        for round in 0..40usize {
+            let len = [300, 4096, 16_384, 65_536, 131_072][round % 5];
+            let payload: Vec<u8> = (0..len)
+                .map(|i| match (i / 97 + round) % 4 {
+                    0 => b'a',
+                    1 => (i % 13) as u8,
+                    _ => noise(),
+                })
+                .collect();
+            for bits in [15, 9] {
+                if let Some(compressed) = deflate(&payload, bits) {
+                    assert_eq!(
+                        inflate(&compressed, len).unwrap(),
+                        payload,
+                        "round {round}, {len} bytes, window {bits}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -579,6 +579,48 @@ mod tests {
         assert!(got == expected, "wire bytes differ");
     }
 
+    /// An idle connection's memory with compression on: the stream is the same size as without
+    /// it (104 bytes with hyper's upgraded I/O, as before compression existed: the negotiated
+    /// window is one byte in a word the read and write sizes share), and after compressed
+    /// messages in both directions it holds no buffer and no deflate state (the compressor
+    /// and decompressor are per thread, reset after each message; `deflate.rs`).
+    #[tokio::test]
+    async fn a_compressing_stream_keeps_no_deflate_state_between_messages() {
+        assert_eq!(size_of::<Option<Deflate>>(), 1);
+        assert_eq!(size_of::<WsStream<super::handshake::Io>>(), 104);
+        let (deflate, _) = deflate::negotiate([&b"permessage-deflate"[..]]).unwrap();
+        let (mut client, server) = duplex(1 << 16);
+        let mut stream = WsStream::new(server, 4096, 1024, 1024).with_deflate(Some(deflate));
+        let text = "compress me, compress me, compress me! ".repeat(20);
+        let mut frame = client_frame(
+            true,
+            OP_TEXT,
+            &deflate::tests::client_deflate(text.as_bytes()),
+        );
+        frame[0] |= 0x40;
+        for _ in 0..3 {
+            client.write_all(&frame).await.unwrap();
+            assert_eq!(
+                stream.next().await.unwrap(),
+                Event::Text(Utf8Bytes::from(text.clone()))
+            );
+            assert_eq!(stream.held(), (0, 0, 0), "nothing held between messages");
+        }
+        let mut frames = VecDeque::from([Frame::text(text.clone()).into()]);
+        stream.write_frames(&mut frames).await.unwrap();
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[0], 0xc1, "FIN, RSV1, text");
+        assert!(
+            head[1] < 126,
+            "{} bytes compressed to under 126",
+            text.len()
+        );
+        let mut payload = vec![0; usize::from(head[1])];
+        client.read_exact(&mut payload).await.unwrap();
+        assert_eq!(deflate::inflate(&payload, 4096).unwrap(), text.as_bytes());
+    }
+
     #[tokio::test]
     async fn a_refused_frame_is_skipped_so_the_peers_close_is_still_read() {
         let (mut client, server) = duplex(4096);
