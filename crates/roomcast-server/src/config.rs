@@ -315,6 +315,11 @@ pub struct WebSocketArgs {
     #[arg(long = "token-expiry-notice", env = "ROOMCAST_TOKEN_EXPIRY_NOTICE", default_value = "60s",
           value_parser = duration_var("ROOMCAST_TOKEN_EXPIRY_NOTICE"))]
     pub token_expiry_notice: Duration,
+    /// Negotiate permessage-deflate with clients that offer it (always without context
+    /// takeover: no deflate state per connection between messages).
+    #[arg(long = "websocket-compression", env = "WEBSOCKET_COMPRESSION", default_value = "false",
+          value_parser = bool_var("WEBSOCKET_COMPRESSION"), action = clap::ArgAction::Set)]
+    pub compression: bool,
 }
 
 /// `roomcast token`.
@@ -606,6 +611,7 @@ impl WebSocketArgs {
             connection_timeout: self.connection_timeout,
             outbound_capacity: self.outbound_queue,
             token_expiry_notice: self.token_expiry_notice,
+            compression: self.compression,
             ..SessionConfig::default()
         };
         config.validate().map_err(|err| {

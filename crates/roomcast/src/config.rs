@@ -93,6 +93,22 @@ pub struct SessionConfig {
     /// a token from `/auth/refresh` over a slow network, and short next to the usual 15 min
     /// access token.
     pub token_expiry_notice: Duration,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it: their compressed
+    /// messages are inflated (at most `max_message_bytes` inflated, a bigger one closes with
+    /// 1009 as soon as it passes the limit) and messages of 128 bytes or more are sent
+    /// compressed when that makes them smaller. Always without context takeover in either
+    /// direction (the answer says `server_no_context_takeover; client_no_context_takeover`):
+    /// each message is compressed on its own, so a connection keeps no deflate state between
+    /// messages (context takeover costs ~300 KB per connection) and a room broadcast is
+    /// compressed once for all its compressing members.
+    /// `WEBSOCKET_COMPRESSION`, default false: compression costs CPU per message, and chat
+    /// messages are small.
+    ///
+    /// ```
+    /// let config = roomcast::SessionConfig { compression: true, ..Default::default() };
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub compression: bool,
 }
 
 impl Default for SessionConfig {
@@ -111,6 +127,7 @@ impl Default for SessionConfig {
             outbound_capacity: 1024,
             max_closing_refusals: 256,
             token_expiry_notice: Duration::from_secs(60),
+            compression: false,
         }
     }
 }

@@ -41,8 +41,8 @@ use crate::hub::Hub;
 use crate::origin::{AllowedOrigins, check_origin};
 use crate::protocol::{Dialect, Raw};
 use crate::session::{ConnGuard, Outbound, Session, driver};
-use crate::ws::WsStream;
 use crate::ws::handshake::{Io, Upgrade};
+use crate::ws::{Deflate, WsStream, deflate};
 
 /// A request extension: the client's address as a middleware in front of the route resolved it
 /// (behind trusted reverse proxies, from their forwarding headers). Without it the route takes
@@ -356,6 +356,21 @@ async fn upgrade<H: Handler>(
         }
         Verdict::Admit(..) => None,
     };
+    // permessage-deflate, when enabled and offered: only for admitted connections (a refusal
+    // sends nothing but its close frame).
+    let deflate = match &verdict {
+        Verdict::Admit(..) if endpoint.inner.hub.config().compression => {
+            let offers = headers.get_all(axum::http::header::SEC_WEBSOCKET_EXTENSIONS);
+            deflate::negotiate(offers.iter().map(HeaderValue::as_bytes)).and_then(
+                |(deflate, answer)| {
+                    let answer = HeaderValue::from_str(&answer).ok()?;
+                    ws.select_extensions(answer);
+                    Some(deflate)
+                },
+            )
+        }
+        _ => None,
+    };
     // Tracked from before the answer leaves, so a shutdown waits for this connection too.
     let tracked = endpoint.inner.hub.shutdown().track();
     let (response, on_upgrade) = ws.accept();
@@ -373,6 +388,7 @@ async fn upgrade<H: Handler>(
                 params,
                 addr,
                 expires_at,
+                deflate,
             });
             tokio::spawn(connection(endpoint, on_upgrade, admitted, tracked));
         }
@@ -399,6 +415,8 @@ struct Admitted {
     addr: Option<IpAddr>,
     /// When the token expires; the hub closes the connection then (`hub::expiry`).
     expires_at: TokenExpiry,
+    /// permessage-deflate, if it was negotiated in the 101.
+    deflate: Option<Deflate>,
 }
 
 /// The token's `exp`, seconds since the Unix epoch; `None` for a guest, who never expires.
@@ -454,9 +472,10 @@ fn start<'a, H: Handler>(
         params,
         addr,
         expires_at,
+        deflate,
     } = admitted;
     let hub = &inner.hub;
-    let outbound = Outbound::new(hub.config().outbound_capacity, hub.now_ms());
+    let outbound = Outbound::with_deflate(hub.config().outbound_capacity, hub.now_ms(), deflate);
     let conn = hub.register(&identity, inner.dialect, outbound.clone(), addr, inner.name);
     if let Some(exp) = expires_at {
         hub.expire_at(conn, exp, &inner.auth);
@@ -465,7 +484,7 @@ fn start<'a, H: Handler>(
     let session = Session::new(hub.clone(), conn, identity, outbound, params);
     // No span for the connection's life: see `driver::hook_span`.
     driver::serve(
-        driver::Conn::new(io, &inner.served),
+        driver::Conn::new(io, &inner.served, deflate),
         session,
         guard,
         &inner.handler,

@@ -10,6 +10,7 @@ mod auth;
 mod channels;
 mod cluster;
 mod common;
+mod compression;
 mod dialects;
 mod expiry;
 mod heartbeat;

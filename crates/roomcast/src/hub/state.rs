@@ -16,7 +16,7 @@ use crate::frame::{CloseReason, Frame, close_code};
 use crate::ids::{ConnId, RoomName, UserId};
 use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
 use crate::session::{Outbound, SendError};
-use crate::ws::Framed;
+use crate::ws::{Deflate, Framed};
 
 use super::expiry::{Due, Expiry};
 use super::order::Sequencer;
@@ -244,6 +244,11 @@ struct Encoded {
     /// All of them framed for the wire in one buffer, made the first time a member takes the
     /// whole group.
     framed: Option<Framed>,
+    /// The same, each message compressed (permessage-deflate), made the first time a member
+    /// that negotiated compression takes the group; one per server window size asked for
+    /// (nearly always one: 15 bits). Compressed without context takeover, the bytes depend only
+    /// on the messages, so every compressing member shares them: a broadcast is deflated once.
+    deflated: Vec<(Deflate, Framed)>,
 }
 
 impl Encoded {
@@ -254,12 +259,22 @@ impl Encoded {
             .is_some_and(|hidden| hidden[at] && events[at].actor() == Some(user))
     }
 
-    /// The whole group framed for the wire, shared: one entry in each member's queue.
-    fn framed(&mut self) -> Framed {
+    /// The whole group framed for the wire, shared: one entry in each member's queue; for a
+    /// member with `deflate`, the compressed framing.
+    fn framed(&mut self, deflate: Option<Deflate>) -> Framed {
         let frames = &self.frames;
-        self.framed
-            .get_or_insert_with(|| Framed::encode(frames.iter().flatten()))
-            .clone()
+        let Some(deflate) = deflate else {
+            return self
+                .framed
+                .get_or_insert_with(|| Framed::encode(frames.iter().flatten()))
+                .clone();
+        };
+        if let Some((_, framed)) = self.deflated.iter().find(|(d, _)| *d == deflate) {
+            return framed.clone();
+        }
+        let framed = Framed::encode_for(frames.iter().flatten(), Some(deflate));
+        self.deflated.push((deflate, framed.clone()));
+        framed
     }
 }
 
@@ -296,6 +311,7 @@ impl<'e> EncodeOnce<'e> {
                     frames,
                     own_hidden,
                     framed: None,
+                    deflated: Vec::new(),
                 };
                 self.encoded.push((name, encoded));
                 self.encoded.len() - 1
@@ -806,7 +822,7 @@ impl State {
             {
                 return;
             }
-            let framed = encoded.framed();
+            let framed = encoded.framed(conn.outbound.deflate());
             let bytes = framed.len();
             match conn.outbound.try_send_framed(framed) {
                 Ok(sent) => {
@@ -889,7 +905,7 @@ impl State {
             // The usual case: the member takes the whole group, framed once for everyone.
             // Otherwise (a replay held some back, or sent them already) frame by frame.
             let (queued, bytes) = if admitted.iter().all(|&taken| taken) {
-                let framed = encoded.framed();
+                let framed = encoded.framed(outbound.deflate());
                 if framed.messages() == 0 {
                     continue;
                 }
@@ -1279,6 +1295,77 @@ mod tests {
         let conn3 = state.conns.get_mut(&ConnId(3)).unwrap();
         let held = find_room(&mut conn3.rooms, &room).unwrap().held.take();
         assert_eq!(held.map(|held| held.len()), Some(4));
+    }
+
+    #[test]
+    fn a_broadcast_to_compressing_members_is_compressed_once_and_shared() {
+        let room = RoomName::new("lobby").unwrap();
+        let mut state = State::default();
+        let (deflate, _) = crate::ws::deflate::negotiate([&b"permessage-deflate"[..]]).unwrap();
+        // Members 1-3 negotiated compression, member 4 did not.
+        let queues: Vec<Outbound> = (1..=4)
+            .map(|n| {
+                let deflate = (n <= 3).then_some(deflate);
+                let outbound = Outbound::with_deflate(16, 0, deflate);
+                state.add_conn(
+                    ConnId(n),
+                    &Identity::guest(),
+                    &NATIVE,
+                    outbound.clone(),
+                    None,
+                    "test",
+                );
+                state.join(ConnId(n), &room).expect("a known connection");
+                outbound
+            })
+            .collect();
+        let text = r#"{"type":"message","room":"lobby","data":"the same words, again and again"}"#
+            .repeat(8);
+        let event = Event::Frame(Frame::text(text.clone()));
+        let tiny = Event::Frame(Frame::text("{}"));
+        for many in [false, true] {
+            let delivered = if many {
+                state.deliver_many(&room, &[event.clone(), tiny.clone()], &[])
+            } else {
+                state.deliver(&Target::Room(room.clone()), &event, &[], None)
+            };
+            assert_eq!(delivered.slow, 0);
+            let framed: Vec<Framed> = queues
+                .iter()
+                .map(|queue| match queue.take().frames.pop_front() {
+                    Some(Outgoing::Framed(framed)) => framed,
+                    other => panic!("a shared framing, got {other:?}"),
+                })
+                .collect();
+            // One compressed buffer for the three, one plain buffer for the fourth.
+            let at = |n: usize| framed[n].bytes().as_ptr();
+            assert_eq!(at(0), at(1));
+            assert_eq!(at(0), at(2));
+            assert_ne!(at(0), at(3));
+            let (compressed, plain) = (framed[0].bytes(), framed[3].bytes());
+            assert!(
+                compressed.len() < plain.len() / 3,
+                "{} bytes",
+                compressed.len()
+            );
+            // FIN, RSV1, text; the payload inflates to the message.
+            assert_eq!(compressed[0], 0xc1);
+            assert_eq!(plain[0], 0x81);
+            let len = usize::from(u16::from_be_bytes([compressed[2], compressed[3]]));
+            let payload = if compressed[1] == 126 {
+                &compressed[4..4 + len]
+            } else {
+                let len = usize::from(compressed[1]);
+                &compressed[2..2 + len]
+            };
+            let inflated = crate::ws::deflate::inflate(payload, 1 << 16).unwrap();
+            assert_eq!(inflated, text.as_bytes());
+            // A message too small to compress goes plain inside the compressed group.
+            if many {
+                assert_eq!(framed[0].messages(), 2);
+                assert!(compressed.ends_with(&[0x81, 2, b'{', b'}']));
+            }
+        }
     }
 
     #[test]

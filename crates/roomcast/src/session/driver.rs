@@ -38,7 +38,7 @@ use crate::handler::Handler;
 use crate::hub::ConnTrace;
 use crate::ws::codec::{OP_CLOSE, OP_PING, OP_PONG};
 use crate::ws::handshake::Io;
-use crate::ws::{Event, Outgoing, ReadError, WsStream};
+use crate::ws::{Deflate, Event, Outgoing, ReadError, WsStream};
 
 /// Longest a closing session waits for the peer's close reply.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -111,10 +111,11 @@ pub(crate) fn stream(io: Io, config: &SessionConfig) -> WsStream<Io> {
 }
 
 impl<'a> Conn<'a> {
-    /// A connection ready to be served as `served` says.
-    pub(crate) fn new(io: Io, served: &'a Served) -> Self {
+    /// A connection ready to be served as `served` says, with permessage-deflate if it was
+    /// negotiated (`deflate`).
+    pub(crate) fn new(io: Io, served: &'a Served, deflate: Option<Deflate>) -> Self {
         Self {
-            socket: stream(io, &served.config),
+            socket: stream(io, &served.config).with_deflate(deflate),
             served,
         }
     }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::task::AtomicWaker;
 
 use crate::frame::{CloseReason, Frame};
-use crate::ws::{Framed, Outgoing};
+use crate::ws::{Deflate, Framed, Outgoing};
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +51,9 @@ struct Shared {
     wake: AtomicWaker,
     /// A `u32`, like `replay`: this struct is allocated for every connection.
     capacity: u32,
+    /// permessage-deflate as the connection negotiated it: broadcasts queued here take the
+    /// group's compressed framing (`hub::state`). One byte, beside `capacity`.
+    deflate: Option<Deflate>,
     /// When the peer last sent any frame (a pong included), on the hub's clock (ms). The hub's
     /// sweep closes the connection when this is `pong_wait` old.
     last_read: AtomicU64,
@@ -99,16 +102,29 @@ pub(crate) struct Taken {
 
 impl Outbound {
     /// An empty queue for a connection that opened at `now` on the hub's clock (ms).
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize, now: u64) -> Self {
+        Self::with_deflate(capacity, now, None)
+    }
+
+    /// An empty queue for a connection that opened at `now` on the hub's clock (ms) and
+    /// negotiated permessage-deflate as `deflate` says.
+    pub(crate) fn with_deflate(capacity: usize, now: u64, deflate: Option<Deflate>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 wake: AtomicWaker::new(),
                 capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
+                deflate,
                 last_read: AtomicU64::new(now),
                 last_data: AtomicU64::new(now),
             }),
         }
+    }
+
+    /// permessage-deflate as the connection negotiated it, if it did.
+    pub(crate) fn deflate(&self) -> Option<Deflate> {
+        self.shared.deflate
     }
 
     /// Records that the peer sent a frame at `now` (ms on the hub's clock); `data` when it was

@@ -7,15 +7,22 @@
 //! with no capacity, while a connection is idle.
 //!
 //! What it enforces (each violation names the close code the session answers with):
-//! - client frames are masked, reserved bits are clear (no extension is negotiated), opcodes are
-//!   known, control frames are final and at most 125 bytes: otherwise 1002;
+//! - client frames are masked, RSV2 and RSV3 are clear, opcodes are known, control frames are
+//!   final and at most 125 bytes: otherwise 1002;
+//! - RSV1 marks a compressed message (permessage-deflate, [`super::deflate`]): only where the
+//!   connection negotiated it, and only on the first frame of a text or binary message, never
+//!   on a continuation or control frame: otherwise 1002;
 //! - continuation frames continue a message, and a new message does not start inside one: 1002;
 //! - a message (all its fragments together) is at most `max_message` bytes: 1009, decided from
-//!   the frame header, so an oversized payload is skipped, never buffered;
+//!   the frame header, so an oversized payload is skipped, never buffered; a compressed one is
+//!   at most that (plus deflate's worst-case overhead, [`compressed_limit`]) on the wire and
+//!   at most `max_message` bytes inflated, inflation stopping where it passes the limit;
+//! - compressed data inflates: otherwise 1007;
 //! - text messages and close reasons are valid UTF-8: 1007; close codes are valid: 1002.
 
 use bytes::Bytes;
 
+use super::deflate::{self, InflateError};
 use crate::Utf8Bytes;
 use crate::frame::close_code;
 
@@ -28,6 +35,9 @@ pub(crate) const OP_PONG: u8 = 0xA;
 
 /// Longest header a server frame can have: 2 + 8, unmasked.
 pub(crate) const MAX_SERVER_HEADER: usize = 10;
+
+/// RSV1, the first reserved bit: set on the first frame of a compressed message.
+const RSV1: u8 = 0x40;
 
 /// A message or control frame from the peer.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +66,9 @@ pub(crate) enum DecodeError {
     /// The frames break RFC 6455 (1002).
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// A compressed message is not valid deflate data (1007).
+    #[error("invalid compressed data")]
+    Inflate,
 }
 
 impl DecodeError {
@@ -63,7 +76,7 @@ impl DecodeError {
     pub(crate) fn close_code(self) -> u16 {
         match self {
             Self::TooBig => close_code::TOO_BIG,
-            Self::Utf8 => 1007,
+            Self::Utf8 | Self::Inflate => 1007,
             Self::Protocol(_) => 1002,
         }
     }
@@ -73,6 +86,8 @@ impl DecodeError {
 #[derive(Debug)]
 struct Fragments {
     binary: bool,
+    /// The first frame had RSV1: `data` is compressed, to be inflated once complete.
+    compressed: bool,
     data: Vec<u8>,
 }
 
@@ -91,6 +106,8 @@ pub(crate) struct Decoder {
 /// A parsed frame header.
 struct Header {
     fin: bool,
+    /// A compressed message's first frame.
+    rsv1: bool,
     opcode: u8,
     mask: [u8; 4],
     /// Header length in bytes.
@@ -111,7 +128,13 @@ impl Decoder {
     /// Decodes from the front of `input`, advancing it past every byte used. Returns the first
     /// event, or `None` when `input` ends inside a frame (the caller keeps the rest and calls
     /// again with more). Non-final fragments are consumed into the decoder on the way.
-    pub(crate) fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Event>, DecodeError> {
+    /// `compression`: the connection negotiated permessage-deflate, so RSV1 marks a compressed
+    /// message (passed in rather than kept here: the decoder lives in every connection's task).
+    pub(crate) fn decode(
+        &mut self,
+        input: &mut &[u8],
+        compression: bool,
+    ) -> Result<Option<Event>, DecodeError> {
         loop {
             if self.skip > 0 {
                 let skipped = input
@@ -123,7 +146,7 @@ impl Decoder {
                     return Ok(None);
                 }
             }
-            let Some(header) = parse_header(input)? else {
+            let Some(header) = parse_header(input, compression)? else {
                 return Ok(None);
             };
             if let Err(err) = self.check_size(&header) {
@@ -156,8 +179,16 @@ impl Decoder {
             // Control frames are checked in `parse_header` (≤ 125 bytes).
             return Ok(());
         }
-        let so_far = self.fragments.as_ref().map_or(0, |f| f.data.len()) as u64;
-        if so_far + header.payload > self.max_message as u64 {
+        let (so_far, compressed) = match &self.fragments {
+            Some(fragments) => (fragments.data.len() as u64, fragments.compressed),
+            None => (0, header.rsv1),
+        };
+        let limit = if compressed {
+            compressed_limit(self.max_message)
+        } else {
+            self.max_message
+        };
+        if so_far + header.payload > limit as u64 {
             self.fragments = None;
             self.skip = header.payload;
             return Err(DecodeError::TooBig);
@@ -178,9 +209,13 @@ impl Decoder {
                 let binary = header.opcode == OP_BINARY;
                 let data = unmask(masked, header.mask);
                 if header.fin {
-                    return message(binary, data).map(Some);
+                    return self.message(binary, header.rsv1, data).map(Some);
                 }
-                self.fragments = Some(Box::new(Fragments { binary, data }));
+                self.fragments = Some(Box::new(Fragments {
+                    binary,
+                    compressed: header.rsv1,
+                    data,
+                }));
                 Ok(None)
             }
             OP_CONTINUATION => {
@@ -193,26 +228,67 @@ impl Decoder {
                 if !header.fin {
                     return Ok(None);
                 }
-                let Fragments { binary, data } = *self.fragments.take().expect("checked above");
-                message(binary, data).map(Some)
+                let Fragments {
+                    binary,
+                    compressed,
+                    data,
+                } = *self.fragments.take().expect("checked above");
+                self.message(binary, compressed, data).map(Some)
             }
             _ => unreachable!("parse_header refuses unknown opcodes"),
         }
     }
+
+    /// A complete message: inflated when compressed (at most `max_message` bytes), then
+    /// checked as text or taken as binary.
+    fn message(&self, binary: bool, compressed: bool, data: Vec<u8>) -> Result<Event, DecodeError> {
+        let data = if compressed {
+            deflate::inflate(&data, self.max_message).map_err(|err| match err {
+                InflateError::TooBig => DecodeError::TooBig,
+                InflateError::Invalid => DecodeError::Inflate,
+            })?
+        } else {
+            data
+        };
+        message(binary, data)
+    }
+}
+
+/// Most bytes a compressed message may take on the wire when it may inflate to `max_message`:
+/// incompressible data grows a little when deflated (stored blocks cost 5 bytes per 16-64 KiB,
+/// plus a block header or two), and a client that compresses everything must still be able to
+/// send a message of the full size. A message that passes this is refused from its header, as
+/// a plain one is; the inflated size is then checked on its own.
+pub(crate) fn compressed_limit(max_message: usize) -> usize {
+    max_message.saturating_add(max_message / 1024 + 64)
 }
 
 /// Parses a frame header from the front of `input`, or `None` when it is not all there yet.
-fn parse_header(input: &[u8]) -> Result<Option<Header>, DecodeError> {
+/// `compression`: RSV1 may mark a compressed message.
+fn parse_header(input: &[u8], compression: bool) -> Result<Option<Header>, DecodeError> {
     let [b0, b1, ..] = *input else {
         return Ok(None);
     };
-    if b0 & 0x70 != 0 {
+    if b0 & 0x30 != 0 {
+        return Err(DecodeError::Protocol("reserved bits set"));
+    }
+    let rsv1 = b0 & RSV1 != 0;
+    if rsv1 && !compression {
+        // RFC 6455 §5.2: a reserved bit no extension gave a meaning.
         return Err(DecodeError::Protocol("reserved bits set"));
     }
     let fin = b0 & 0x80 != 0;
     let opcode = b0 & 0x0F;
     match opcode {
-        OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
+        OP_TEXT | OP_BINARY => {}
+        // RFC 7692 §6.1: RSV1 only on a message's first frame, never on a control frame.
+        OP_CONTINUATION if rsv1 => {
+            return Err(DecodeError::Protocol("RSV1 set on a continuation frame"));
+        }
+        OP_CONTINUATION => {}
+        OP_CLOSE | OP_PING | OP_PONG if rsv1 => {
+            return Err(DecodeError::Protocol("RSV1 set on a control frame"));
+        }
         OP_CLOSE | OP_PING | OP_PONG => {
             if !fin {
                 return Err(DecodeError::Protocol("fragmented control frame"));
@@ -250,6 +326,7 @@ fn parse_header(input: &[u8]) -> Result<Option<Header>, DecodeError> {
     };
     Ok(Some(Header {
         fin,
+        rsv1,
         opcode,
         mask: mask.try_into().expect("4 bytes"),
         len: at + 4,
@@ -311,7 +388,17 @@ fn unmask_in_place(data: &mut [u8], mask: [u8; 4]) {
 
 /// Appends the header of an unmasked server frame (FIN set) with `len` payload bytes.
 pub(crate) fn encode_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
-    out.push(0x80 | opcode);
+    encode_first_byte(out, 0x80 | opcode, len);
+}
+
+/// Appends the header of a compressed message's only frame: FIN and RSV1 set, `len` bytes of
+/// deflated payload.
+pub(crate) fn encode_compressed_header(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    encode_first_byte(out, 0x80 | RSV1 | opcode, len);
+}
+
+fn encode_first_byte(out: &mut Vec<u8>, first: u8, len: usize) {
+    out.push(first);
     if len < 126 {
         out.push(len as u8);
     } else if let Ok(len) = u16::try_from(len) {
@@ -357,7 +444,7 @@ pub(crate) mod tests {
     fn decode_all(decoder: &mut Decoder, bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
         let mut input = bytes;
         let mut events = Vec::new();
-        while let Some(event) = decoder.decode(&mut input)? {
+        while let Some(event) = decoder.decode(&mut input, false)? {
             events.push(event);
         }
         assert!(input.is_empty(), "{} bytes left undecoded", input.len());
@@ -396,7 +483,11 @@ pub(crate) mod tests {
         for split in 0..frame.len() {
             let mut decoder = Decoder::new(1024);
             let mut first = &frame[..split];
-            assert_eq!(decoder.decode(&mut first).unwrap(), None, "split {split}");
+            assert_eq!(
+                decoder.decode(&mut first, false).unwrap(),
+                None,
+                "split {split}"
+            );
             // The caller keeps what was not consumed and appends the rest.
             let mut joined = first.to_vec();
             joined.extend_from_slice(&frame[split..]);
@@ -496,12 +587,12 @@ pub(crate) mod tests {
         bytes.extend(client_frame(true, OP_CLOSE, &1000u16.to_be_bytes()));
         // The header and two payload bytes have arrived: refused already, past the header.
         let mut input = &bytes[..8];
-        assert_eq!(decoder.decode(&mut input), Err(DecodeError::TooBig));
+        assert_eq!(decoder.decode(&mut input, false), Err(DecodeError::TooBig));
         assert_eq!(input, &bytes[6..8]);
         // The rest of the refused payload is skipped and the close after it is found.
         let mut rest = &bytes[6..];
         assert_eq!(
-            decoder.decode(&mut rest).unwrap(),
+            decoder.decode(&mut rest, false).unwrap(),
             Some(Event::Close(Some((1000, String::new()))))
         );
         // Fragments count together.
@@ -509,6 +600,102 @@ pub(crate) mod tests {
         fragmented.extend(client_frame(true, OP_CONTINUATION, &[0; 5]));
         let err = decode_all(&mut Decoder::new(10), &fragmented).unwrap_err();
         assert_eq!(err.close_code(), 1009);
+    }
+
+    /// A client frame with RSV1 set.
+    fn compressed_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = client_frame(fin, opcode, payload);
+        frame[0] |= RSV1;
+        frame
+    }
+
+    fn decode_deflate(max: usize, bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
+        let mut decoder = Decoder::new(max);
+        let mut input = bytes;
+        let mut events = Vec::new();
+        while let Some(event) = decoder.decode(&mut input, true)? {
+            events.push(event);
+        }
+        assert!(input.is_empty(), "{} bytes left undecoded", input.len());
+        Ok(events)
+    }
+
+    #[test]
+    fn a_compressed_message_is_inflated_whole_or_in_fragments() {
+        let text = "a compressed hello, hello, hello, hello".repeat(4);
+        let deflated = deflate::tests::client_deflate(text.as_bytes());
+        assert_eq!(
+            decode_deflate(1024, &compressed_frame(true, OP_TEXT, &deflated)).unwrap(),
+            [Event::Text(Utf8Bytes::from(text.clone()))]
+        );
+        // RSV1 on the first frame only; a ping between the fragments is not compressed.
+        let (head, tail) = deflated.split_at(deflated.len() / 2);
+        let mut bytes = compressed_frame(false, OP_BINARY, head);
+        bytes.extend(client_frame(true, OP_PING, b"p"));
+        bytes.extend(client_frame(true, OP_CONTINUATION, tail));
+        bytes.extend(client_frame(true, OP_TEXT, b"plain"));
+        assert_eq!(
+            decode_deflate(1024, &bytes).unwrap(),
+            [
+                Event::Ping(Bytes::from_static(b"p")),
+                Event::Binary(Bytes::from(text.into_bytes())),
+                Event::Text(Utf8Bytes::from("plain")),
+            ]
+        );
+    }
+
+    #[test]
+    fn rsv1_follows_rfc_7692() {
+        let deflated = deflate::tests::client_deflate(b"hello hello hello");
+        // Not negotiated: a reserved bit (1002).
+        let err = decode_all(
+            &mut Decoder::new(1024),
+            &compressed_frame(true, OP_TEXT, &deflated),
+        )
+        .unwrap_err();
+        assert_eq!(err.close_code(), 1002);
+        // Negotiated, but on a continuation or a control frame (1002).
+        let mut continued = compressed_frame(false, OP_TEXT, &deflated[..2]);
+        continued.extend(compressed_frame(true, OP_CONTINUATION, &deflated[2..]));
+        for (name, bytes) in [
+            ("continuation", continued),
+            ("ping", compressed_frame(true, OP_PING, b"")),
+            (
+                "close",
+                compressed_frame(true, OP_CLOSE, &1000u16.to_be_bytes()),
+            ),
+        ] {
+            let err = decode_deflate(1024, &bytes).unwrap_err();
+            assert_eq!(err.close_code(), 1002, "{name}: {err}");
+        }
+        // RSV2 and RSV3 stay reserved.
+        let mut rsv2 = client_frame(true, OP_TEXT, b"x");
+        rsv2[0] |= 0x20;
+        assert_eq!(decode_deflate(1024, &rsv2).unwrap_err().close_code(), 1002);
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused_with_1009_and_bad_deflate_data_with_1007() {
+        let bomb = deflate::tests::client_deflate(&vec![b'0'; 1 << 20]);
+        assert!(bomb.len() < 4096);
+        let err = decode_deflate(4096, &compressed_frame(true, OP_TEXT, &bomb)).unwrap_err();
+        assert_eq!(err.close_code(), 1009);
+        // Refused after the whole frame was read: the next frame still parses.
+        let mut decoder = Decoder::new(4096);
+        let mut bytes = compressed_frame(true, OP_TEXT, &bomb);
+        bytes.extend(client_frame(true, OP_CLOSE, &1000u16.to_be_bytes()));
+        let mut input = &bytes[..];
+        assert_eq!(decoder.decode(&mut input, true), Err(DecodeError::TooBig));
+        assert_eq!(
+            decoder.decode(&mut input, true).unwrap(),
+            Some(Event::Close(Some((1000, String::new()))))
+        );
+        let err = decode_deflate(4096, &compressed_frame(true, OP_TEXT, &[0xff; 3])).unwrap_err();
+        assert_eq!(err.close_code(), 1007);
+        // Inflated text is checked as text.
+        let latin1 = deflate::tests::client_deflate(&[0xe9; 200]);
+        let err = decode_deflate(4096, &compressed_frame(true, OP_TEXT, &latin1)).unwrap_err();
+        assert_eq!(err.close_code(), 1007);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub(crate) struct Upgrade {
     accept: HeaderValue,
     on_upgrade: OnUpgrade,
     protocol: Option<HeaderValue>,
+    /// The accepted extension (permessage-deflate's parameters), if any.
+    extensions: Option<HeaderValue>,
 }
 
 /// Why a request is not a WebSocket upgrade: a status and a one-line reason.
@@ -87,6 +89,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
             accept,
             on_upgrade,
             protocol: None,
+            extensions: None,
         })
     }
 }
@@ -95,6 +98,11 @@ impl Upgrade {
     /// Selects `protocol` in the answer's `Sec-WebSocket-Protocol`.
     pub(crate) fn select_protocol(&mut self, protocol: HeaderValue) {
         self.protocol = Some(protocol);
+    }
+
+    /// Answers with `extensions` in `Sec-WebSocket-Extensions`: the extensions accepted.
+    pub(crate) fn select_extensions(&mut self, extensions: HeaderValue) {
+        self.extensions = Some(extensions);
     }
 
     /// The 101 answer, and the future that yields the connection once it has been sent.
@@ -106,6 +114,9 @@ impl Upgrade {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept);
         if let Some(protocol) = self.protocol {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        }
+        if let Some(extensions) = self.extensions {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
         }
         (response, self.on_upgrade)
     }

@@ -8,9 +8,12 @@
 //! a frame that arrived in pieces is copied to the heap, and writes coalesce the queued frames
 //! into one temporary buffer that is freed when written (`PERFORMANCE-NOTES.md` measured this
 //! shape at under 2 KiB per idle connection). The framing rules live in [`codec`], with
-//! their tests; compression (permessage-deflate) is not negotiated.
+//! their tests; compression (permessage-deflate, off unless `SessionConfig::compression`) in
+//! [`deflate`]: negotiated without context takeover, so a compressing connection keeps no
+//! deflate state between messages either (one byte: its window size).
 
 pub(crate) mod codec;
+pub(crate) mod deflate;
 pub(crate) mod handshake;
 
 use std::collections::VecDeque;
@@ -24,7 +27,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::frame::{CloseReason, Frame};
 pub(crate) use codec::{DecodeError, Event};
-use codec::{Decoder, encode_header};
+use codec::{Decoder, encode_compressed_header, encode_header};
+pub(crate) use deflate::Deflate;
 
 /// Largest single read: the stack buffer a read lands in. `read_buffer_bytes` below this
 /// makes reads smaller.
@@ -110,6 +114,30 @@ pub(crate) struct Framed {
 }
 
 impl Framed {
+    /// Frames `frames`, in order, into one buffer; with `deflate`, each message compressed as
+    /// that connection negotiated (those too small or incompressible go plain). The same
+    /// compressed framing serves every member with the same window: no context takeover means
+    /// a message's compressed bytes depend on nothing but the message.
+    pub(crate) fn encode_for<'f>(
+        frames: impl IntoIterator<Item = &'f Frame> + Clone,
+        deflate: Option<Deflate>,
+    ) -> Self {
+        let Some(deflate) = deflate else {
+            return Self::encode(frames);
+        };
+        let mut bytes = Vec::new();
+        let mut messages = 0u32;
+        for frame in frames {
+            let (opcode, payload) = frame.wire();
+            write_message(&mut bytes, opcode, payload, Some(deflate));
+            messages += 1;
+        }
+        Self {
+            bytes: Bytes::from(bytes),
+            messages,
+        }
+    }
+
     /// Frames `frames`, in order, into one buffer.
     pub(crate) fn encode<'f>(frames: impl IntoIterator<Item = &'f Frame> + Clone) -> Self {
         let len: usize = frames
@@ -136,6 +164,12 @@ impl Framed {
         self.bytes.len()
     }
 
+    /// Its bytes: the same buffer (one address) in every queue it was shared with.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// How many messages it holds.
     pub(crate) fn messages(&self) -> usize {
         self.messages as usize
@@ -149,9 +183,12 @@ pub(crate) struct WsStream<S> {
     /// Bytes read but not yet decoded: the front of a frame that arrived in pieces, or frames
     /// that arrived together with the one returned. No capacity while idle.
     pending: Vec<u8>,
-    /// Bytes per read, at most [`READ_CHUNK`]. (`u32`s: this struct lives in every
-    /// connection's task.)
-    read_chunk: u32,
+    /// Bytes per read, at most [`READ_CHUNK`]. (Small integers: this struct lives in every
+    /// connection's task, and these three share one word.)
+    read_chunk: u16,
+    /// permessage-deflate, when negotiated: RSV1 marks the peer's compressed messages, and
+    /// ours are compressed (each on its own: no state between messages).
+    deflate: Option<Deflate>,
     /// Coalescing limit for writes.
     write_buffer: u32,
 }
@@ -163,9 +200,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             io,
             decoder: Decoder::new(max_message),
             pending: Vec::new(),
-            read_chunk: read_buffer.clamp(1, READ_CHUNK) as u32,
+            read_chunk: read_buffer.clamp(1, READ_CHUNK) as u16,
+            deflate: None,
             write_buffer: u32::try_from(write_buffer.max(1)).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The same, speaking permessage-deflate as negotiated (`None`: not negotiated).
+    pub(crate) fn with_deflate(mut self, deflate: Option<Deflate>) -> Self {
+        self.deflate = deflate;
+        self
     }
 
     /// The next message or control frame from the peer.
@@ -177,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
         loop {
             if !self.pending.is_empty() {
                 let mut input = &self.pending[..];
-                let decoded = self.decoder.decode(&mut input);
+                let decoded = self.decoder.decode(&mut input, self.deflate.is_some());
                 let consumed = self.pending.len() - input.len();
                 self.pending.drain(..consumed);
                 if self.pending.is_empty() {
@@ -206,7 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 continue;
             }
             let mut input = data;
-            let decoded = self.decoder.decode(&mut input);
+            let decoded = self.decoder.decode(&mut input, self.deflate.is_some());
             self.pending.extend_from_slice(input);
             match decoded {
                 Ok(Some(event)) => return Poll::Ready(Ok(event)),
@@ -266,12 +310,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             match &out {
                 Outgoing::Frame(frame) => {
                     let (opcode, payload) = frame.wire();
-                    encode_header(&mut buf, opcode, payload.len());
+                    // A frame for this connection alone (a reply, an echo, a replay) is
+                    // compressed here, as it is written: it is needed once.
+                    let compressed = self.deflate.and_then(|deflate| {
+                        deflate::deflate(payload, deflate.server_window_bits())
+                    });
+                    let body: &[u8] = match &compressed {
+                        Some(compressed) => {
+                            encode_compressed_header(&mut buf, opcode, compressed.len());
+                            compressed
+                        }
+                        None => {
+                            encode_header(&mut buf, opcode, payload.len());
+                            payload
+                        }
+                    };
                     if len > limit {
-                        write_both(&mut self.io, &buf, payload).await?;
+                        write_both(&mut self.io, &buf, body).await?;
                         buf.clear();
                     } else {
-                        buf.extend_from_slice(payload);
+                        buf.extend_from_slice(body);
                     }
                 }
                 Outgoing::Framed(framed) if len > limit => self.io.write_all(&framed.bytes).await?,
@@ -323,6 +381,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
     pub(crate) async fn write_close(&mut self, reason: &CloseReason) -> io::Result<()> {
         let payload = codec::close_payload(reason.code(), reason.reason());
         self.write_control(codec::OP_CLOSE, &payload).await
+    }
+}
+
+/// Appends one message's frame to `out`: compressed (RSV1) when `deflate` is on and deflating
+/// makes it smaller, as it is otherwise.
+fn write_message(out: &mut Vec<u8>, opcode: u8, payload: &[u8], deflate: Option<Deflate>) {
+    let compressed =
+        deflate.and_then(|deflate| deflate::deflate(payload, deflate.server_window_bits()));
+    match compressed {
+        Some(compressed) => {
+            encode_compressed_header(out, opcode, compressed.len());
+            out.extend_from_slice(&compressed);
+        }
+        None => {
+            encode_header(out, opcode, payload.len());
+            out.extend_from_slice(payload);
+        }
     }
 }
 
@@ -502,6 +577,48 @@ mod tests {
         let mut got = vec![0; expected.len()];
         client.read_exact(&mut got).await.unwrap();
         assert!(got == expected, "wire bytes differ");
+    }
+
+    /// An idle connection's memory with compression on: the stream is the same size as without
+    /// it (104 bytes with hyper's upgraded I/O, as before compression existed: the negotiated
+    /// window is one byte in a word the read and write sizes share), and after compressed
+    /// messages in both directions it holds no buffer and no deflate state (the compressor
+    /// and decompressor are per thread, reset after each message; `deflate.rs`).
+    #[tokio::test]
+    async fn a_compressing_stream_keeps_no_deflate_state_between_messages() {
+        assert_eq!(size_of::<Option<Deflate>>(), 1);
+        assert_eq!(size_of::<WsStream<super::handshake::Io>>(), 104);
+        let (deflate, _) = deflate::negotiate([&b"permessage-deflate"[..]]).unwrap();
+        let (mut client, server) = duplex(1 << 16);
+        let mut stream = WsStream::new(server, 4096, 1024, 1024).with_deflate(Some(deflate));
+        let text = "compress me, compress me, compress me! ".repeat(20);
+        let mut frame = client_frame(
+            true,
+            OP_TEXT,
+            &deflate::tests::client_deflate(text.as_bytes()),
+        );
+        frame[0] |= 0x40;
+        for _ in 0..3 {
+            client.write_all(&frame).await.unwrap();
+            assert_eq!(
+                stream.next().await.unwrap(),
+                Event::Text(Utf8Bytes::from(text.clone()))
+            );
+            assert_eq!(stream.held(), (0, 0, 0), "nothing held between messages");
+        }
+        let mut frames = VecDeque::from([Frame::text(text.clone()).into()]);
+        stream.write_frames(&mut frames).await.unwrap();
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[0], 0xc1, "FIN, RSV1, text");
+        assert!(
+            head[1] < 126,
+            "{} bytes compressed to under 126",
+            text.len()
+        );
+        let mut payload = vec![0; usize::from(head[1])];
+        client.read_exact(&mut payload).await.unwrap();
+        assert_eq!(deflate::inflate(&payload, 4096).unwrap(), text.as_bytes());
     }
 
     #[tokio::test]
