@@ -57,24 +57,70 @@ pub(crate) async fn history(
     room: &RoomName,
     since: Option<u64>,
 ) -> roomcast::Result<Vec<Arc<ChatMessage>>> {
+    Ok(replay(state, room, since).await?.messages)
+}
+
+/// What a join replays, and what it left out.
+pub(crate) struct Replay {
+    /// Oldest first.
+    pub(crate) messages: Vec<Arc<ChatMessage>>,
+    /// With `since`: the seqs `(first, last)` that were not replayed because more than
+    /// `ROOMCAST_REPLAY_LIMIT` messages followed `since`; the replay is then the latest
+    /// messages, so that live ones follow it without a gap.
+    pub(crate) skipped: Option<(u64, u64)>,
+}
+
+/// As [`history`], saying what a resume further behind than `ROOMCAST_REPLAY_LIMIT` left out:
+/// it replays the room's latest messages (live ones follow them without a gap) and names the
+/// range it skipped, for the client to read through the HTTP API. (It replayed the oldest ones
+/// before, and the messages between them and the live ones were lost to the client, silently.)
+///
+/// # Errors
+///
+/// The store's, as a 1011 (internal) error.
+pub(crate) async fn replay(
+    state: &AppState,
+    room: &RoomName,
+    since: Option<u64>,
+) -> roomcast::Result<Replay> {
     let store = &state.store;
-    let messages = match since {
-        Some(since) => {
-            store
-                .messages_since(room.as_str(), Seq(since), state.replay_limit)
-                .await
-        }
-        None => {
-            store
-                .history(room.as_str(), None, state.history_limit)
-                .await
-        }
+    let to_chat_all = |stored: Vec<StoredMessage>| -> Vec<Arc<ChatMessage>> {
+        stored
+            .into_iter()
+            .map(|stored| to_chat(room, stored))
+            .collect()
     };
-    Ok(messages
-        .map_err(internal)?
-        .into_iter()
-        .map(|stored| to_chat(room, stored))
-        .collect())
+    let Some(since) = since else {
+        let latest = store
+            .history(room.as_str(), None, state.history_limit)
+            .await
+            .map_err(internal)?;
+        return Ok(Replay {
+            messages: to_chat_all(latest),
+            skipped: None,
+        });
+    };
+    let limit = state.replay_limit;
+    let after = store
+        .messages_since(room.as_str(), Seq(since), limit.saturating_add(1))
+        .await
+        .map_err(internal)?;
+    if after.len() <= limit {
+        return Ok(Replay {
+            messages: to_chat_all(after),
+            skipped: None,
+        });
+    }
+    let latest = store
+        .history(room.as_str(), None, limit)
+        .await
+        .map_err(internal)?;
+    let first_replayed = latest.first().map_or(since + 1, |message| message.seq.0);
+    let skipped = (first_replayed > since + 1).then(|| (since + 1, first_replayed - 1));
+    Ok(Replay {
+        messages: to_chat_all(latest),
+        skipped,
+    })
 }
 
 /// How a dialect answers the sender once the store has answered: the stored message (new or a

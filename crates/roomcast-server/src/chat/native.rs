@@ -22,8 +22,8 @@ use roomcast::{Frame, Handler, Incoming, RoomName, Session, close_code};
 use roomcast_store::{StoreError, StoredMessage};
 
 use super::{
-    Access, Outgoing, admit_frame, check_user_connections, failure_text, history, internal,
-    persist, room_capacity,
+    Access, Outgoing, admit_frame, check_user_connections, failure_text, internal, persist, replay,
+    room_capacity,
 };
 use crate::AppState;
 
@@ -146,7 +146,25 @@ impl NativeChat {
                 )));
             }
         }
-        let fetch = history(state, room, since);
+        let fetch = async {
+            let replay = replay(state, room, since).await?;
+            if let Some((first, last)) = replay.skipped {
+                // Before the replay (it waits for this future): the client learns of the gap
+                // first, then gets the latest messages and the live ones.
+                cx.send(native::error(
+                    &format!(
+                        "messages {first} to {last} were not replayed: more than \
+                         ROOMCAST_REPLAY_LIMIT ({}) followed seq {}; read them with \
+                         GET /rooms/{room}/messages?before={}",
+                        state.replay_limit,
+                        first - 1,
+                        last + 1
+                    ),
+                    Some(room),
+                ))?;
+            }
+            Ok(replay.messages)
+        };
         cx.join_replaying(room, since.unwrap_or(0), fetch).await?;
         cx.send(native::user_list(
             room,

@@ -332,3 +332,57 @@ async fn a_message_the_store_refuses_gets_an_error_and_takes_no_seq() {
     // Nothing was stored or broadcast: the next message is the room's first.
     assert_eq!(say(&mut ann, "lobby", "fine").await["seq"], 1);
 }
+
+#[tokio::test]
+async fn a_resume_further_behind_than_the_replay_limit_names_what_it_skipped_and_replays_the_latest()
+ {
+    let server = TestServer::start_with(|config| {
+        config.replay_limit = 5;
+        config.limits = roomcast_server::limits::LimitsConfig::off();
+    })
+    .await;
+    let mut ann = server.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    for i in 1..=12 {
+        ann.send_json(json!({"type": "message", "room": "lobby", "content": format!("m{i}")}))
+            .await;
+        assert_eq!(ann.recv_type("ack").await["seq"], i);
+    }
+    let mut bob = server.connect_as("/ws/auth", "bob").await;
+    bob.send_json(json!({"type": "join", "room": "lobby", "since": 2}))
+        .await;
+    // Its own join announcement comes first, then the notice, before any replayed message.
+    assert_eq!(bob.recv_json().await["type"], "join");
+    let notice = bob.recv_json().await;
+    assert_eq!(notice["type"], "error", "{notice}");
+    let text = notice["content"].as_str().unwrap();
+    assert!(
+        text.contains("messages 3 to 7 were not replayed") && text.contains("before=8"),
+        "{text}"
+    );
+    // The latest five, then the live ones with no gap between.
+    let mut seqs = Vec::new();
+    for _ in 0..5 {
+        seqs.push(bob.recv_type("message").await["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, [8, 9, 10, 11, 12]);
+    bob.recv_type("user_list").await;
+    ann.send_json(json!({"type": "message", "room": "lobby", "content": "live"}))
+        .await;
+    assert_eq!(bob.recv_type("message").await["seq"], 13);
+    // Within the limit nothing is skipped and no notice comes.
+    let mut cat = server.connect_as("/ws/auth", "cat").await;
+    cat.send_json(json!({"type": "join", "room": "lobby", "since": 10}))
+        .await;
+    let first = loop {
+        let frame = cat.recv_json().await;
+        assert_ne!(
+            frame["type"], "error",
+            "no notice within the limit: {frame}"
+        );
+        if frame["type"] == "message" {
+            break frame;
+        }
+    };
+    assert_eq!(first["seq"], 11);
+}
