@@ -143,33 +143,19 @@ impl RedisBroker {
         }
     }
 
-    async fn publish_bytes(&self, channel: String, payload: Vec<u8>) -> Result<(), BrokerError> {
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(payload);
-        self.query::<i64>(&cmd).await.map(|_| ())
-    }
-
     /// Runs `cmd` on the publishing connection, made again after a failure.
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BrokerError> {
-        let mut publisher = self.publisher.lock().await;
-        let conn = match publisher.as_mut() {
-            Some(conn) => conn,
-            None => publisher.insert(
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config())
-                    .await
-                    .map_err(unavailable)?,
-            ),
-        };
-        let answer: redis::RedisResult<T> = cmd.query_async(conn).await;
-        answer.map_err(|err| {
-            *publisher = None;
-            unavailable(err)
-        })
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd.clone());
+        let (answer,): (T,) = self.query_pipe(&pipe).await?;
+        Ok(answer)
     }
 
     /// Runs `pipe` on the publishing connection, made again after a failure.
-    async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<(), BrokerError> {
+    async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BrokerError> {
         let mut publisher = self.publisher.lock().await;
         let conn = match publisher.as_mut() {
             Some(conn) => conn,
@@ -180,7 +166,7 @@ impl RedisBroker {
                     .map_err(unavailable)?,
             ),
         };
-        let answer: redis::RedisResult<()> = pipe.query_async(conn).await;
+        let answer: redis::RedisResult<T> = pipe.query_async(conn).await;
         answer.map_err(|err| {
             *publisher = None;
             unavailable(err)
@@ -289,8 +275,7 @@ impl RedisBroker {
                     timestamp_ms: roomcast::protocol::now_ms(),
                 },
             };
-            let channel = self.channel(&event.target);
-            self.publish_bytes(channel, wire::encode(&event)).await?;
+            self.publish_many(vec![event]).await?;
             announced += 1;
         }
         let mut forget = redis::cmd("SREM");
@@ -369,20 +354,7 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, event: RoomEvent) -> BoxFuture<'_, Result<(), BrokerError>> {
-        Box::pin(async move {
-            let channel = self.channel(&event.target);
-            let result = self.publish_bytes(channel, wire::encode(&event)).await;
-            let failed = result.is_err();
-            if self.failing.swap(failed, Ordering::Relaxed) != failed {
-                match &result {
-                    Err(err) => {
-                        tracing::warn!(error = %err, "publishing to Redis failed; other nodes miss events until it is back")
-                    }
-                    Ok(()) => tracing::info!("publishing to Redis again"),
-                }
-            }
-            result
-        })
+        self.publish_many(vec![event])
     }
 
     fn publish_many(&self, events: Vec<RoomEvent>) -> BoxFuture<'_, Result<(), BrokerError>> {

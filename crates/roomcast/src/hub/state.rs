@@ -1262,13 +1262,16 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_group_of_messages_reaches_each_member_in_order_past_its_watermark_or_is_held() {
-        let room = RoomName::new("lobby").unwrap();
-        let mut state = State::default();
-        let queues: Vec<Outbound> = (1..=3)
-            .map(|n| {
-                let outbound = Outbound::new(16, 0);
+    /// Native connections 1, 2, … in `room`, each compressing as given; their queues.
+    fn members(
+        state: &mut State,
+        room: &RoomName,
+        deflates: impl Iterator<Item = Option<crate::ws::deflate::Deflate>>,
+    ) -> Vec<Outbound> {
+        deflates
+            .zip(1..)
+            .map(|(deflate, n)| {
+                let outbound = Outbound::with_deflate(16, 0, deflate);
                 state.add_conn(
                     ConnId(n),
                     &Identity::guest(),
@@ -1277,10 +1280,17 @@ mod tests {
                     None,
                     "test",
                 );
-                state.join(ConnId(n), &room).expect("a known connection");
+                state.join(ConnId(n), room).expect("a known connection");
                 outbound
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_group_of_messages_reaches_each_member_in_order_past_its_watermark_or_is_held() {
+        let room = RoomName::new("lobby").unwrap();
+        let mut state = State::default();
+        let queues = members(&mut state, &room, (1..=3).map(|_| None));
         // Connection 2 was replayed up to seq 2; connection 3 is being replayed to.
         let conn2 = state.conns.get_mut(&ConnId(2)).unwrap();
         find_room(&mut conn2.rooms, &room).unwrap().watermark = 2;
@@ -1303,22 +1313,11 @@ mod tests {
         let mut state = State::default();
         let (deflate, _) = crate::ws::deflate::negotiate([&b"permessage-deflate"[..]]).unwrap();
         // Members 1-3 negotiated compression, member 4 did not.
-        let queues: Vec<Outbound> = (1..=4)
-            .map(|n| {
-                let deflate = (n <= 3).then_some(deflate);
-                let outbound = Outbound::with_deflate(16, 0, deflate);
-                state.add_conn(
-                    ConnId(n),
-                    &Identity::guest(),
-                    &NATIVE,
-                    outbound.clone(),
-                    None,
-                    "test",
-                );
-                state.join(ConnId(n), &room).expect("a known connection");
-                outbound
-            })
-            .collect();
+        let queues = members(
+            &mut state,
+            &room,
+            (1..=4).map(|n| (n <= 3).then_some(deflate)),
+        );
         let text = r#"{"type":"message","room":"lobby","data":"the same words, again and again"}"#
             .repeat(8);
         let event = Event::Frame(Frame::text(text.clone()));
