@@ -1,0 +1,228 @@
+//! The broker's [`Presence`]: who is in which room on any node, node leases and the reaper
+//! (`docs/SCALING.md`, "Presence across nodes").
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roomcast::broker::{BoxFuture, Broker, BrokerError, Presence, RoomEvent, Target};
+use roomcast::protocol::{Event, UserInfo};
+use roomcast::{NodeId, RoomName, UserId};
+
+use super::RedisBroker;
+
+impl RedisBroker {
+    /// Takes `user`'s entry in `room` off `node`'s list and the room's count; returns the
+    /// user's count of nodes in the room after it (0: gone from the room).
+    async fn leave_on(
+        &self,
+        node: NodeId,
+        room: &RoomName,
+        user: &UserId,
+    ) -> Result<i64, BrokerError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(LEAVE_SCRIPT)
+            .arg(3)
+            .arg(self.key("presence", room))
+            .arg(self.key("names", room))
+            .arg(self.key("node", node.0))
+            .arg(user.as_str())
+            .arg(entry(room, user));
+        self.query(&cmd).await
+    }
+
+    /// One heartbeat: renews this node's lease, then reaps every node whose lease lapsed (one
+    /// surviving node per dead one, by a lock with the lease's lifetime), announcing the
+    /// leaves of users who were only there.
+    pub(super) async fn heartbeat(&self, node: NodeId) -> Result<(), BrokerError> {
+        let ttl = u64::try_from(self.presence_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut lease = redis::cmd("SET");
+        lease
+            .arg(self.key("lease", node.0))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl);
+        self.query::<()>(&lease).await?;
+        let mut join = redis::cmd("SADD");
+        join.arg(format!("{}nodes", self.prefix)).arg(node.0);
+        self.query::<i64>(&join).await?;
+        let mut nodes = redis::cmd("SMEMBERS");
+        nodes.arg(format!("{}nodes", self.prefix));
+        let nodes: Vec<u64> = self.query(&nodes).await?;
+        for other in nodes.into_iter().filter(|other| *other != node.0) {
+            let mut alive = redis::cmd("EXISTS");
+            alive.arg(self.key("lease", other));
+            if self.query::<i64>(&alive).await? == 1 {
+                continue;
+            }
+            let mut lock = redis::cmd("SET");
+            lock.arg(self.key("reaping", other))
+                .arg(node.0)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl);
+            let locked: Option<String> = self.query(&lock).await?;
+            if locked.is_some() {
+                self.reap(NodeId(other)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a dead node's users out of its rooms and announces each leave that leaves a user
+    /// on no node, as if the dead node had (origin: the dead node, so every live node,
+    /// this one included, delivers it).
+    async fn reap(&self, dead: NodeId) -> Result<(), BrokerError> {
+        let mut entries = redis::cmd("SMEMBERS");
+        entries.arg(self.key("node", dead.0));
+        let entries: Vec<String> = self.query(&entries).await?;
+        let mut announced = 0;
+        for entry in &entries {
+            let Some((room, user)) = entry.split_once('\n') else {
+                continue;
+            };
+            let (Ok(room), user) = (RoomName::new(room), UserId::from(user)) else {
+                continue;
+            };
+            let mut name = redis::cmd("HGET");
+            name.arg(self.key("names", &room)).arg(user.as_str());
+            let username: Option<String> = self.query(&name).await?;
+            if self.leave_on(dead, &room, &user).await? != 0 {
+                continue;
+            }
+            let event = RoomEvent {
+                origin: dead,
+                target: Target::Room(room.clone()),
+                exclude: Vec::new(),
+                event: Event::Left {
+                    room,
+                    user: UserInfo {
+                        username: Arc::from(username.as_deref().unwrap_or(user.as_str())),
+                        id: user,
+                    },
+                    timestamp_ms: roomcast::protocol::now_ms(),
+                },
+            };
+            self.publish_many(vec![event]).await?;
+            announced += 1;
+        }
+        let mut forget = redis::cmd("SREM");
+        forget.arg(format!("{}nodes", self.prefix)).arg(dead.0);
+        self.query::<i64>(&forget).await?;
+        let mut clear = redis::cmd("DEL");
+        clear.arg(self.key("node", dead.0));
+        self.query::<i64>(&clear).await?;
+        tracing::info!(node = %dead, entries = entries.len(), announced, "reaped a node whose presence lease lapsed");
+        Ok(())
+    }
+}
+
+/// A node's entry for `user` in `room` (room names cannot hold a newline).
+fn entry(room: &RoomName, user: &UserId) -> String {
+    format!("{room}\n{user}")
+}
+
+/// KEYS: the room's counts, the room's names, the node's entries; ARGV: user, name, entry.
+/// Returns the user's count of nodes in the room.
+const JOIN_SCRIPT: &str = r"
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+return n";
+
+/// KEYS as for `JOIN_SCRIPT`; ARGV: user, entry. Takes the node's entry off and counts the
+/// user down; at 0 the user is gone from the room. An entry already gone (reaped, or lost
+/// with a Redis restart) only reports the count, 0 when that is gone too.
+const LEAVE_SCRIPT: &str = r"
+if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then
+  return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+end
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if n <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 0
+end
+return n";
+
+impl RedisBroker {
+    /// Renews this node's presence lease every third of its lifetime and reaps dead nodes,
+    /// until `stop` is cancelled. Run it once, after the hub is built.
+    pub async fn keep_presence(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let Ok(node) = self.started_node() else {
+            return;
+        };
+        let mut ticks =
+            tokio::time::interval((self.presence_ttl / 3).max(Duration::from_millis(100)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            match self.heartbeat(node).await {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("presence heartbeats reach Redis again");
+                }
+                Ok(()) => {}
+                Err(err) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "cannot renew the presence lease");
+                }
+                Err(_) => {}
+            }
+        }
+        // A node that stops says so at once rather than after its lease.
+        let mut release = redis::cmd("DEL");
+        release.arg(self.key("lease", node.0));
+        let _ = self.query::<i64>(&release).await;
+    }
+}
+
+impl Presence for RedisBroker {
+    fn joined(&self, room: &RoomName, user: &UserInfo) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        let (room, user) = (room.clone(), user.clone());
+        Box::pin(async move {
+            let node = self.started_node()?;
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(JOIN_SCRIPT)
+                .arg(3)
+                .arg(self.key("presence", &room))
+                .arg(self.key("names", &room))
+                .arg(self.key("node", node.0))
+                .arg(user.id.as_str())
+                .arg(user.username.as_ref())
+                .arg(entry(&room, &user.id));
+            let nodes: i64 = self.query(&cmd).await?;
+            Ok(nodes == 1)
+        })
+    }
+
+    fn left(&self, room: &RoomName, user: &UserId) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        let (room, user) = (room.clone(), user.clone());
+        Box::pin(async move {
+            let node = self.started_node()?;
+            Ok(self.leave_on(node, &room, &user).await? == 0)
+        })
+    }
+
+    fn members(&self, room: &RoomName) -> BoxFuture<'_, Result<Vec<UserInfo>, BrokerError>> {
+        let room = room.clone();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HGETALL");
+            cmd.arg(self.key("names", &room));
+            let names: HashMap<String, String> = self.query(&cmd).await?;
+            let mut users: Vec<UserInfo> = names
+                .into_iter()
+                .map(|(id, username)| UserInfo {
+                    id: UserId::from(id),
+                    username: Arc::from(username),
+                })
+                .collect();
+            users.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(users)
+        })
+    }
+}
