@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use roomcast::{AllowedOrigins, Authenticator, SessionConfig};
+use roomcast::{AllowedOrigins, Authenticator, PresenceConfig, PresenceMode, SessionConfig};
 
 use crate::token::TokenIssuer;
 use crate::{DirectoryMode, ServerConfig, StoreConfig};
@@ -320,6 +320,25 @@ pub struct WebSocketArgs {
     #[arg(long = "websocket-compression", env = "WEBSOCKET_COMPRESSION", default_value = "false",
           value_parser = bool_var("WEBSOCKET_COMPRESSION"), action = clap::ArgAction::Set)]
     pub compression: bool,
+    /// How joins and leaves reach a room's members: `full` (each as it happens), `batched`
+    /// (net changes once per `ROOMCAST_PRESENCE_INTERVAL`), `counts` (only the member count),
+    /// or `auto` (full, then batched above `ROOMCAST_PRESENCE_BATCH_ABOVE` members, counts
+    /// above `ROOMCAST_PRESENCE_COUNTS_ABOVE`).
+    #[arg(long = "presence-mode", env = "ROOMCAST_PRESENCE_MODE", default_value = "auto",
+          value_parser = parse_with::<PresenceMode>("ROOMCAST_PRESENCE_MODE", "auto, full, batched or counts"))]
+    pub presence_mode: PresenceMode,
+    /// With `auto`, rooms of more members than this (on one node) are batched.
+    #[arg(long = "presence-batch-above", env = "ROOMCAST_PRESENCE_BATCH_ABOVE", default_value = "64",
+          value_parser = parse_with::<usize>("ROOMCAST_PRESENCE_BATCH_ABOVE", "a number of members"))]
+    pub presence_batch_above: usize,
+    /// With `auto`, rooms of more members than this (on one node) get counts only.
+    #[arg(long = "presence-counts-above", env = "ROOMCAST_PRESENCE_COUNTS_ABOVE", default_value = "5000",
+          value_parser = parse_with::<usize>("ROOMCAST_PRESENCE_COUNTS_ABOVE", "a number of members"))]
+    pub presence_counts_above: usize,
+    /// How long a batched room's joins and leaves are gathered (10ms to 60s).
+    #[arg(long = "presence-interval", env = "ROOMCAST_PRESENCE_INTERVAL", default_value = "1s",
+          value_parser = duration_var("ROOMCAST_PRESENCE_INTERVAL"))]
+    pub presence_interval: Duration,
 }
 
 /// `roomcast token`.
@@ -612,6 +631,12 @@ impl WebSocketArgs {
             outbound_capacity: self.outbound_queue,
             token_expiry_notice: self.token_expiry_notice,
             compression: self.compression,
+            presence: PresenceConfig {
+                mode: self.presence_mode,
+                batch_above: self.presence_batch_above,
+                counts_above: self.presence_counts_above,
+                interval: self.presence_interval,
+            },
             ..SessionConfig::default()
         };
         config.validate().map_err(|err| {
@@ -624,6 +649,10 @@ impl WebSocketArgs {
                 "outbound_capacity" => "ROOMCAST_OUTBOUND_QUEUE",
                 "ping_period" => "WEBSOCKET_PING_PERIOD",
                 "pong_wait" => "WEBSOCKET_PONG_WAIT (must be longer than WEBSOCKET_PING_PERIOD)",
+                "presence.interval" => "ROOMCAST_PRESENCE_INTERVAL",
+                "presence.counts_above" => {
+                    "ROOMCAST_PRESENCE_COUNTS_ABOVE (must be at least ROOMCAST_PRESENCE_BATCH_ABOVE)"
+                }
                 other => other,
             };
             anyhow::anyhow!("{variable}: {}", err.problem)
@@ -740,6 +769,33 @@ mod tests {
             Command::Serve(args) => *args,
             Command::Token(_) => unreachable!("parsed serve"),
         })
+    }
+
+    #[test]
+    fn presence_settings_reach_the_session_config_and_bad_ones_name_their_variable() {
+        let config = serve(&[]).unwrap().websocket.session_config().unwrap();
+        assert_eq!(config.presence, PresenceConfig::default());
+        let args = serve(&[
+            "--presence-mode",
+            "Batched",
+            "--presence-batch-above",
+            "10",
+            "--presence-interval",
+            "250ms",
+        ])
+        .unwrap();
+        let presence = args.websocket.session_config().unwrap().presence;
+        assert_eq!(presence.mode, PresenceMode::Batched);
+        assert_eq!(presence.batch_above, 10);
+        assert_eq!(presence.interval, Duration::from_millis(250));
+        let err = serve(&["--presence-mode", "sometimes"]).unwrap_err();
+        assert!(err.to_string().contains("ROOMCAST_PRESENCE_MODE"), "{err}");
+        let args = serve(&["--presence-interval", "0s"]).unwrap();
+        let err = args.websocket.session_config().unwrap_err();
+        assert!(
+            err.to_string().contains("ROOMCAST_PRESENCE_INTERVAL"),
+            "{err}"
+        );
     }
 
     #[test]

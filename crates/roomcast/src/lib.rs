@@ -66,7 +66,7 @@ mod shutdown;
 mod ws;
 
 pub use auth::{AuthError, Authenticator, Claims, Identity, TrustTokens, UserDirectory};
-pub use config::{ConfigError, SessionConfig};
+pub use config::{ConfigError, PresenceConfig, PresenceMode, SessionConfig, UnknownPresenceMode};
 pub use error::{Error, Result};
 pub use frame::{CloseReason, Frame, close_code};
 pub use handler::Handler;

@@ -21,4 +21,5 @@ mod metrics;
 mod native;
 mod ops;
 mod postgres;
+mod presence;
 mod token_chat;

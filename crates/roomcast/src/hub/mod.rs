@@ -10,6 +10,7 @@
 mod cluster;
 mod expiry;
 mod order;
+mod presence;
 mod state;
 
 pub use order::History;
@@ -257,11 +258,14 @@ impl Hub {
         let refusals = Arc::new(Semaphore::new(config.max_closing_refusals));
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::new(if broker.is_some() {
-                    State::sequenced()
-                } else {
-                    State::default()
-                }),
+                state: Mutex::new(
+                    if broker.is_some() {
+                        State::sequenced()
+                    } else {
+                        State::default()
+                    }
+                    .with_presence(config.presence.clone()),
+                ),
                 config,
                 node,
                 broker,
@@ -1025,7 +1029,19 @@ impl Hub {
         self.shared.sweep.get_or_init(|| {
             let deadlines = Deadlines::new(&self.shared.config);
             let stop = self.shared.shutdown.token();
-            tokio::spawn(sweep_loop(Arc::downgrade(&self.shared), deadlines, stop));
+            tokio::spawn(sweep_loop(
+                Arc::downgrade(&self.shared),
+                deadlines,
+                stop.clone(),
+            ));
+            let presence = &self.shared.config.presence;
+            if presence.may_batch() {
+                tokio::spawn(presence_loop(
+                    Arc::downgrade(&self.shared),
+                    presence.interval,
+                    stop,
+                ));
+            }
         });
         self.state()
             .add_conn(conn, identity, dialect, outbound.clone(), addr, endpoint);
@@ -1178,6 +1194,56 @@ async fn sweep_loop(hub: Weak<Shared>, deadlines: Deadlines, stop: CancellationT
         if slow > 0 {
             shared.metrics.slow_consumers.inc_by(slow as u64);
         }
+    }
+}
+
+/// Flushes the rooms' presence batches (`presence`) once per `interval`, from one task per hub:
+/// no timer per room or connection. A tick with nothing batched costs one lock. With a
+/// [`Presence`], the count in each update is every node's, read before the lock is taken.
+/// Ends with the hub or at shutdown.
+async fn presence_loop(hub: Weak<Shared>, interval: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let Some(shared) = hub.upgrade() else {
+            return;
+        };
+        let hub = Hub { shared };
+        hub.flush_presence().await;
+    }
+}
+
+impl Hub {
+    /// Hands every batched or counted room's waiting joins and leaves to its members now:
+    /// what the hub's presence timer does once per
+    /// [`PresenceConfig::interval`](crate::PresenceConfig::interval). Each member gets one
+    /// update, the net changes since its last one or its member list
+    /// ([`PresenceMode`](crate::PresenceMode)). For an application that wants presence out
+    /// before a planned step (and for tests, which cannot wait on a timer's phase). Nothing
+    /// waits for a member; with a [`Presence`], each room's count is read from it first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let hub = roomcast::Hub::new(roomcast::SessionConfig::default());
+    /// hub.flush_presence().await; // nothing batched: nothing sent
+    /// # }
+    /// ```
+    pub async fn flush_presence(&self) {
+        let mut counts = std::collections::HashMap::new();
+        if self.shared.presence.is_some() {
+            // Outside the lock: the other nodes' members come from the broker's presence.
+            let rooms = self.state().batched_rooms();
+            for room in rooms {
+                let count = self.room_users_everywhere(&room).await.len();
+                counts.insert(room, count);
+            }
+        }
+        let delivery = self.state().flush_presence(&counts);
+        self.count(delivery);
     }
 }
 

@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::broker::Target;
-use crate::config::SessionConfig;
+use crate::config::{PresenceConfig, PresenceMode, SessionConfig};
 use crate::frame::{CloseReason, Frame, close_code};
 use crate::ids::{ConnId, RoomName, UserId};
-use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
+use crate::protocol::{ChatMessage, Dialect, Event, PresenceUpdate, UserInfo, now_ms};
 use crate::session::{Outbound, SendError};
 use crate::ws::{Deflate, Framed};
 
 use super::expiry::{Due, Expiry};
 use super::order::Sequencer;
+use super::presence::{Batch, Net};
 
 #[derive(Default)]
 pub(crate) struct State {
@@ -28,6 +29,10 @@ pub(crate) struct State {
     users: HashMap<UserId, User>,
     /// Rooms' persisted messages pass a sequencer (`super::order`): a node with a broker.
     sequenced: bool,
+    /// Which rooms batch their joins and leaves, or only count them (`super::presence`).
+    presence: PresenceConfig,
+    /// Rooms with a batch waiting for the presence timer.
+    batched: HashSet<RoomName>,
 }
 
 struct Conn {
@@ -167,6 +172,12 @@ struct Room {
     /// The order of its persisted messages, on a node with a broker (`super::order`); made
     /// with the room's first sequenced message.
     order: Option<Box<Sequencer>>,
+    /// Joins and leaves not yet handed to the members (a batched or counted room,
+    /// `super::presence`); boxed, as most rooms never batch.
+    batch: Option<Box<Batch>>,
+    /// The count in the last presence update its members got: a counts room's members get
+    /// the next only when it differs.
+    sent_count: Option<usize>,
 }
 
 struct User {
@@ -275,6 +286,40 @@ impl Encoded {
         let framed = Framed::encode_for(frames.iter().flatten(), Some(deflate));
         self.deflated.push((deflate, framed.clone()));
         framed
+    }
+}
+
+/// Which of a user's own joins and leaves a dialect keeps from that user's connections
+/// ([`Dialect::shows_own`]), asked once per dialect and presence flush.
+struct Hides {
+    join: bool,
+    leave: bool,
+}
+
+impl Hides {
+    fn of(dialect: &dyn Dialect, room: &RoomName) -> Self {
+        let user = UserInfo {
+            id: UserId::from(""),
+            username: "".into(),
+        };
+        let joined = Event::Joined {
+            room: room.clone(),
+            user: user.clone(),
+            timestamp_ms: 0,
+        };
+        let left = Event::Left {
+            room: room.clone(),
+            user,
+            timestamp_ms: 0,
+        };
+        Self {
+            join: !dialect.shows_own(&joined),
+            leave: !dialect.shows_own(&left),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.join || self.leave
     }
 }
 
@@ -488,6 +533,10 @@ impl State {
         let room_created = !self.rooms.contains_key(room);
         let members = self.rooms.entry(room.clone()).or_default();
         members.conns.insert(conn);
+        if let Some(batch) = &mut members.batch {
+            // Its member list (taken now) already shows what the batch holds so far.
+            batch.joined(conn);
+        }
         let count = members.users.entry(entry.user.clone()).or_insert(0);
         *count += 1;
         let user_joined = *count == 1;
@@ -662,6 +711,163 @@ impl State {
         }
     }
 
+    /// Sets how rooms announce joins and leaves (`super::presence`).
+    pub(crate) fn with_presence(mut self, presence: PresenceConfig) -> Self {
+        self.presence = presence;
+        self
+    }
+
+    /// Takes `event` into `room`'s batch when it is a join or a leave and the room batches or
+    /// counts them (or already has a batch, which keeps the order when the room shrinks back
+    /// to full). Returns whether it was taken.
+    fn batch_presence(&mut self, room: &RoomName, event: &Event) -> bool {
+        let (user, joined) = match event {
+            Event::Joined { user, .. } => (user, true),
+            Event::Left { user, .. } => (user, false),
+            _ => return false,
+        };
+        let Some(members) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if members.batch.is_none()
+            && self.presence.mode_for(members.users.len()) == PresenceMode::Full
+        {
+            return false;
+        }
+        members
+            .batch
+            .get_or_insert_with(Box::default)
+            .push(user.clone(), joined);
+        if !self.batched.contains(room) {
+            self.batched.insert(room.clone());
+        }
+        true
+    }
+
+    /// The rooms with a batch waiting for the presence timer.
+    pub(crate) fn batched_rooms(&self) -> Vec<RoomName> {
+        self.batched.iter().cloned().collect()
+    }
+
+    /// Hands every waiting batch to its room's members: one update per member, the net changes
+    /// since its last one (or its member list), encoded once per dialect and shared, or only
+    /// the count in a counts room when it changed. `counts` gives a room's member count on
+    /// every node when the hub has a [`Presence`](crate::broker::Presence); otherwise the local
+    /// count is the count. Never waits.
+    pub(crate) fn flush_presence(&mut self, counts: &HashMap<RoomName, usize>) -> Delivery {
+        let mut delivery = Delivery::default();
+        let timestamp_ms = now_ms();
+        for room in std::mem::take(&mut self.batched) {
+            let Some(members) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            let Some(batch) = members.batch.take() else {
+                continue;
+            };
+            let count = counts.get(&room).copied().unwrap_or(members.users.len());
+            let counts_only = self.presence.mode_for(members.users.len()) == PresenceMode::Counts;
+            if counts_only && members.sent_count == Some(count) {
+                continue;
+            }
+            members.sent_count = Some(count);
+            let update = |net: Net| {
+                if counts_only {
+                    PresenceUpdate::count(room.clone(), count, timestamp_ms)
+                } else {
+                    PresenceUpdate::diff(room.clone(), net.joined, net.left, count, timestamp_ms)
+                }
+            };
+            let everyone = if counts_only {
+                Net::default()
+            } else {
+                batch.net(0)
+            };
+            // Users in the shared update, for dialects that keep a user's own events from them.
+            let named: HashSet<&UserId> = everyone
+                .joined
+                .iter()
+                .chain(&everyone.left)
+                .map(|user| &user.id)
+                .collect();
+            let joined_at = if counts_only {
+                HashMap::new()
+            } else {
+                batch.joined_at()
+            };
+            let shared_is_empty = everyone.is_empty() && !counts_only;
+            let shared = update(Net {
+                joined: everyone.joined.clone(),
+                left: everyone.left.clone(),
+            });
+            let mut encoded: Vec<(&'static str, Encoded, Hides)> = Vec::new();
+            for conn_id in &members.conns {
+                let Some(conn) = self.conns.get(conn_id) else {
+                    continue;
+                };
+                let name = conn.dialect.name();
+                let at = match encoded.iter().position(|(n, ..)| *n == name) {
+                    Some(at) => at,
+                    None => {
+                        let frames = conn.dialect.encode_presence(&shared);
+                        encoded.push((
+                            name,
+                            Encoded {
+                                frames: frames.into_iter().map(Some).collect(),
+                                own_hidden: None,
+                                framed: None,
+                                deflated: Vec::new(),
+                            },
+                            Hides::of(conn.dialect, &room),
+                        ));
+                        encoded.len() - 1
+                    }
+                };
+                let (_, shared_frames, hides) = &mut encoded[at];
+                let from = joined_at.get(conn_id).copied().unwrap_or(0);
+                let own_named = hides.any() && named.contains(&conn.user);
+                let (queued, bytes) = if from == 0 && !own_named {
+                    if shared_is_empty {
+                        continue;
+                    }
+                    let framed = shared_frames.framed(conn.outbound.deflate());
+                    if framed.messages() == 0 {
+                        continue;
+                    }
+                    let bytes = framed.len();
+                    (conn.outbound.try_send_framed(framed), bytes)
+                } else {
+                    // Joined during the interval, or named in the update where its dialect
+                    // hides a user's own events: its own update.
+                    let mut net = batch.net(from);
+                    if hides.join {
+                        net.joined.retain(|user| user.id != conn.user);
+                    }
+                    if hides.leave {
+                        net.left.retain(|user| user.id != conn.user);
+                    }
+                    if net.is_empty() {
+                        continue;
+                    }
+                    let mut frames = conn.dialect.encode_presence(&update(net));
+                    if frames.is_empty() {
+                        continue;
+                    }
+                    let bytes = frames.iter().map(Frame::len).sum();
+                    (conn.outbound.try_send_many(&mut frames), bytes)
+                };
+                match queued {
+                    Ok(sent) => {
+                        delivery.sent += sent;
+                        delivery.bytes += bytes;
+                    }
+                    Err(SendError::Full) => delivery.slow += 1,
+                    Err(SendError::Closed) => {}
+                }
+            }
+        }
+        delivery
+    }
+
     /// Passes `messages` (sequenced, of `room`) through the room's [`Sequencer`] and queues
     /// what is ready, in `seq` order, to the room's connections. Returns the delivery and
     /// whether a task must now wait for a gap (one started only if none is running).
@@ -777,6 +983,13 @@ impl State {
         exclude: &[UserId],
         exclude_conn: Option<ConnId>,
     ) -> Delivery {
+        if let Target::Room(room) = target
+            && exclude.is_empty()
+            && exclude_conn.is_none()
+            && self.batch_presence(room, event)
+        {
+            return Delivery::default();
+        }
         let mut encoder = EncodeOnce::new(std::slice::from_ref(event));
         let mut delivery = Delivery::default();
         // A persisted room message is sequenced: each connection's watermark drops what a
@@ -862,6 +1075,25 @@ impl State {
         exclude: &[UserId],
     ) -> Delivery {
         let mut delivery = Delivery::default();
+        if exclude.is_empty()
+            && events
+                .iter()
+                .any(|event| matches!(event, Event::Joined { .. } | Event::Left { .. }))
+        {
+            // Joins and leaves of a batched room go to its batch; the rest as usual.
+            let rest: Vec<Event> = events
+                .iter()
+                .filter(|event| !self.batch_presence(room, event))
+                .cloned()
+                .collect();
+            if rest.len() < events.len() {
+                return if rest.is_empty() {
+                    delivery
+                } else {
+                    self.deliver_many(room, &rest, exclude)
+                };
+            }
+        }
         let Some(members) = self.rooms.get(room) else {
             return delivery;
         };

@@ -96,6 +96,75 @@ pub enum Event {
     },
 }
 
+/// What a room's members get instead of single joins and leaves when the room's presence is
+/// batched or counted ([`PresenceMode`](crate::PresenceMode)): the net changes since the
+/// member's last update (batched), or only the count (counts). Built by the hub once per room
+/// and interval; [`Dialect::encode_presence`] turns it into frames.
+///
+/// ```
+/// use roomcast::protocol::{PresenceUpdate, UserInfo};
+/// use roomcast::RoomName;
+/// let ann = UserInfo { id: "ann".into(), username: "Ann".into() };
+/// let update = PresenceUpdate::diff(RoomName::new("lobby").unwrap(), vec![ann], vec![], 7, 0);
+/// assert!(!update.counts_only());
+/// let counts = PresenceUpdate::count(RoomName::new("lobby").unwrap(), 7, 0);
+/// assert!(counts.counts_only() && counts.joined.is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PresenceUpdate {
+    /// The room.
+    pub room: RoomName,
+    /// Users in the room now who were not at the member's last update (or member list).
+    pub joined: Vec<UserInfo>,
+    /// Users no longer in the room who were at the member's last update (or member list).
+    pub left: Vec<UserInfo>,
+    /// Members now: on one node exact; with a [`Presence`](crate::broker::Presence), every
+    /// node's, as it listed them at the flush.
+    pub count: usize,
+    /// When the update was made, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// Only `count` is news ([`PresenceMode::Counts`](crate::PresenceMode::Counts)).
+    counts_only: bool,
+}
+
+impl PresenceUpdate {
+    /// A batched update: who joined and who left since the last one, and the count now.
+    pub fn diff(
+        room: RoomName,
+        joined: Vec<UserInfo>,
+        left: Vec<UserInfo>,
+        count: usize,
+        timestamp_ms: i64,
+    ) -> Self {
+        Self {
+            room,
+            joined,
+            left,
+            count,
+            timestamp_ms,
+            counts_only: false,
+        }
+    }
+
+    /// A counts-only update.
+    pub fn count(room: RoomName, count: usize, timestamp_ms: i64) -> Self {
+        Self {
+            room,
+            joined: Vec::new(),
+            left: Vec::new(),
+            count,
+            timestamp_ms,
+            counts_only: true,
+        }
+    }
+
+    /// Whether only the count is news (the room is in counts mode).
+    pub fn counts_only(&self) -> bool {
+        self.counts_only
+    }
+}
+
 impl Event {
     /// The user who caused the event: who joined, left or sent; `None` for a raw frame or a
     /// notice.
@@ -223,6 +292,51 @@ pub trait Dialect: Send + Sync + 'static {
     /// ```
     fn reconnect(&self) -> Option<Frame> {
         None
+    }
+
+    /// The frames a member of a batched or counted room gets for `update`
+    /// ([`PresenceMode`](crate::PresenceMode)), in order. The hub calls this under its lock,
+    /// once per dialect and update (a member for whom the update differs, one that joined
+    /// during the interval, gets its own): only encode here.
+    ///
+    /// Default: each of `joined` as this dialect's [`Event::Joined`] and each of `left` as its
+    /// [`Event::Left`], so a dialect without a presence message of its own delivers the net
+    /// changes as the joins and leaves it knows; a counts-only update gives no frame.
+    ///
+    /// ```
+    /// use roomcast::protocol::{Dialect, PresenceUpdate, UserInfo};
+    /// use roomcast::protocol::channels::CHANNELS;
+    /// use roomcast::protocol::native::NATIVE;
+    /// use roomcast::RoomName;
+    /// let room = RoomName::new("lobby").unwrap();
+    /// let ann = UserInfo { id: "ann".into(), username: "Ann".into() };
+    /// let bob = UserInfo { id: "bob".into(), username: "Bob".into() };
+    /// let update = PresenceUpdate::diff(room.clone(), vec![ann], vec![bob], 1, 0);
+    /// // Seed 004: its own events, one per change.
+    /// let frames = CHANNELS.encode_presence(&update);
+    /// assert_eq!(frames.len(), 2);
+    /// assert!(frames[0].as_text().unwrap().contains("user_join"));
+    /// assert!(frames[1].as_text().unwrap().contains("user_leave"));
+    /// // Native: one `presence` frame.
+    /// assert_eq!(NATIVE.encode_presence(&update).len(), 1);
+    /// // Counts only: nothing seed 004 could not parse.
+    /// assert!(CHANNELS.encode_presence(&PresenceUpdate::count(room, 1, 0)).is_empty());
+    /// ```
+    fn encode_presence(&self, update: &PresenceUpdate) -> Vec<Frame> {
+        let joined = update.joined.iter().map(|user| Event::Joined {
+            room: update.room.clone(),
+            user: user.clone(),
+            timestamp_ms: update.timestamp_ms,
+        });
+        let left = update.left.iter().map(|user| Event::Left {
+            room: update.room.clone(),
+            user: user.clone(),
+            timestamp_ms: update.timestamp_ms,
+        });
+        joined
+            .chain(left)
+            .filter_map(|event| self.encode(&event))
+            .collect()
     }
 }
 

@@ -322,6 +322,70 @@ pub fn ack(
     })
 }
 
+/// The `data` of a `presence` envelope.
+#[derive(Serialize)]
+struct PresenceData<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    joined: Option<Vec<PresenceUser<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    left: Option<Vec<&'a str>>,
+    count: usize,
+}
+
+#[derive(Serialize)]
+struct PresenceUser<'a> {
+    id: &'a str,
+    username: &'a str,
+}
+
+/// A `presence` envelope: a batched room's net joins and leaves since the member's last update,
+/// with the count; or, in counts mode, only the count.
+///
+/// ```text
+/// {"type":"presence","room":"lobby","timestamp":1700000000,
+///  "data":{"joined":[{"id":"u7","username":"ann"}],"left":["u3"],"count":42}}
+/// {"type":"presence","room":"huge","timestamp":1700000000,"data":{"count":12000}}
+/// ```
+///
+/// ```
+/// use roomcast::protocol::{PresenceUpdate, UserInfo};
+/// use roomcast::RoomName;
+/// let ann = UserInfo { id: "u7".into(), username: "ann".into() };
+/// let bob = UserInfo { id: "u3".into(), username: "bob".into() };
+/// let update = PresenceUpdate::diff(RoomName::new("lobby").unwrap(), vec![ann], vec![bob], 42, 0);
+/// let frame = roomcast::protocol::native::presence(&update);
+/// let value: serde_json::Value = serde_json::from_str(frame.as_text().unwrap()).unwrap();
+/// assert_eq!(value["type"], "presence");
+/// assert_eq!(value["data"]["joined"][0]["username"], "ann");
+/// assert_eq!(value["data"]["left"][0], "u3");
+/// assert_eq!(value["data"]["count"], 42);
+/// ```
+pub fn presence(update: &super::PresenceUpdate) -> Frame {
+    let diff = !update.counts_only();
+    let data = PresenceData {
+        joined: diff.then(|| {
+            update
+                .joined
+                .iter()
+                .map(|user| PresenceUser {
+                    id: user.id.as_str(),
+                    username: &user.username,
+                })
+                .collect()
+        }),
+        left: diff.then(|| update.left.iter().map(|user| user.id.as_str()).collect()),
+        count: update.count,
+    };
+    let data = serde_json::to_value(data).expect("strings and a number");
+    encode(&Envelope {
+        kind: "presence",
+        room: Some(update.room.as_str()),
+        data: Some(&data),
+        timestamp: seconds(update.timestamp_ms),
+        ..Default::default()
+    })
+}
+
 /// The `data` of `token_expiring` and `refreshed`.
 #[derive(Serialize)]
 struct Expiry {
@@ -369,6 +433,10 @@ pub fn refreshed(expires_at: u64) -> Frame {
 impl Dialect for Native {
     fn name(&self) -> &'static str {
         "native"
+    }
+
+    fn encode_presence(&self, update: &super::PresenceUpdate) -> Vec<Frame> {
+        vec![presence(update)]
     }
 
     fn encode(&self, event: &Event) -> Option<Frame> {

@@ -134,3 +134,83 @@ async fn a_join_on_one_node_is_announced_to_members_on_the_other() {
     // Once each: bob's node does not send alice's join back to her node.
     expect_silence(&mut [&mut alice, &mut bob]).await;
 }
+
+/// A node whose rooms are all batched, with a presence interval long enough that only
+/// `Hub::flush_presence` hands batches out.
+async fn batched_node(bus: &MemoryBus) -> Hub {
+    let config = SessionConfig {
+        presence: roomcast::PresenceConfig {
+            mode: roomcast::PresenceMode::Batched,
+            interval: std::time::Duration::from_secs(60),
+            ..roomcast::PresenceConfig::default()
+        },
+        ..SessionConfig::default()
+    };
+    Hub::builder(config)
+        .broker(Arc::new(bus.broker()))
+        .build()
+        .await
+        .expect("a memory broker starts")
+}
+
+#[tokio::test]
+async fn in_a_batched_room_each_node_hands_its_own_members_the_other_nodes_joins_once() {
+    let bus = MemoryBus::new();
+    let native = |endpoint: roomcast::Endpoint<_>| endpoint.dialect(&NATIVE);
+    let a = TestServer::builder()
+        .hub(batched_node(&bus).await)
+        .endpoint(native)
+        .start()
+        .await;
+    let b = TestServer::builder()
+        .hub(batched_node(&bus).await)
+        .endpoint(native)
+        .start()
+        .await;
+    let mut alice = a.connect_as("alice").await;
+    alice
+        .send_json(&json!({ "cmd": "join", "room": "lobby" }))
+        .await;
+    // No `join` announcement in a batched room: the hook's reply comes first.
+    assert_eq!(alice.recv_json().await["type"], "joined");
+    a.hub.flush_presence().await;
+    let own = alice.recv_json().await;
+    assert_eq!(own["type"], "presence", "{own}");
+    assert_eq!(
+        own["data"]["joined"],
+        json!([{"id": "alice", "username": "Name of alice"}])
+    );
+
+    let mut bob = b.connect_as("bob").await;
+    bob.send_json(&json!({ "cmd": "join", "room": "lobby" }))
+        .await;
+    assert_eq!(bob.recv_json().await["type"], "joined");
+    // Node B batches for its own member: bob's own join, once B flushes.
+    b.hub.flush_presence().await;
+    let update = bob.recv_json().await;
+    assert_eq!(update["type"], "presence", "{update}");
+    assert_eq!(update["data"]["joined"][0]["id"], "bob");
+
+    // Node A gets bob's join through the broker and batches it for alice: flushed until it
+    // arrives (bounded), it reaches her once, as a `presence` update.
+    let mut seen = None;
+    for _ in 0..200 {
+        a.hub.flush_presence().await;
+        if let Ok(next) =
+            tokio::time::timeout(std::time::Duration::from_millis(25), alice.recv_json()).await
+        {
+            seen = Some(next);
+            break;
+        }
+    }
+    let update = seen.expect("bob's join reached node A's batch");
+    assert_eq!(update["type"], "presence", "{update}");
+    assert_eq!(
+        update["data"],
+        json!({"joined": [{"id": "bob", "username": "Name of bob"}], "left": [], "count": 1}),
+        "the count is node A's own without a Presence"
+    );
+    a.hub.flush_presence().await;
+    b.hub.flush_presence().await;
+    expect_silence(&mut [&mut alice, &mut bob]).await;
+}
