@@ -290,6 +290,11 @@ pub struct IdleArgs {
     /// How long to hold them before reading the server's RSS.
     #[arg(long, default_value = "5s", value_parser = duration_between(Duration::ZERO, secs(600)))]
     pub hold: Duration,
+    /// Also read the server's RSS this long after the last client joined, before the `--hold`
+    /// reading (which must come later): memory while the join storm's garbage is still being
+    /// returned, next to the settled figure, from one set of connections.
+    #[arg(long, value_parser = duration_between(Duration::ZERO, secs(600)))]
+    pub early: Option<Duration>,
     /// Then send one message to every room and read the RSS again.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub broadcast: bool,

@@ -98,10 +98,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                      left behind; restart the servers and run it again instead"
                 );
             }
+            if let Some(early) = args.early
+                && early >= args.hold
+            {
+                bail!("--early ({early:?}) must come before --hold ({:?})", args.hold);
+            }
             let plan = idle::IdlePlan {
                 connections: args.connections,
                 rooms: args.rooms,
                 hold: args.hold,
+                early: args.early,
                 broadcast: args.broadcast,
                 payload: args.payload,
             };

@@ -1,7 +1,10 @@
 //! `idle`: hold N connections joined to rooms and read the server's RSS from
 //! `/proc/<pid>/status` before connecting, after holding them, after one message to every room
 //! (which makes each connection's write path allocate whatever it allocates lazily), and after
-//! they closed. Bytes per connection = (RSS after − RSS before) ÷ N.
+//! they closed. Bytes per connection = (RSS after − RSS before) ÷ N. With `--early`, also a
+//! reading that long after the last client joined, before the one after `--hold`: what the
+//! set-up left behind (queued frames, freed memory the allocator has not returned yet) next to
+//! what stays.
 
 use std::time::Duration;
 
@@ -31,6 +34,9 @@ pub struct IdlePlan {
     /// Holding time before the reading.
     #[serde(serialize_with = "crate::scenario::as_secs")]
     pub hold: Duration,
+    /// An earlier reading this long after the last join (before `hold`'s).
+    #[serde(serialize_with = "crate::scenario::as_secs_opt")]
+    pub early: Option<Duration>,
     /// Send one message to each room, then read again.
     pub broadcast: bool,
     /// Bytes of that message's content.
@@ -42,6 +48,8 @@ pub struct IdlePlan {
 pub struct Readings {
     /// Before connecting.
     pub before: Option<u64>,
+    /// `--early` after the last join.
+    pub early: Option<u64>,
     /// With every connection joined and idle.
     pub held: Option<u64>,
     /// After one message to every room.
@@ -105,7 +113,12 @@ pub async fn run(target: &Target, plan: &IdlePlan, namespace: &str) -> anyhow::R
         );
     }
     let setup_cpu = cpu.stop();
-    tokio::time::sleep(plan.hold.max(SETTLE)).await;
+    let joined = tokio::time::Instant::now();
+    if let Some(early) = plan.early {
+        tokio::time::sleep_until(joined + early).await;
+        server.early = pid.and_then(|p| procfs::rss_bytes(Some(p)));
+    }
+    tokio::time::sleep_until(joined + plan.hold.max(SETTLE)).await;
     server.held = pid.and_then(|p| procfs::rss_bytes(Some(p)));
     let loadgen_held = procfs::rss_bytes(None);
     let mut broadcast = None;
@@ -155,6 +168,13 @@ pub async fn run(target: &Target, plan: &IdlePlan, namespace: &str) -> anyhow::R
         "server RSS, all connected",
         "MiB",
         mib(server.held),
+        Better::Lower,
+    );
+    r.push(
+        "bytes_per_conn_early",
+        "server RSS per connection, --early",
+        "B",
+        per_conn(server.early),
         Better::Lower,
     );
     r.push(

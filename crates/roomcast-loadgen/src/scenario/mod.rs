@@ -31,6 +31,17 @@ pub(crate) fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok,
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// An optional duration as seconds (`null` when absent).
+pub(crate) fn as_secs_opt<S: serde::Serializer>(
+    d: &Option<Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
 /// This process's file-descriptor limit, raised once to the hard limit.
 pub fn nofile_limit() -> u64 {
     static LIMIT: OnceLock<u64> = OnceLock::new();
