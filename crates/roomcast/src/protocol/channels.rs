@@ -16,6 +16,11 @@
 //! the seed's fields are never renamed or left out. A joiner is not announced to itself: its
 //! `room_users_list` already names it ([`Dialect::shows_own`]).
 //!
+//! In a batched room ([`PresenceMode::Batched`](crate::PresenceMode::Batched)) the joins and
+//! leaves come once per interval as these same `user_join` / `user_leave` events, net changes
+//! only (the default [`Dialect::encode_presence`]); in a counts room none come, as the seed has
+//! no message for a count. `room_users_list` stays exact in every mode.
+//!
 //! When the connection's access token expires (its `exp` plus the authenticator's leeway) the
 //! connection is closed with **4001** `token expired`, the default of
 //! [`Dialect::token_expired`]; the seed has no message to announce it or to refresh the token

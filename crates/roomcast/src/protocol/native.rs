@@ -16,6 +16,10 @@
 //! `token_expiring` and `refreshed` (`data.expires_at`, see below).
 //! `reconnect` (the node is draining: connect again, to another node; sent once, then a 1001
 //! close at the end of the drain).
+//! `presence` instead of `join` / `leave` in a batched or counted room
+//! ([`PresenceMode`](crate::PresenceMode)): `data` is `{"joined": [{"id", "username"}, …],
+//! "left": [ids…], "count": n}`, the net changes since the client's last update or `user_list`,
+//! or only `{"count": n}` in counts mode ([`presence`]).
 //! `user_id`, `username`, `timestamp`, `id` and `seq` always come from the server: whatever a
 //! client puts there is ignored. `timestamp` is seconds since the Unix epoch, as in the seed.
 //!
