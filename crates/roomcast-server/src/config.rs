@@ -328,11 +328,11 @@ pub struct WebSocketArgs {
           value_parser = parse_with::<PresenceMode>("ROOMCAST_PRESENCE_MODE", "auto, full, batched or counts"))]
     pub presence_mode: PresenceMode,
     /// With `auto`, rooms of more members than this (on one node) are batched.
-    #[arg(long = "presence-batch-above", env = "ROOMCAST_PRESENCE_BATCH_ABOVE", default_value = "64",
+    #[arg(long = "presence-batch-above", env = "ROOMCAST_PRESENCE_BATCH_ABOVE", default_value = "32",
           value_parser = parse_with::<usize>("ROOMCAST_PRESENCE_BATCH_ABOVE", "a number of members"))]
     pub presence_batch_above: usize,
     /// With `auto`, rooms of more members than this (on one node) get counts only.
-    #[arg(long = "presence-counts-above", env = "ROOMCAST_PRESENCE_COUNTS_ABOVE", default_value = "5000",
+    #[arg(long = "presence-counts-above", env = "ROOMCAST_PRESENCE_COUNTS_ABOVE", default_value = "1000",
           value_parser = parse_with::<usize>("ROOMCAST_PRESENCE_COUNTS_ABOVE", "a number of members"))]
     pub presence_counts_above: usize,
     /// How long a batched room's joins and leaves are gathered (10ms to 60s).

@@ -165,7 +165,7 @@ impl Default for SessionConfig {
 /// assert!(config.validate().is_ok());
 /// assert_eq!(config.presence.mode_for(50), PresenceMode::Full);
 /// assert_eq!(config.presence.mode_for(51), PresenceMode::Batched);
-/// assert_eq!(config.presence.mode_for(20_000), PresenceMode::Counts);
+/// assert_eq!(config.presence.mode_for(1001), PresenceMode::Counts);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceConfig {
@@ -173,14 +173,17 @@ pub struct PresenceConfig {
     /// `ROOMCAST_PRESENCE_MODE`, default `auto`.
     pub mode: PresenceMode,
     /// With `auto`, a room of more members than this (on this node) is batched.
-    /// `ROOMCAST_PRESENCE_BATCH_ABOVE`, default 64: in `roomcast-loadgen`, 10k connections
-    /// joining 100 rooms of 100 left 10.1 KB per connection of server RSS 3 s after the last
-    /// join with every join announced (2.1 KB once settled), and a room of 1000 took ~500k
-    /// frames to set up (docs/PERFORMANCE.md, "Presence in big rooms").
+    /// `ROOMCAST_PRESENCE_BATCH_ABOVE`, default 32. In `roomcast-loadgen` (10k connections
+    /// joining rooms of N at once, release build), announcing every join made the set-up
+    /// 1.3x as long as batching at N = 10, 1.6x at 32, 3.4x at 64 and 4.4x at 100 (637k and 1M
+    /// frames against 29k and 31k): up to 32 members full presence costs little, and above
+    /// it the n² frames take over (docs/PERFORMANCE.md, "Presence in big rooms").
     pub batch_above: usize,
     /// With `auto`, a room of more members than this (on this node) gets counts only.
-    /// `ROOMCAST_PRESENCE_COUNTS_ABOVE`, default 5000: a batched update still carries every
-    /// change to every member, so its bytes grow with members × changes.
+    /// `ROOMCAST_PRESENCE_COUNTS_ABOVE`, default 1000. A batched update carries every change
+    /// to every member, and a member that joined during the interval gets the changes after
+    /// its own join: when m clients join one room within an interval, the flush queues ~27 B ×
+    /// m² (1000 clients: 26 MB in one flush; 2000: 108 MB), where counts queue 0.1–0.3 MB.
     pub counts_above: usize,
     /// How long joins and leaves are gathered before a batched room's members get them (and
     /// how often a counts room's members may get the count). One timer per hub, not per room
@@ -192,8 +195,8 @@ impl Default for PresenceConfig {
     fn default() -> Self {
         Self {
             mode: PresenceMode::Auto,
-            batch_above: 64,
-            counts_above: 5000,
+            batch_above: 32,
+            counts_above: 1000,
             interval: Duration::from_secs(1),
         }
     }

@@ -1243,6 +1243,9 @@ impl Hub {
             }
         }
         let delivery = self.state().flush_presence(&counts);
+        if delivery.sent > 0 {
+            tracing::debug!(frames = delivery.sent, "presence updates handed out");
+        }
         self.count(delivery);
     }
 }

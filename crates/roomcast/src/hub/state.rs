@@ -1600,6 +1600,50 @@ mod tests {
     }
 
     #[test]
+    fn a_batched_room_hands_each_member_one_update_however_many_joined_meanwhile() {
+        let room = RoomName::new("lobby").unwrap();
+        let mut state = State::default().with_presence(PresenceConfig {
+            mode: PresenceMode::Batched,
+            ..PresenceConfig::default()
+        });
+        let queues: Vec<Outbound> = (1..=50)
+            .map(|n| {
+                let outbound = Outbound::new(16, 0);
+                let identity = Identity::guest();
+                state.add_conn(
+                    ConnId(n),
+                    &identity,
+                    &NATIVE,
+                    outbound.clone(),
+                    None,
+                    "test",
+                );
+                assert!(state.join(ConnId(n), &room).unwrap().user_joined);
+                let joined = Event::Joined {
+                    room: room.clone(),
+                    user: state.conn_user(ConnId(n)).unwrap(),
+                    timestamp_ms: 0,
+                };
+                let delivered = state.deliver(&Target::Room(room.clone()), &joined, &[], None);
+                assert_eq!(delivered.sent, 0, "batched, not delivered");
+                outbound
+            })
+            .collect();
+        let delivery = state.flush_presence(&HashMap::new());
+        assert_eq!((delivery.sent, delivery.slow), (50, 0));
+        for (n, queue) in queues.iter().enumerate() {
+            let taken = queue.take();
+            assert_eq!(taken.frames.len(), 1, "member {n}");
+            let text: Vec<&str> = taken.frames.iter().flat_map(Outgoing::texts).collect();
+            let value: serde_json::Value = serde_json::from_str(text[0]).unwrap();
+            // The first member gets every join; a later one what came from its own on.
+            assert_eq!(value["data"]["joined"].as_array().unwrap().len(), 50 - n);
+            assert_eq!(value["data"]["count"], 50);
+        }
+        assert_eq!(state.flush_presence(&HashMap::new()).sent, 0, "nothing new");
+    }
+
+    #[test]
     fn a_group_that_overflows_a_queue_makes_one_slow_consumer() {
         let room = RoomName::new("lobby").unwrap();
         let (mut state, outbound) = one_conn(&NATIVE, 0);
