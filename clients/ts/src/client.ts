@@ -28,6 +28,7 @@ import type {
   TokenExpiringEvent,
   UserInfo,
   UserListEvent,
+  PresenceEvent,
 } from "./types.js";
 
 /** The connection's life cycle. */
@@ -133,7 +134,11 @@ export interface ClientEvents {
   join: JoinEvent;
   leave: LeaveEvent;
   user_list: UserListEvent;
-  /** A room's members changed (after `user_list`, `join` or `leave`). */
+  /** A big room's coalesced joins and leaves, or its member count (`presence` frame). */
+  presence: PresenceEvent;
+  /** A room's member count changed (after `user_list`, `join`, `leave` or `presence`). */
+  count: { room: string; count: number };
+  /** A room's members changed (after `user_list`, `join`, `leave` or a batched `presence`). */
   members: { room: string; users: UserInfo[] };
   ack: AckEvent;
   error: ErrorEvent;
@@ -157,6 +162,8 @@ interface RoomState {
   /** The last `seq` seen; undefined until the first join's history has arrived. */
   lastSeq: number | undefined;
   members: Map<string, UserInfo>;
+  /** Members as last counted: the list's size, or a `presence` frame's `count`. */
+  count: number | undefined;
 }
 
 /** Seconds before its `exp` a held token counts as expired when (re)connecting. */
@@ -216,6 +223,14 @@ export class RoomcastClient extends Emitter<ClientEvents> {
     return [...(this.rooms.get(room)?.members.values() ?? [])];
   }
 
+  /**
+   * `room`'s member count as last reported: the member list's size, or, in a room whose
+   * presence is counts only, the server's `count` (the list then stays as its last `user_list`).
+   */
+  memberCount(room: string): number | undefined {
+    return this.rooms.get(room)?.count;
+  }
+
   /** Messages sent and not yet acknowledged, oldest first. */
   pending(room?: string): PendingMessage[] {
     const all = [...this.outbox.values()].map(({ room, content, data, clientMsgId }) => ({ room, content, data, clientMsgId }));
@@ -252,7 +267,7 @@ export class RoomcastClient extends Emitter<ClientEvents> {
 
   /** Joins `room` (now, and again after every reconnect, resuming from the last `seq`). */
   join(room: string): void {
-    if (!this.rooms.has(room)) this.rooms.set(room, { lastSeq: undefined, members: new Map() });
+    if (!this.rooms.has(room)) this.rooms.set(room, { lastSeq: undefined, members: new Map(), count: undefined });
     this.sendJoin(room);
   }
 
@@ -521,6 +536,19 @@ export class RoomcastClient extends Emitter<ClientEvents> {
         this.member(envelope.room, (members) => members.delete(envelope.user_id));
         this.emit("leave", envelope);
         break;
+      case "presence": {
+        const { joined, left, count } = envelope.data;
+        if (joined || left) {
+          // Net changes: applied as set operations, so a user already listed stays listed once.
+          this.member(envelope.room, (members) => {
+            for (const id of left ?? []) members.delete(id);
+            for (const user of joined ?? []) members.set(user.id, { user_id: user.id, username: user.username });
+          });
+        }
+        this.counted(envelope.room, count);
+        this.emit("presence", envelope);
+        break;
+      }
       case "user_list": {
         const room = this.rooms.get(envelope.room);
         if (room) {
@@ -565,6 +593,15 @@ export class RoomcastClient extends Emitter<ClientEvents> {
     if (!room) return;
     change(room.members);
     this.emit("members", { room: name, users: [...room.members.values()] });
+    this.counted(name, room.members.size);
+  }
+
+  /** Records `room`'s member count; emits `count` when it changed. */
+  private counted(name: string, count: number): void {
+    const room = this.rooms.get(name);
+    if (!room || room.count === count) return;
+    room.count = count;
+    this.emit("count", { room: name, count });
   }
 
   /** `token_expiring`: ask the provider and send its token in-band. */

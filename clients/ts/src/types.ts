@@ -50,6 +50,24 @@ export interface UserListEvent {
   users: UserInfo[];
 }
 
+/**
+ * A big room's joins and leaves, coalesced (the server's presence modes: `batched`, `counts`).
+ * Batched: `joined` and `left` are the net changes since this client's last update or
+ * `user_list` (someone who joined and left in between is in neither), `count` the members now.
+ * Counts: only `count`; keep the last `user_list` (ask again with `user_list`) for names.
+ */
+export interface PresenceEvent {
+  type: "presence";
+  room: string;
+  timestamp: number;
+  data: {
+    joined?: { id: string; username: string }[];
+    /** Ids of users who left. */
+    left?: string[];
+    count: number;
+  };
+}
+
 /** The server committed one of this client's messages. */
 export interface AckEvent {
   type: "ack";
@@ -104,6 +122,7 @@ export type ServerEnvelope =
   | JoinEvent
   | LeaveEvent
   | UserListEvent
+  | PresenceEvent
   | AckEvent
   | ErrorEvent
   | SystemEvent

@@ -222,3 +222,34 @@ test("a 1008 (rate limited) closes for good: no retry loop", async () => {
     await server.kill();
   }
 });
+
+test("in a batched room the members follow `presence` frames, and in a counts room the count", async () => {
+  // One update per 100 ms; every room batched (ROOMCAST_PRESENCE_MODE), then counted.
+  for (const mode of ["batched", "counts"] as const) {
+    const server = await TestServer.start({ env: { ROOMCAST_PRESENCE_MODE: mode, ROOMCAST_PRESENCE_INTERVAL: "100ms" } });
+    const alice = connect(server, await server.token("alice"));
+    const bob = connect(server, await server.token("bob"));
+    const frames: unknown[] = [];
+    alice.client.on("presence", (e) => frames.push(e));
+    try {
+      await joined(alice.client, "hall", 1);
+      bob.client.join("hall");
+      if (mode === "batched") {
+        await waitFor(() => alice.client.members("hall").length === 2, 5_000, "bob in alice's list through `presence`");
+        assert.deepEqual(alice.client.members("hall").map((u) => u.username).sort(), ["Alice", "Bob"]);
+        bob.client.leave("hall");
+        await waitFor(() => alice.client.members("hall").length === 1, 5_000, "bob's leave through `presence`");
+        assert.equal(alice.client.memberCount("hall"), 1);
+      } else {
+        await waitFor(() => alice.client.memberCount("hall") === 2, 5_000, "the count through `presence`");
+        // Counts only: the list stays as the last `user_list` had it.
+        assert.deepEqual(alice.client.members("hall").map((u) => u.user_id), ["alice"]);
+      }
+      assert.ok(frames.length > 0, "presence frames were emitted");
+    } finally {
+      alice.client.close();
+      bob.client.close();
+      await server.kill();
+    }
+  }
+});

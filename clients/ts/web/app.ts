@@ -61,6 +61,8 @@ let roomTimer: ReturnType<typeof setInterval> | undefined;
 let roomsSoon: ReturnType<typeof setTimeout> | undefined;
 let presenceOrder = 0;
 const views = new Map<string, RoomView>();
+/** Display names of users seen in any member list, for the ids a `presence` frame says left. */
+const knownNames = new Map<string, string>();
 
 // ── accounts ─────────────────────────────────────────────────────────────────────────────
 
@@ -150,7 +152,16 @@ function start(auth: AuthSession): void {
   };
   client.on("join", (e) => presence(e.room, e, "joined", e.timestamp));
   client.on("leave", (e) => presence(e.room, e, "left", e.timestamp));
-  client.on("members", ({ room }) => {
+  // A big room's joins and leaves come coalesced; names of those who left are the ones we knew.
+  client.on("presence", (e) => {
+    for (const user of e.data.joined ?? []) presence(e.room, { user_id: user.id, username: user.username }, "joined", e.timestamp);
+    for (const id of e.data.left ?? []) presence(e.room, { user_id: id, username: knownNames.get(id) ?? id }, "left", e.timestamp);
+  });
+  client.on("count", ({ room }) => {
+    if (room === current) renderMembers();
+  });
+  client.on("members", ({ room, users }) => {
+    for (const user of users) knownNames.set(user.user_id, user.username);
     if (room === current) renderMembers();
     // Someone came or went: the room list's occupancy changed too.
     clearTimeout(roomsSoon);
@@ -300,8 +311,10 @@ function renderRooms(): void {
 function renderMembers(): void {
   const users = current && client ? client.members(current) : [];
   users.sort((a, b) => a.username.localeCompare(b.username));
-  $("member-count").textContent = users.length ? String(users.length) : "";
-  $("room-meta").textContent = current ? `${users.length} ${users.length === 1 ? "member" : "members"} online` : "";
+  // In a room whose presence is counts only, the server's count is newer than the list.
+  const count = (current && client?.memberCount(current)) || users.length;
+  $("member-count").textContent = count ? String(count) : "";
+  $("room-meta").textContent = current ? `${count} ${count === 1 ? "member" : "members"} online` : "";
   $("member-list").replaceChildren(
     ...users.map((user) => {
       const item = document.createElement("li");

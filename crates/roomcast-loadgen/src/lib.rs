@@ -101,7 +101,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(early) = args.early
                 && early >= args.hold
             {
-                bail!("--early ({early:?}) must come before --hold ({:?})", args.hold);
+                bail!(
+                    "--early ({early:?}) must come before --hold ({:?})",
+                    args.hold
+                );
             }
             let plan = idle::IdlePlan {
                 connections: args.connections,
