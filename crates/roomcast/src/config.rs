@@ -205,6 +205,16 @@ impl Default for PresenceConfig {
 impl PresenceConfig {
     /// The mode a room of `members` users (on this node) is in: never
     /// [`PresenceMode::Auto`].
+    ///
+    /// ```
+    /// use roomcast::{PresenceConfig, PresenceMode};
+    /// let auto = PresenceConfig::default(); // full up to 32, batched up to 1000, then counts
+    /// assert_eq!(auto.mode_for(32), PresenceMode::Full);
+    /// assert_eq!(auto.mode_for(33), PresenceMode::Batched);
+    /// assert_eq!(auto.mode_for(1001), PresenceMode::Counts);
+    /// let full = PresenceConfig { mode: PresenceMode::Full, ..PresenceConfig::default() };
+    /// assert_eq!(full.mode_for(100_000), PresenceMode::Full);
+    /// ```
     pub fn mode_for(&self, members: usize) -> PresenceMode {
         match self.mode {
             PresenceMode::Auto if members > self.counts_above => PresenceMode::Counts,
@@ -259,6 +269,11 @@ impl std::fmt::Display for PresenceMode {
 }
 
 /// A [`PresenceMode`] name that is not one of `auto`, `full`, `batched`, `counts`.
+///
+/// ```
+/// let err = "sometimes".parse::<roomcast::PresenceMode>().unwrap_err();
+/// assert_eq!(err.to_string(), "expected one of auto, full, batched, counts");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("expected one of auto, full, batched, counts")]
 pub struct UnknownPresenceMode;

@@ -225,7 +225,8 @@ impl HubBuilder {
 pub struct JoinOutcome {
     /// The connection was already in the room; nothing changed.
     pub already_member: bool,
-    /// The user was not in the room before: their join was announced.
+    /// The user was not in the room before: their join was announced (a batched room's members
+    /// get it with the next presence update).
     pub announced: bool,
 }
 
@@ -705,7 +706,8 @@ impl Hub {
     // ---- membership ----
 
     /// Puts every connection of `user` on this node in `room`. Returns true when the user was
-    /// not in the room before (the join is then announced to the room).
+    /// not in the room before (the join is then announced to the room: at once, or in the next
+    /// presence update of a batched room, [`PresenceMode`](crate::PresenceMode)).
     ///
     /// # Errors
     ///

@@ -130,6 +130,13 @@ pub struct PresenceUpdate {
 
 impl PresenceUpdate {
     /// A batched update: who joined and who left since the last one, and the count now.
+    ///
+    /// ```
+    /// use roomcast::protocol::{PresenceUpdate, UserInfo};
+    /// let bob = UserInfo { id: "bob".into(), username: "Bob".into() };
+    /// let update = PresenceUpdate::diff(roomcast::RoomName::new("r").unwrap(), vec![], vec![bob], 3, 0);
+    /// assert_eq!((update.left.len(), update.count), (1, 3));
+    /// ```
     pub fn diff(
         room: RoomName,
         joined: Vec<UserInfo>,
@@ -148,6 +155,12 @@ impl PresenceUpdate {
     }
 
     /// A counts-only update.
+    ///
+    /// ```
+    /// let update = roomcast::protocol::PresenceUpdate::count(roomcast::RoomName::new("r").unwrap(), 12, 0);
+    /// assert!(update.counts_only());
+    /// assert_eq!(update.count, 12);
+    /// ```
     pub fn count(room: RoomName, count: usize, timestamp_ms: i64) -> Self {
         Self {
             room,
@@ -160,6 +173,13 @@ impl PresenceUpdate {
     }
 
     /// Whether only the count is news (the room is in counts mode).
+    ///
+    /// ```
+    /// use roomcast::protocol::PresenceUpdate;
+    /// let room = roomcast::RoomName::new("r").unwrap();
+    /// assert!(!PresenceUpdate::diff(room.clone(), vec![], vec![], 0, 0).counts_only());
+    /// assert!(PresenceUpdate::count(room, 0, 0).counts_only());
+    /// ```
     pub fn counts_only(&self) -> bool {
         self.counts_only
     }
