@@ -20,6 +20,14 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize) -> Option<Self> {
+        Self::start_with(n, |_| {}).await
+    }
+
+    /// `n` servers whose configuration `edit` adjusted after the cluster's own settings.
+    async fn start_with(
+        n: usize,
+        edit: impl Fn(&mut roomcast_server::ServerConfig),
+    ) -> Option<Self> {
         let (Ok(url), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL"))
         else {
             eprintln!("note: DATABASE_URL or REDIS_URL is unset; skipping a cluster test");
@@ -46,6 +54,7 @@ impl Cluster {
                 prefix: format!("test:{id}:"),
                 presence_ttl: std::time::Duration::from_secs(2),
             });
+            edit(&mut config);
             nodes.push(TestServer::start_config(config, None).await);
         }
         Some(Self { nodes, url, schema })
@@ -473,5 +482,66 @@ async fn after_a_resubscribe_a_quiet_rooms_lost_tail_is_read_from_the_store() {
         .unwrap();
     assert_eq!(messages(&mut reader, 1).await, [(2, "lost".to_owned())]);
     drop(lone);
+    cluster.drop_schema().await;
+}
+
+#[tokio::test]
+async fn in_a_batched_room_each_node_hands_its_members_the_net_changes_with_every_nodes_count() {
+    // A long interval: `Hub::flush_presence` hands the batches out when the test says.
+    let Some(cluster) = Cluster::start_with(2, |config| {
+        config.session.presence = roomcast::PresenceConfig {
+            mode: roomcast::PresenceMode::Batched,
+            interval: std::time::Duration::from_secs(60),
+            ..roomcast::PresenceConfig::default()
+        };
+    })
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann = a.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    a.hub.flush_presence().await;
+    assert_eq!(
+        ann.recv_type("presence").await["data"]["joined"][0]["id"],
+        "ann"
+    );
+
+    let mut bob = b.connect_as("/ws/auth", "bob").await;
+    let list = bob.join("lobby").await;
+    assert_eq!(list["data"], json!(["ann", "bob"]), "exact, every node's");
+    b.hub.flush_presence().await;
+    let update = bob.recv_type("presence").await;
+    assert_eq!(
+        update["data"]["joined"],
+        json!([{"id": "bob", "username": "Bob"}])
+    );
+    assert_eq!(update["data"]["count"], 2, "the count is every node's");
+
+    // Bob's join crosses Redis into node A's batch; flushed until it is handed out (bounded).
+    let mut update = None;
+    for _ in 0..200 {
+        a.hub.flush_presence().await;
+        if let Ok(next) =
+            tokio::time::timeout(std::time::Duration::from_millis(25), ann.recv_json()).await
+        {
+            update = Some(next);
+            break;
+        }
+    }
+    let update = update.expect("bob's join reached node A");
+    assert_eq!(update["type"], "presence", "not a `join`: {update}");
+    assert_eq!(
+        update["data"],
+        json!({"joined": [{"id": "bob", "username": "Bob"}], "left": [], "count": 2})
+    );
+    // Once: nothing more on either node.
+    a.hub.flush_presence().await;
+    b.hub.flush_presence().await;
+    ann.expect_silence(std::time::Duration::from_millis(300))
+        .await;
+    bob.expect_silence(std::time::Duration::from_millis(300))
+        .await;
     cluster.drop_schema().await;
 }
