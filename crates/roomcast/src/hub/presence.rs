@@ -3,8 +3,9 @@
 //!
 //! Why: announcing every join to every member is O(n²) frames when n clients join one room
 //! (1000 clients: ~500k frames). A batched room's `Joined` / `Left` events, local or from
-//! other nodes, are not delivered as they come: [`State`](super::state) appends them to the
-//! room's [`Batch`] (under the hub's lock, like any delivery), and the hub's presence timer
+//! other nodes, are not delivered as they come: `State::deliver` hands them to
+//! `State::batch_presence` (here, with the flush: the registry's presence side), which appends
+//! them to the room's [`Batch`] under the hub's lock like any delivery; the hub's presence timer
 //! (one task per hub, `presence_loop` in `super`) flushes every room with a batch once per
 //! interval: each member gets the net changes since its last update, encoded once per dialect
 //! and shared.
@@ -21,10 +22,14 @@
 //!                    ▲ dan joined here (list: bob, dan): net -ann +cid
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use crate::ids::{ConnId, UserId};
-use crate::protocol::UserInfo;
+use super::state::{Delivery, Encoded, State};
+use crate::config::PresenceMode;
+use crate::frame::Frame;
+use crate::ids::{ConnId, RoomName, UserId};
+use crate::protocol::{Dialect, Event, PresenceUpdate, UserInfo, now_ms};
+use crate::session::SendError;
 
 /// One room's joins and leaves since its last flush.
 #[derive(Debug, Default)]
@@ -95,6 +100,193 @@ impl Batch {
             }
         }
         net
+    }
+}
+
+impl State {
+    /// Takes `event` into `room`'s batch when it is a join or a leave and the room batches or
+    /// counts them (or already has a batch, which keeps the order when the room shrinks back
+    /// to full). Returns whether it was taken.
+    pub(super) fn batch_presence(&mut self, room: &RoomName, event: &Event) -> bool {
+        let (user, joined) = match event {
+            Event::Joined { user, .. } => (user, true),
+            Event::Left { user, .. } => (user, false),
+            _ => return false,
+        };
+        let Some(members) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        if members.batch.is_none()
+            && self.presence.mode_for(members.users.len()) == PresenceMode::Full
+        {
+            return false;
+        }
+        members
+            .batch
+            .get_or_insert_with(Box::default)
+            .push(user.clone(), joined);
+        if !self.batched.contains(room) {
+            self.batched.insert(room.clone());
+        }
+        true
+    }
+
+    /// The rooms with a batch waiting for the presence timer.
+    pub(crate) fn batched_rooms(&self) -> Vec<RoomName> {
+        self.batched.iter().cloned().collect()
+    }
+
+    /// Hands every waiting batch to its room's members: one update per member, the net changes
+    /// since its last one (or its member list), encoded once per dialect and shared, or only
+    /// the count in a counts room when it changed. `counts` gives a room's member count on
+    /// every node when the hub has a [`Presence`](crate::broker::Presence); otherwise the local
+    /// count is the count. Never waits.
+    pub(crate) fn flush_presence(&mut self, counts: &HashMap<RoomName, usize>) -> Delivery {
+        let mut delivery = Delivery::default();
+        let timestamp_ms = now_ms();
+        for room in std::mem::take(&mut self.batched) {
+            let Some(members) = self.rooms.get_mut(&room) else {
+                continue;
+            };
+            let Some(batch) = members.batch.take() else {
+                continue;
+            };
+            let count = counts.get(&room).copied().unwrap_or(members.users.len());
+            let counts_only = self.presence.mode_for(members.users.len()) == PresenceMode::Counts;
+            if counts_only && members.sent_count == Some(count) {
+                continue;
+            }
+            members.sent_count = Some(count);
+            let update = |net: Net| {
+                if counts_only {
+                    PresenceUpdate::count(room.clone(), count, timestamp_ms)
+                } else {
+                    PresenceUpdate::diff(room.clone(), net.joined, net.left, count, timestamp_ms)
+                }
+            };
+            let everyone = if counts_only {
+                Net::default()
+            } else {
+                batch.net(0)
+            };
+            // Users in the shared update, for dialects that keep a user's own events from them.
+            let named: HashSet<&UserId> = everyone
+                .joined
+                .iter()
+                .chain(&everyone.left)
+                .map(|user| &user.id)
+                .collect();
+            let joined_at = if counts_only {
+                HashMap::new()
+            } else {
+                batch.joined_at()
+            };
+            let shared_is_empty = everyone.is_empty() && !counts_only;
+            let shared = update(Net {
+                joined: everyone.joined.clone(),
+                left: everyone.left.clone(),
+            });
+            let mut encoded: Vec<(&'static str, Encoded, Hides)> = Vec::new();
+            for conn_id in &members.conns {
+                let Some(conn) = self.conns.get(conn_id) else {
+                    continue;
+                };
+                let name = conn.dialect.name();
+                let at = match encoded.iter().position(|(n, ..)| *n == name) {
+                    Some(at) => at,
+                    None => {
+                        let frames = conn.dialect.encode_presence(&shared);
+                        encoded.push((
+                            name,
+                            Encoded {
+                                frames: frames.into_iter().map(Some).collect(),
+                                own_hidden: None,
+                                framed: None,
+                                deflated: Vec::new(),
+                            },
+                            Hides::of(conn.dialect, &room),
+                        ));
+                        encoded.len() - 1
+                    }
+                };
+                let (_, shared_frames, hides) = &mut encoded[at];
+                let from = joined_at.get(conn_id).copied().unwrap_or(0);
+                let own_named = hides.any() && named.contains(&conn.user);
+                let (queued, bytes) = if from == 0 && !own_named {
+                    if shared_is_empty {
+                        continue;
+                    }
+                    let framed = shared_frames.framed(conn.outbound.deflate());
+                    if framed.messages() == 0 {
+                        continue;
+                    }
+                    let bytes = framed.len();
+                    (conn.outbound.try_send_framed(framed), bytes)
+                } else {
+                    // Joined during the interval, or named in the update where its dialect
+                    // hides a user's own events: its own update.
+                    let mut net = batch.net(from);
+                    if hides.join {
+                        net.joined.retain(|user| user.id != conn.user);
+                    }
+                    if hides.leave {
+                        net.left.retain(|user| user.id != conn.user);
+                    }
+                    if net.is_empty() {
+                        continue;
+                    }
+                    let mut frames = conn.dialect.encode_presence(&update(net));
+                    if frames.is_empty() {
+                        continue;
+                    }
+                    let bytes = frames.iter().map(Frame::len).sum();
+                    (conn.outbound.try_send_many(&mut frames), bytes)
+                };
+                match queued {
+                    Ok(sent) => {
+                        delivery.sent += sent;
+                        delivery.bytes += bytes;
+                    }
+                    Err(SendError::Full) => delivery.slow += 1,
+                    Err(SendError::Closed) => {}
+                }
+            }
+        }
+        delivery
+    }
+}
+
+/// Which of a user's own joins and leaves a dialect keeps from that user's connections
+/// ([`Dialect::shows_own`]), asked once per dialect and presence flush.
+struct Hides {
+    join: bool,
+    leave: bool,
+}
+
+impl Hides {
+    fn of(dialect: &dyn Dialect, room: &RoomName) -> Self {
+        let user = UserInfo {
+            id: UserId::from(""),
+            username: "".into(),
+        };
+        let joined = Event::Joined {
+            room: room.clone(),
+            user: user.clone(),
+            timestamp_ms: 0,
+        };
+        let left = Event::Left {
+            room: room.clone(),
+            user,
+            timestamp_ms: 0,
+        };
+        Self {
+            join: !dialect.shows_own(&joined),
+            leave: !dialect.shows_own(&left),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.join || self.leave
     }
 }
 

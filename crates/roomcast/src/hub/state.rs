@@ -11,36 +11,36 @@ use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::broker::Target;
-use crate::config::{PresenceConfig, PresenceMode, SessionConfig};
+use crate::config::{PresenceConfig, SessionConfig};
 use crate::frame::{CloseReason, Frame, close_code};
 use crate::ids::{ConnId, RoomName, UserId};
-use crate::protocol::{ChatMessage, Dialect, Event, PresenceUpdate, UserInfo, now_ms};
+use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
 use crate::session::{Outbound, SendError};
 use crate::ws::{Deflate, Framed};
 
 use super::expiry::{Due, Expiry};
 use super::order::Sequencer;
-use super::presence::{Batch, Net};
+use super::presence::Batch;
 
 #[derive(Default)]
 pub(crate) struct State {
-    conns: HashMap<ConnId, Conn>,
-    rooms: HashMap<RoomName, Room>,
+    pub(super) conns: HashMap<ConnId, Conn>,
+    pub(super) rooms: HashMap<RoomName, Room>,
     users: HashMap<UserId, User>,
     /// Rooms' persisted messages pass a sequencer (`super::order`): a node with a broker.
     sequenced: bool,
     /// Which rooms batch their joins and leaves, or only count them (`super::presence`).
-    presence: PresenceConfig,
+    pub(super) presence: PresenceConfig,
     /// Rooms with a batch waiting for the presence timer.
-    batched: HashSet<RoomName>,
+    pub(super) batched: HashSet<RoomName>,
 }
 
-struct Conn {
-    user: UserId,
+pub(super) struct Conn {
+    pub(super) user: UserId,
     /// Encodes events for this connection's clients.
-    dialect: &'static dyn Dialect,
+    pub(super) dialect: &'static dyn Dialect,
     /// The session holds the other clone and drains it.
-    outbound: Outbound,
+    pub(super) outbound: Outbound,
     /// Rooms this connection is in; few, so a `Vec`.
     rooms: Vec<ConnRoom>,
     /// When the sweep last asked for a protocol ping (or the connection opened), ms.
@@ -165,19 +165,19 @@ fn admit(entry: &mut ConnRoom, seq: u64, message: &Arc<ChatMessage>) -> bool {
 }
 
 #[derive(Default)]
-struct Room {
-    conns: HashSet<ConnId>,
+pub(super) struct Room {
+    pub(super) conns: HashSet<ConnId>,
     /// Connections per user in this room: join is announced on 0 → 1, leave on 1 → 0.
-    users: HashMap<UserId, u32>,
+    pub(super) users: HashMap<UserId, u32>,
     /// The order of its persisted messages, on a node with a broker (`super::order`); made
     /// with the room's first sequenced message.
     order: Option<Box<Sequencer>>,
     /// Joins and leaves not yet handed to the members (a batched or counted room,
     /// `super::presence`); boxed, as most rooms never batch.
-    batch: Option<Box<Batch>>,
+    pub(super) batch: Option<Box<Batch>>,
     /// The count in the last presence update its members got: a counts room's members get
     /// the next only when it differs.
-    sent_count: Option<usize>,
+    pub(super) sent_count: Option<usize>,
 }
 
 struct User {
@@ -245,21 +245,21 @@ struct EncodeOnce<'e> {
 }
 
 /// A group of events encoded for one dialect.
-struct Encoded {
+pub(super) struct Encoded {
     /// Each event's frame, in order (`None`: the dialect does not send it).
-    frames: Vec<Option<Frame>>,
+    pub(super) frames: Vec<Option<Frame>>,
     /// Which events this dialect keeps from their actor's own connections
     /// ([`Dialect::shows_own`]); `None` when it shows every one, so that the common case costs
     /// its recipients nothing.
-    own_hidden: Option<Vec<bool>>,
+    pub(super) own_hidden: Option<Vec<bool>>,
     /// All of them framed for the wire in one buffer, made the first time a member takes the
     /// whole group.
-    framed: Option<Framed>,
+    pub(super) framed: Option<Framed>,
     /// The same, each message compressed (permessage-deflate), made the first time a member
     /// that negotiated compression takes the group; one per server window size asked for
     /// (nearly always one: 15 bits). Compressed without context takeover, the bytes depend only
     /// on the messages, so every compressing member shares them: a broadcast is deflated once.
-    deflated: Vec<(Deflate, Framed)>,
+    pub(super) deflated: Vec<(Deflate, Framed)>,
 }
 
 impl Encoded {
@@ -272,7 +272,7 @@ impl Encoded {
 
     /// The whole group framed for the wire, shared: one entry in each member's queue; for a
     /// member with `deflate`, the compressed framing.
-    fn framed(&mut self, deflate: Option<Deflate>) -> Framed {
+    pub(super) fn framed(&mut self, deflate: Option<Deflate>) -> Framed {
         let frames = &self.frames;
         let Some(deflate) = deflate else {
             return self
@@ -286,40 +286,6 @@ impl Encoded {
         let framed = Framed::encode_for(frames.iter().flatten(), Some(deflate));
         self.deflated.push((deflate, framed.clone()));
         framed
-    }
-}
-
-/// Which of a user's own joins and leaves a dialect keeps from that user's connections
-/// ([`Dialect::shows_own`]), asked once per dialect and presence flush.
-struct Hides {
-    join: bool,
-    leave: bool,
-}
-
-impl Hides {
-    fn of(dialect: &dyn Dialect, room: &RoomName) -> Self {
-        let user = UserInfo {
-            id: UserId::from(""),
-            username: "".into(),
-        };
-        let joined = Event::Joined {
-            room: room.clone(),
-            user: user.clone(),
-            timestamp_ms: 0,
-        };
-        let left = Event::Left {
-            room: room.clone(),
-            user,
-            timestamp_ms: 0,
-        };
-        Self {
-            join: !dialect.shows_own(&joined),
-            leave: !dialect.shows_own(&left),
-        }
-    }
-
-    fn any(&self) -> bool {
-        self.join || self.leave
     }
 }
 
@@ -715,157 +681,6 @@ impl State {
     pub(crate) fn with_presence(mut self, presence: PresenceConfig) -> Self {
         self.presence = presence;
         self
-    }
-
-    /// Takes `event` into `room`'s batch when it is a join or a leave and the room batches or
-    /// counts them (or already has a batch, which keeps the order when the room shrinks back
-    /// to full). Returns whether it was taken.
-    fn batch_presence(&mut self, room: &RoomName, event: &Event) -> bool {
-        let (user, joined) = match event {
-            Event::Joined { user, .. } => (user, true),
-            Event::Left { user, .. } => (user, false),
-            _ => return false,
-        };
-        let Some(members) = self.rooms.get_mut(room) else {
-            return false;
-        };
-        if members.batch.is_none()
-            && self.presence.mode_for(members.users.len()) == PresenceMode::Full
-        {
-            return false;
-        }
-        members
-            .batch
-            .get_or_insert_with(Box::default)
-            .push(user.clone(), joined);
-        if !self.batched.contains(room) {
-            self.batched.insert(room.clone());
-        }
-        true
-    }
-
-    /// The rooms with a batch waiting for the presence timer.
-    pub(crate) fn batched_rooms(&self) -> Vec<RoomName> {
-        self.batched.iter().cloned().collect()
-    }
-
-    /// Hands every waiting batch to its room's members: one update per member, the net changes
-    /// since its last one (or its member list), encoded once per dialect and shared, or only
-    /// the count in a counts room when it changed. `counts` gives a room's member count on
-    /// every node when the hub has a [`Presence`](crate::broker::Presence); otherwise the local
-    /// count is the count. Never waits.
-    pub(crate) fn flush_presence(&mut self, counts: &HashMap<RoomName, usize>) -> Delivery {
-        let mut delivery = Delivery::default();
-        let timestamp_ms = now_ms();
-        for room in std::mem::take(&mut self.batched) {
-            let Some(members) = self.rooms.get_mut(&room) else {
-                continue;
-            };
-            let Some(batch) = members.batch.take() else {
-                continue;
-            };
-            let count = counts.get(&room).copied().unwrap_or(members.users.len());
-            let counts_only = self.presence.mode_for(members.users.len()) == PresenceMode::Counts;
-            if counts_only && members.sent_count == Some(count) {
-                continue;
-            }
-            members.sent_count = Some(count);
-            let update = |net: Net| {
-                if counts_only {
-                    PresenceUpdate::count(room.clone(), count, timestamp_ms)
-                } else {
-                    PresenceUpdate::diff(room.clone(), net.joined, net.left, count, timestamp_ms)
-                }
-            };
-            let everyone = if counts_only {
-                Net::default()
-            } else {
-                batch.net(0)
-            };
-            // Users in the shared update, for dialects that keep a user's own events from them.
-            let named: HashSet<&UserId> = everyone
-                .joined
-                .iter()
-                .chain(&everyone.left)
-                .map(|user| &user.id)
-                .collect();
-            let joined_at = if counts_only {
-                HashMap::new()
-            } else {
-                batch.joined_at()
-            };
-            let shared_is_empty = everyone.is_empty() && !counts_only;
-            let shared = update(Net {
-                joined: everyone.joined.clone(),
-                left: everyone.left.clone(),
-            });
-            let mut encoded: Vec<(&'static str, Encoded, Hides)> = Vec::new();
-            for conn_id in &members.conns {
-                let Some(conn) = self.conns.get(conn_id) else {
-                    continue;
-                };
-                let name = conn.dialect.name();
-                let at = match encoded.iter().position(|(n, ..)| *n == name) {
-                    Some(at) => at,
-                    None => {
-                        let frames = conn.dialect.encode_presence(&shared);
-                        encoded.push((
-                            name,
-                            Encoded {
-                                frames: frames.into_iter().map(Some).collect(),
-                                own_hidden: None,
-                                framed: None,
-                                deflated: Vec::new(),
-                            },
-                            Hides::of(conn.dialect, &room),
-                        ));
-                        encoded.len() - 1
-                    }
-                };
-                let (_, shared_frames, hides) = &mut encoded[at];
-                let from = joined_at.get(conn_id).copied().unwrap_or(0);
-                let own_named = hides.any() && named.contains(&conn.user);
-                let (queued, bytes) = if from == 0 && !own_named {
-                    if shared_is_empty {
-                        continue;
-                    }
-                    let framed = shared_frames.framed(conn.outbound.deflate());
-                    if framed.messages() == 0 {
-                        continue;
-                    }
-                    let bytes = framed.len();
-                    (conn.outbound.try_send_framed(framed), bytes)
-                } else {
-                    // Joined during the interval, or named in the update where its dialect
-                    // hides a user's own events: its own update.
-                    let mut net = batch.net(from);
-                    if hides.join {
-                        net.joined.retain(|user| user.id != conn.user);
-                    }
-                    if hides.leave {
-                        net.left.retain(|user| user.id != conn.user);
-                    }
-                    if net.is_empty() {
-                        continue;
-                    }
-                    let mut frames = conn.dialect.encode_presence(&update(net));
-                    if frames.is_empty() {
-                        continue;
-                    }
-                    let bytes = frames.iter().map(Frame::len).sum();
-                    (conn.outbound.try_send_many(&mut frames), bytes)
-                };
-                match queued {
-                    Ok(sent) => {
-                        delivery.sent += sent;
-                        delivery.bytes += bytes;
-                    }
-                    Err(SendError::Full) => delivery.slow += 1,
-                    Err(SendError::Closed) => {}
-                }
-            }
-        }
-        delivery
     }
 
     /// Passes `messages` (sequenced, of `room`) through the room's [`Sequencer`] and queues
@@ -1293,6 +1108,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PresenceMode;
     use crate::protocol::Raw;
     use crate::protocol::native::NATIVE;
     use crate::ws::Outgoing;
