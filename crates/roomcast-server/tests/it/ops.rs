@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use roomcast_store::{Seq, Store};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::common::*;
@@ -119,25 +119,9 @@ impl Roomcast {
 
     /// `GET path` with `headers`: the status and the body.
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-            .await
-            .expect("HTTP response timed out")
-            .unwrap();
-        let response = String::from_utf8(response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, body.to_owned())
+        let (status, _, body) =
+            crate::common::http_raw_at(self.addr, "GET", path, headers, "").await;
+        (status, body)
     }
 }
 
