@@ -475,3 +475,20 @@ async fn after_a_resubscribe_a_quiet_rooms_lost_tail_is_read_from_the_store() {
     drop(lone);
     cluster.drop_schema().await;
 }
+
+#[tokio::test]
+async fn a_seed_004_joiner_is_listed_the_members_of_every_node() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann = a.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    let mut bob = b.connect_as("/ws/chat/lobby/", "bob").await;
+    assert_eq!(
+        bob.recv_json().await,
+        json!({"type": "room_users_list", "users": [
+            {"id": "ann", "username": "Ann"}, {"id": "bob", "username": "Bob"}]})
+    );
+    cluster.drop_schema().await;
+}
