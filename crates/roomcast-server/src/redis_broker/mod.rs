@@ -19,6 +19,11 @@
 //! local member and to unsubscribe when it loses its last, after releasing its lock, so two such
 //! requests can arrive in either order; a count (subscribed while above zero) makes the order
 //! irrelevant.
+//!
+//! Beside the pub/sub: `presence` (who is where, node leases, the reaper, and writing this
+//! node's part again after Redis lost it) and `users` (`ROOMCAST_MAX_CONNECTIONS_PER_USER` over
+//! every node). What this node wrote to Redis is also kept here (`Local`), so that it can be
+//! written again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +40,7 @@ use tokio::sync::{Mutex, mpsc};
 
 mod history;
 mod presence;
+mod users;
 
 pub use history::StoreHistory;
 
@@ -72,6 +78,28 @@ pub struct RedisBroker {
     node: std::sync::OnceLock<NodeId>,
     /// How long this node's presence lease lives without a heartbeat.
     presence_ttl: Duration,
+    /// What this node has written to Redis's presence and connection counts, to write again
+    /// when Redis has lost it. Changed only while `publisher` is held ([`RedisBroker::exclusive`]),
+    /// so its changes and the commands that mirror them reach Redis in one order.
+    local: std::sync::Mutex<Local>,
+    /// Set when a heartbeat failed: the next one that succeeds writes this node's part again
+    /// (Redis may have restarted meanwhile, and a write made meanwhile is missing).
+    reassert_due: AtomicBool,
+    /// Whether a heartbeat has set the lease once: a lease missing after that was lost.
+    leased: AtomicBool,
+}
+
+/// This node's part of Redis's presence and connection counts, as it wrote them.
+#[derive(Debug, Default)]
+struct Local {
+    /// Each user in each room on this node, with their display name: one entry per
+    /// (room, user), as `{prefix}node:{id}` has.
+    members: HashMap<(RoomName, roomcast::UserId), Arc<str>>,
+    /// Connections admitted under `ROOMCAST_MAX_CONNECTIONS_PER_USER`, per user
+    /// (`{prefix}conns:{user}`'s field for this node).
+    user_conns: HashMap<roomcast::UserId, u64>,
+    /// Those connections, so that each is counted down once, and only if it was counted.
+    admitted: std::collections::HashSet<roomcast::ConnId>,
 }
 
 enum Request {
@@ -126,6 +154,9 @@ impl RedisBroker {
             failing: AtomicBool::new(false),
             node: std::sync::OnceLock::new(),
             presence_ttl,
+            local: std::sync::Mutex::default(),
+            reassert_due: AtomicBool::new(false),
+            leased: AtomicBool::new(false),
         })
     }
 
@@ -162,10 +193,18 @@ impl RedisBroker {
         pipe: &redis::Pipeline,
     ) -> Result<T, BrokerError> {
         let mut publisher = self.publisher.lock().await;
+        Self::run_pipe(&self.client, &mut publisher, pipe).await
+    }
+
+    async fn run_pipe<T: redis::FromRedisValue>(
+        client: &redis::Client,
+        publisher: &mut Option<MultiplexedConnection>,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BrokerError> {
         let conn = match publisher.as_mut() {
             Some(conn) => conn,
             None => publisher.insert(
-                self.client
+                client
                     .get_multiplexed_async_connection_with_config(&config())
                     .await
                     .map_err(unavailable)?,
@@ -176,6 +215,31 @@ impl RedisBroker {
             *publisher = None;
             unavailable(err)
         })
+    }
+
+    /// Changes [`Local`] and runs the commands that mirror the change, with the publishing
+    /// connection held throughout: `build` changes `Local` and returns the pipeline, `settle`
+    /// sees the answer (and may undo the change) before any other command can run. So the
+    /// order of changes to `Local` is the order Redis sees, and a re-assertion
+    /// ([`RedisBroker::reassert`], which reads `Local` the same way) never races a join or a
+    /// leave into counting twice or resurrecting an entry.
+    async fn exclusive<T: redis::FromRedisValue>(
+        &self,
+        build: impl FnOnce(&mut Local) -> redis::Pipeline,
+        settle: impl FnOnce(&mut Local, &Result<T, BrokerError>),
+    ) -> Result<T, BrokerError> {
+        let mut publisher = self.publisher.lock().await;
+        let pipe = build(&mut self.local());
+        let answer = Self::run_pipe(&self.client, &mut publisher, &pipe).await;
+        settle(&mut self.local(), &answer);
+        answer
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        // Plain map updates under the lock: a panic cannot leave them half done.
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn started_node(&self) -> Result<NodeId, BrokerError> {
