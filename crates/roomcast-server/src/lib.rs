@@ -244,7 +244,8 @@ pub struct AppState {
     /// Whether the Redis subscription is up, on a node of several (`/readyz`).
     pub(crate) redis: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The Redis broker of a node of several, for what only it can answer: connections per
-    /// user on every node. `None` on a single node, whose paths then make no Redis call.
+    /// user on every node, the admin API's questions to every node. `None` on a single node,
+    /// whose paths then make no Redis call.
     pub(crate) cluster: Option<Arc<redis_broker::RedisBroker>>,
 }
 
@@ -304,6 +305,11 @@ impl Server {
                     .await?;
                 let stop = tokio_util::sync::CancellationToken::new();
                 tokio::spawn(broker.clone().keep_presence(stop.clone()));
+                let answering = hub.clone();
+                tokio::spawn(broker.clone().serve_queries(
+                    move |question| api::admin::answer(&answering, question),
+                    stop.clone(),
+                ));
                 presence = Some(stop);
                 cluster = Some(broker);
                 hub

@@ -21,9 +21,9 @@
 //! irrelevant.
 //!
 //! Beside the pub/sub: `presence` (who is where, node leases, the reaper, and writing this
-//! node's part again after Redis lost it) and `users` (`ROOMCAST_MAX_CONNECTIONS_PER_USER` over
-//! every node). What this node wrote to Redis is also kept here (`Local`), so that it can be
-//! written again.
+//! node's part again after Redis lost it), `users` (`ROOMCAST_MAX_CONNECTIONS_PER_USER` over
+//! every node) and `queries` (the admin API's questions to every node). What this node wrote
+//! to Redis is also kept here (`Local`), so that it can be written again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,9 +40,11 @@ use tokio::sync::{Mutex, mpsc};
 
 mod history;
 mod presence;
+mod queries;
 mod users;
 
 pub use history::StoreHistory;
+pub use queries::Gathered;
 
 /// Default of `ROOMCAST_REDIS_PREFIX`.
 pub const DEFAULT_PREFIX: &str = "roomcast:";
@@ -87,6 +89,11 @@ pub struct RedisBroker {
     reassert_due: AtomicBool,
     /// Whether a heartbeat has set the lease once: a lease missing after that was lost.
     leased: AtomicBool,
+    /// The admin API's questions this node is waiting for answers to (`queries`).
+    pending: queries::Pending,
+    /// Where the subscriber hands other nodes' questions; taken by `serve_queries`.
+    questions_rx: std::sync::Mutex<Option<mpsc::Receiver<queries::Question>>>,
+    questions_tx: mpsc::Sender<queries::Question>,
 }
 
 /// This node's part of Redis's presence and connection counts, as it wrote them.
@@ -144,6 +151,9 @@ impl RedisBroker {
             .await
             .map_err(unavailable)?;
         let (requests, requests_rx) = mpsc::unbounded_channel();
+        // Questions are rare (an operator's page); a full queue drops one, and the asking
+        // node reports this one as missing.
+        let (questions_tx, questions_rx) = mpsc::channel(64);
         Ok(Self {
             client,
             prefix: prefix.to_owned(),
@@ -157,6 +167,9 @@ impl RedisBroker {
             local: std::sync::Mutex::default(),
             reassert_due: AtomicBool::new(false),
             leased: AtomicBool::new(false),
+            pending: queries::Pending::default(),
+            questions_rx: std::sync::Mutex::new(Some(questions_rx)),
+            questions_tx,
         })
     }
 
@@ -281,6 +294,8 @@ impl Broker for RedisBroker {
                 prefix: self.prefix.clone(),
                 node,
                 deliver,
+                questions: self.questions_tx.clone(),
+                pending: self.pending.clone(),
                 connected: Arc::clone(&self.connected),
                 rooms: HashMap::new(),
                 resubscribing: false,
@@ -335,6 +350,10 @@ struct Subscriber {
     prefix: String,
     node: NodeId,
     deliver: mpsc::Sender<RoomEvent>,
+    /// Other nodes' questions (`{prefix}admin`), for `serve_queries`.
+    questions: mpsc::Sender<queries::Question>,
+    /// Answers to this node's questions (`{prefix}reply:{node}`) go to their askers here.
+    pending: queries::Pending,
     connected: Arc<AtomicBool>,
     /// Subscribe requests less unsubscribe requests, per room; subscribed while above zero.
     rooms: HashMap<RoomName, i64>,
@@ -382,9 +401,13 @@ impl Subscriber {
                 redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
             })??;
         let (mut sink, mut stream) = pubsub.split();
+        let questions = queries::question_channel(&self.prefix);
+        let answers = queries::answer_channel(&self.prefix, self.node);
         sink.subscribe(&[
             format!("{}all", self.prefix),
             format!("{}users", self.prefix),
+            questions.clone(),
+            answers.clone(),
         ])
         .await?;
         let wanted: Vec<String> = self
@@ -420,6 +443,15 @@ impl Subscriber {
                 }
                 message = stream.next() => {
                     let Some(message) = message else { return Ok(Ended::Lost) };
+                    let channel = message.get_channel_name();
+                    if channel == questions {
+                        queries::received_question(self.node, message.get_payload_bytes(), &self.questions);
+                        continue;
+                    }
+                    if channel == answers {
+                        self.pending.received(message.get_payload_bytes());
+                        continue;
+                    }
                     let event = match wire::decode(message.get_payload_bytes()) {
                         Ok(event) => event,
                         Err(err) => {

@@ -607,6 +607,23 @@ async fn after_redis_loses_its_data_each_node_writes_its_members_again_without_a
 }
 
 #[tokio::test]
+async fn a_seed_004_joiner_is_listed_the_members_of_every_node() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann = a.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    let mut bob = b.connect_as("/ws/chat/lobby/", "bob").await;
+    assert_eq!(
+        bob.recv_json().await,
+        json!({"type": "room_users_list", "users": [
+            {"id": "ann", "username": "Ann"}, {"id": "bob", "username": "Bob"}]})
+    );
+    cluster.drop_schema().await;
+}
+
+#[tokio::test]
 async fn a_users_connections_are_bounded_over_every_node() {
     let Some(cluster) = Cluster::start_with(2, |config| {
         config.limits.max_connections_per_user = 2;
@@ -702,4 +719,104 @@ async fn admitted(client: &mut TestClient) -> bool {
             Err(_) => panic!("neither a pong nor a close within 5 s"),
         }
     }
+}
+
+fn admin_token() -> String {
+    sign(&json!({"sub": "root", "type": "access", "exp": now() + 600, "role": "admin"}))
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_every_nodes_rooms_and_connections() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann = a.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    let mut ann_b = b.connect_as("/ws/auth", "ann").await;
+    ann_b.join("lobby").await;
+    let mut bob = b.connect_as("/ws/auth", "bob").await;
+    bob.join("lobby").await;
+    let mut cat = b.connect_as("/ws/auth", "cat").await;
+    cat.join("garden").await;
+    a.add_user("root").await;
+    let admin = admin_token();
+    let (node_a, node_b) = (a.hub.node_id().to_string(), b.hub.node_id().to_string());
+
+    // Asked on node A, which has only Ann's first connection.
+    let (status, rooms) = http(a, "GET", "/admin/rooms", Some(&admin), None).await;
+    assert_eq!(status, 200, "{rooms}");
+    assert_eq!(
+        rooms,
+        json!({
+            "rooms": [
+                {"room": "garden", "connections": 1, "members": [
+                    {"user_id": "cat", "username": "Cat", "connections": 1}]},
+                {"room": "lobby", "connections": 3, "members": [
+                    {"user_id": "ann", "username": "Ann", "connections": 2},
+                    {"user_id": "bob", "username": "Bob", "connections": 1}]},
+            ],
+            "nodes": [node_a, node_b],
+            "missing": [],
+            "partial": false,
+        })
+    );
+    let (status, listed) = http(
+        a,
+        "GET",
+        "/admin/rooms/lobby/connections",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    let mut seen: Vec<(String, String)> = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["user_id"].as_str().unwrap().to_owned(),
+                c["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        ("ann".to_owned(), node_a.clone()),
+        ("ann".to_owned(), node_b.clone()),
+        ("bob".to_owned(), node_b.clone()),
+    ];
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(listed["partial"], false);
+
+    // A node that holds a live lease but never answers (stalled): the answer comes after
+    // the bound, without it, marked partial.
+    let silent = 0x5151_5151_u64;
+    let mut conn = redis().await;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{}lease:{silent}", cluster.prefix))
+        .arg(1)
+        .arg("PX")
+        .arg(30_000)
+        .ignore()
+        .cmd("SADD")
+        .arg(format!("{}nodes", cluster.prefix))
+        .arg(silent)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, rooms) = http(b, "GET", "/admin/rooms", Some(&admin), None).await;
+    assert_eq!(status, 200, "{rooms}");
+    assert_eq!(rooms["partial"], true, "{rooms}");
+    assert_eq!(
+        rooms["missing"],
+        json!([roomcast::NodeId(silent).to_string()])
+    );
+    assert_eq!(rooms["nodes"], json!([node_b, node_a]));
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 2, "{rooms}");
+    cluster.drop_schema().await;
 }
