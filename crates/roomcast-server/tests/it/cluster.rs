@@ -12,6 +12,11 @@ use crate::common::*;
 
 /// `n` servers sharing a fresh PostgreSQL schema and a fresh Redis prefix; the schema is
 /// dropped when the returned guard is.
+/// Redis databases of their own for the two tests that cut their nodes' subscriptions (see
+/// [`kill_subscribers`]); every other test stays on the database `REDIS_URL` names.
+const KILL_DB: u8 = 14;
+const RESUBSCRIBE_DB: u8 = 15;
+
 struct Cluster {
     nodes: Vec<TestServer>,
     url: String,
@@ -22,12 +27,27 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize) -> Option<Self> {
-        Self::start_with(n, |_| {}).await
+        Self::launch(n, None, |_| {}).await
+    }
+
+    /// Nodes whose Redis connections select database `db` (pub/sub ignores it; `CLIENT LIST`
+    /// shows it), so a test can cut exactly its own nodes' subscriptions with
+    /// [`kill_subscribers`] and leave every other test's running on the same Redis alone.
+    async fn start_on(n: usize, db: Option<u8>) -> Option<Self> {
+        Self::launch(n, db, |_| {}).await
     }
 
     /// As [`Cluster::start`], each node's configuration changed by `edit` last.
     async fn start_with(
         n: usize,
+        edit: impl Fn(&mut roomcast_server::ServerConfig),
+    ) -> Option<Self> {
+        Self::launch(n, None, edit).await
+    }
+
+    async fn launch(
+        n: usize,
+        db: Option<u8>,
         edit: impl Fn(&mut roomcast_server::ServerConfig),
     ) -> Option<Self> {
         let (Ok(url), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL"))
@@ -39,6 +59,10 @@ impl Cluster {
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
+        let redis = match db {
+            Some(db) => with_db(&redis, db),
+            None => redis,
+        };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let schema = format!("t_cluster_{id}");
         let prefix = format!("test:{id}:");
@@ -185,7 +209,7 @@ async fn concurrent_publishers_on_two_nodes_are_seen_by_everyone_in_seq_order_wi
 #[tokio::test]
 async fn after_the_redis_subscription_drops_delivery_resumes_and_the_lost_messages_come_from_the_store()
  {
-    let Some(cluster) = Cluster::start(2).await else {
+    let Some(cluster) = Cluster::start_on(2, Some(KILL_DB)).await else {
         return;
     };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
@@ -199,15 +223,8 @@ async fn after_the_redis_subscription_drops_delivery_resumes_and_the_lost_messag
     }
     assert_eq!(messages(&mut reader, 10).await.last().unwrap().0, 10);
 
-    // Every subscriber connection on this Redis is cut (the nodes' included); they reconnect
-    // with backoff. Messages published meanwhile are lost to node A's subscription.
-    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg(&["KILL", "TYPE", "pubsub"])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // Both nodes' subscriber connections are cut; they reconnect with backoff. Messages published meanwhile are lost to node A's subscription.
+    let killed = kill_subscribers(KILL_DB).await;
     assert!(killed >= 2, "both nodes' subscribers were cut ({killed})");
     for i in 11..=30 {
         publisher.send_json(send(i)).await;
@@ -461,7 +478,7 @@ async fn a_rooms_first_message_on_a_node_is_not_taken_for_its_start_when_an_earl
 
 #[tokio::test]
 async fn after_a_resubscribe_a_quiet_rooms_lost_tail_is_read_from_the_store() {
-    let Some(cluster) = Cluster::start(2).await else {
+    let Some(cluster) = Cluster::start_on(2, Some(RESUBSCRIBE_DB)).await else {
         return;
     };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
@@ -483,16 +500,46 @@ async fn after_a_resubscribe_a_quiet_rooms_lost_tail_is_read_from_the_store() {
         .await;
     assert_eq!(outsider.recv_type("ack").await["seq"], 2);
     // The subscriptions drop and come back: the nodes re-read their rooms' tails.
-    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg(&["KILL", "TYPE", "pubsub"])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    assert!(kill_subscribers(RESUBSCRIBE_DB).await >= 2);
     assert_eq!(messages(&mut reader, 1).await, [(2, "lost".to_owned())]);
     drop(lone);
     cluster.drop_schema().await;
+}
+
+/// `url` with its database number replaced by `db`.
+fn with_db(url: &str, db: u8) -> String {
+    let authority = url.find("://").map_or(0, |at| at + 3);
+    let end = url[authority..]
+        .find('/')
+        .map_or(url.len(), |at| authority + at);
+    format!("{}/{db}", &url[..end])
+}
+
+/// Cuts every pub/sub connection that selected database `db`: the nodes of one test started
+/// with [`Cluster::start_on`], and nobody else's (`CLIENT KILL TYPE pubsub` would cut every
+/// subscriber on this Redis, other tests' and benchmarks' too). Returns how many were cut.
+async fn kill_subscribers(db: u8) -> usize {
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg(&["LIST", "TYPE", "pubsub"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let wanted = format!("db={db}");
+    let ids: Vec<&str> = list
+        .lines()
+        .filter(|line| line.split(' ').any(|field| field == wanted))
+        .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .collect();
+    for id in &ids {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg(&["KILL", "ID", id])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    ids.len()
 }
 
 /// A connection to Redis, for what the tests do behind the nodes' backs.

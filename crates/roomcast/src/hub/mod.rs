@@ -1078,6 +1078,12 @@ impl Hub {
         if let Some(broker) = &self.shared.broker {
             for room in removed.emptied {
                 if let Err(err) = broker.unsubscribe(room.clone()).await {
+                    // A node going away loses its subscriptions with its connection: what
+                    // its last sessions leave behind is not worth a line per room.
+                    if self.is_shutting_down() {
+                        tracing::debug!(%room, error = %err, "not unsubscribed: shutting down");
+                        continue;
+                    }
                     tracing::warn!(%room, error = %err, "could not unsubscribe");
                 }
             }
