@@ -165,6 +165,22 @@ impl RedisBroker {
     /// was live when asked has answered, or `wait` has passed (whichever is first). Nodes
     /// that did not answer are in [`Gathered::missing`]. This node does not ask itself.
     ///
+    /// ```no_run
+    /// # async fn example(broker: std::sync::Arc<roomcast_server::redis_broker::RedisBroker>) {
+    /// use std::time::Duration;
+    /// use tokio_util::sync::CancellationToken;
+    /// // On every node, once its hub is built: answer others' questions.
+    /// let stop = CancellationToken::new();
+    /// tokio::spawn(broker.clone().serve_queries(|question| question.to_vec(), stop));
+    /// // On the node an operator asks: every other live node's answer, or who is missing.
+    /// let gathered = broker.ask(b"ping", Duration::from_secs(1)).await.unwrap();
+    /// for (node, answer) in &gathered.answers {
+    ///     println!("{node}: {}", String::from_utf8_lossy(answer));
+    /// }
+    /// println!("no answer from {:?}", gathered.missing);
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// Redis did not answer the list of nodes or the publish.
