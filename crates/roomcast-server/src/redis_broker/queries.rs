@@ -222,12 +222,15 @@ impl RedisBroker {
         // Bounded by `expected` answers and by the deadline.
         while gathered.answers.len() < expected.len() {
             tokio::select! {
+                // An answer: kept once per expected node (a node that answers twice, or one
+                // that came up after the question, is not counted).
                 answer = answers_rx.recv() => {
                     let Some((node, body)) = answer else { break };
                     if expected.contains(&node) && !gathered.answers.iter().any(|(seen, _)| *seen == node) {
                         gathered.answers.push((node, body));
                     }
                 }
+                // The bound: whoever has not answered is missing.
                 () = tokio::time::sleep_until(deadline) => break,
             }
         }
@@ -258,7 +261,9 @@ impl RedisBroker {
         };
         loop {
             let question = tokio::select! {
+                // Another node's question, from the subscriber.
                 question = questions.recv() => question,
+                // The node is stopping.
                 () = stop.cancelled() => None,
             };
             let Some(Question { id, from, body }) = question else {

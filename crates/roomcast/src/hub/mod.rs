@@ -159,7 +159,8 @@ impl HubBuilder {
     }
 
     /// Decides with `presence` which joins and leaves are announced, and lists every node's
-    /// members ([`Hub::room_users_everywhere`]).
+    /// members ([`Hub::room_users_everywhere`], and the member list a dialect sends a joiner,
+    /// [`Session::join_listed`](crate::Session::join_listed)).
     pub fn presence(mut self, presence: Arc<dyn Presence>) -> Self {
         self.presence = Some(presence);
         self
