@@ -20,6 +20,8 @@ pub(crate) struct Roomcast {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The task copying stderr into `log`: it ends when the process has closed stderr.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Roomcast {
@@ -49,7 +51,7 @@ impl Roomcast {
         let log = Arc::new(Mutex::new(String::new()));
         let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
         let written = Arc::clone(&log);
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut log = written.lock().unwrap();
                 log.push_str(&line);
@@ -74,7 +76,12 @@ impl Roomcast {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
     }
 
     /// Everything logged so far.
@@ -111,10 +118,16 @@ impl Roomcast {
 
     /// Waits (bounded) for the process to exit; its exit status.
     async fn exited(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("roomcast did not exit: {}", self.log()))
-            .expect("wait for roomcast")
+            .expect("wait for roomcast");
+        // The process is gone but its last lines may still be in the pipe: read them all
+        // before anyone looks at the log.
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        status
     }
 
     /// `GET path` with `headers`: the status and the body.
