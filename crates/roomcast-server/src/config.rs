@@ -411,7 +411,7 @@ pub struct LimitsArgs {
           value_parser = parse_with::<usize>("ROOMCAST_MAX_ROOM_MEMBERS", "a whole number"))]
     pub max_room_members: usize,
 
-    /// Connections one user may hold on this node (tabs, devices).
+    /// Connections one user may hold (tabs, devices): on all nodes together with `REDIS_URL`.
     #[arg(long = "max-connections-per-user", env = "ROOMCAST_MAX_CONNECTIONS_PER_USER",
           default_value = "20",
           value_parser = parse_with::<usize>("ROOMCAST_MAX_CONNECTIONS_PER_USER", "a whole number"))]

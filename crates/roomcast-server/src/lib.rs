@@ -243,6 +243,10 @@ pub struct AppState {
     pub(crate) deliveries: chat::Deliveries,
     /// Whether the Redis subscription is up, on a node of several (`/readyz`).
     pub(crate) redis: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The Redis broker of a node of several, for what only it can answer: connections per
+    /// user on every node, the admin API's questions to every node. `None` on a single node,
+    /// whose paths then make no Redis call.
+    pub(crate) cluster: Option<Arc<redis_broker::RedisBroker>>,
 }
 
 /// A server: its hub, store and configuration. [`Server::start`] it, read [`Server::hub`] if
@@ -280,6 +284,7 @@ impl Server {
         }
         let mut redis_health = None;
         let mut presence = None;
+        let mut cluster = None;
         let hub = match &config.redis {
             None => Hub::new(config.session.clone()),
             Some(redis) => {
@@ -299,8 +304,14 @@ impl Server {
                     .build()
                     .await?;
                 let stop = tokio_util::sync::CancellationToken::new();
-                tokio::spawn(broker.keep_presence(stop.clone()));
+                tokio::spawn(broker.clone().keep_presence(stop.clone()));
+                let answering = hub.clone();
+                tokio::spawn(broker.clone().serve_queries(
+                    move |question| api::admin::answer(&answering, question),
+                    stop.clone(),
+                ));
                 presence = Some(stop);
+                cluster = Some(broker);
                 hub
             }
         };
@@ -317,6 +328,7 @@ impl Server {
             rooms: Arc::default(),
             passwords: Arc::default(),
             redis: redis_health,
+            cluster,
             limits: Arc::new(limits::Limits::new(
                 config.limits,
                 config.trusted_proxies.clone(),

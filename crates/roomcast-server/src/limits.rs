@@ -56,7 +56,8 @@ pub struct LimitsConfig {
     pub max_rooms_per_connection: usize,
     /// Users one room may hold (`ROOMCAST_MAX_ROOM_MEMBERS`).
     pub max_room_members: usize,
-    /// Connections one user may hold on this node (`ROOMCAST_MAX_CONNECTIONS_PER_USER`).
+    /// Connections one user may hold, on all nodes together when several share Redis
+    /// (`ROOMCAST_MAX_CONNECTIONS_PER_USER`).
     pub max_connections_per_user: usize,
     /// Rooms one user (a guest: one client IP) may create by joining, per minute
     /// (`ROOMCAST_ROOM_CREATE_RATE`); as many may be created at once.

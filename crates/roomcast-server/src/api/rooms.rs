@@ -121,8 +121,8 @@ pub struct MessageView {
     pub username: String,
     /// The text.
     pub content: String,
-    /// Structured data sent with it.
-    #[schema(value_type = Option<Object>)]
+    /// Structured data sent with it: any JSON value the sender attached (the native dialect
+    /// takes any; seed 003/004 messages have none).
     pub data: Option<serde_json::Value>,
     /// Commit time, Unix milliseconds.
     pub timestamp: i64,

@@ -20,7 +20,7 @@ use roomcast::protocol::channels;
 use roomcast::{Frame, Handler, Incoming, RoomName, Session, close_code};
 use roomcast_store::{StoreError, StoredMessage};
 
-use super::{Greeting, enter_one_room, failure_text, say_in_one_room};
+use super::{Greeting, enter_one_room, failure_text, release_user_connection, say_in_one_room};
 use crate::AppState;
 
 /// Seed 004's chat: one room per connection, named by the path.
@@ -48,6 +48,10 @@ impl Handler for ChannelsChat {
         // A private room looks missing to those outside it: 4000 either way.
         let room = room_of(cx)?;
         enter_one_room(&self.state, cx, &room, Greeting::MembersThenHistory).await
+    }
+
+    async fn on_disconnect(&self, cx: &Session, _reason: &roomcast::CloseReason) {
+        release_user_connection(&self.state, cx).await;
     }
 
     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {

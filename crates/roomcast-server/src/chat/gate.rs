@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use roomcast::{Frame, RoomName, Session, close_code};
 use roomcast_store::{Store, StoreError};
@@ -181,20 +182,69 @@ pub(crate) fn admit_frame(
 }
 
 /// Refuses a connection past `ROOMCAST_MAX_CONNECTIONS_PER_USER` (it is registered already,
-/// so it counts itself).
+/// so it counts itself). On a node of several, the bound is on the user's connections on
+/// every live node together (`RedisBroker::admit_user_conn`); a connection admitted there is
+/// counted until [`release_user_connection`].
+///
+/// Redis unreachable: admitted, with a warning when the outage starts. The bound still holds
+/// on this node (the first check), so a user has at most the bound per node while Redis is
+/// away; refusing everyone instead would turn a Redis outage into a chat outage.
 ///
 /// # Errors
 ///
 /// A close with 1013 `too many connections`.
-pub(crate) fn check_user_connections(state: &AppState, cx: &Session) -> roomcast::Result<()> {
+pub(crate) async fn check_user_connections(state: &AppState, cx: &Session) -> roomcast::Result<()> {
     let max = state.limits.config().max_connections_per_user;
-    if max > 0 && cx.hub().user_connection_count(cx.user_id()) > max {
-        return Err(roomcast::Error::close(
+    if max == 0 {
+        return Ok(());
+    }
+    let refuse = || {
+        Err(roomcast::Error::close(
             close_code::TRY_AGAIN_LATER,
             "too many connections",
-        ));
+        ))
+    };
+    if cx.hub().user_connection_count(cx.user_id()) > max {
+        return refuse();
     }
-    Ok(())
+    let Some(cluster) = &state.cluster else {
+        return Ok(());
+    };
+    match cluster
+        .admit_user_conn(cx.conn_id(), cx.user_id(), max)
+        .await
+    {
+        Ok(true) => {
+            if REDIS_FAILING.swap(false, Ordering::Relaxed) {
+                tracing::info!("connections per user are counted over every node again");
+            }
+            Ok(())
+        }
+        Ok(false) => refuse(),
+        Err(err) => {
+            if !REDIS_FAILING.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %err, "cannot count connections per user over every node; admitting within this node's bound");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Whether the last cluster-wide count of a user's connections failed: the failure is logged
+/// once when it starts, not once per connection during an outage. Process-wide, since it
+/// describes the one Redis a process's nodes share (tests run several servers in one
+/// process; they share their Redis too).
+static REDIS_FAILING: AtomicBool = AtomicBool::new(false);
+
+/// `cx` has ended: counts it off its user's connections on every node, if it was counted
+/// ([`check_user_connections`]). No Redis call for a connection that was not (a single node,
+/// no bound, or refused).
+pub(crate) async fn release_user_connection(state: &AppState, cx: &Session) {
+    if let Some(cluster) = &state.cluster
+        && let Err(err) = cluster.release_user_conn(cx.conn_id(), cx.user_id()).await
+    {
+        tracing::debug!(error = %err, "cannot count a connection off its user; the next heartbeat will");
+    }
 }
 
 /// Why `cx` may not enter `room` now (`None`: it may): the connection is in

@@ -39,7 +39,9 @@ use roomcast_store::{Appended, NewMessage, Seq, Store, StoreError, StoredMessage
 
 pub use channels::ChannelsChat;
 pub use gate::RoomGate;
-pub(crate) use gate::{Access, admit_frame, check_user_connections, room_capacity};
+pub(crate) use gate::{
+    Access, admit_frame, check_user_connections, release_user_connection, room_capacity,
+};
 pub use native::NativeChat;
 pub(crate) use token_chat::ROOM_CLAIM;
 pub use token_chat::TokenChat;
@@ -407,7 +409,7 @@ pub(crate) async fn enter_one_room(
     room: &RoomName,
     greeting: Greeting,
 ) -> roomcast::Result<()> {
-    check_user_connections(state, cx)?;
+    check_user_connections(state, cx).await?;
     if let Some(refusal) = room_capacity(state, cx, room) {
         return Err(roomcast::Error::close(close_code::TRY_AGAIN_LATER, refusal));
     }

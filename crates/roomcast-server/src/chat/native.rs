@@ -22,8 +22,8 @@ use roomcast::{Frame, Handler, Incoming, RoomName, Session, close_code};
 use roomcast_store::{StoreError, StoredMessage};
 
 use super::{
-    Access, Outgoing, admit_frame, check_user_connections, failure_text, internal, persist, replay,
-    room_capacity,
+    Access, Outgoing, admit_frame, check_user_connections, failure_text, internal, persist,
+    release_user_connection, replay, room_capacity,
 };
 use crate::AppState;
 
@@ -42,7 +42,7 @@ impl NativeChat {
 
 impl Handler for NativeChat {
     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
-        check_user_connections(&self.state, cx)?;
+        check_user_connections(&self.state, cx).await?;
         if let Some(room) = cx.path_param("room") {
             let room = RoomName::new(room).map_err(|err| {
                 roomcast::Error::close(close_code::ROOM_NOT_FOUND, err.to_string())
@@ -52,6 +52,10 @@ impl Handler for NativeChat {
             }
         }
         Ok(())
+    }
+
+    async fn on_disconnect(&self, cx: &Session, _reason: &roomcast::CloseReason) {
+        release_user_connection(&self.state, cx).await;
     }
 
     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {

@@ -20,7 +20,7 @@ use roomcast::protocol::token_scoped;
 use roomcast::{AuthError, CloseReason, Frame, Handler, Incoming, RoomName, Session, close_code};
 use roomcast_store::{StoreError, StoredMessage};
 
-use super::{Greeting, enter_one_room, failure_text, say_in_one_room};
+use super::{Greeting, enter_one_room, failure_text, release_user_connection, say_in_one_room};
 use crate::AppState;
 
 /// The token claim naming the room.
@@ -60,6 +60,10 @@ impl Handler for TokenChat {
     async fn on_connect(&self, cx: &Session) -> roomcast::Result<()> {
         let room = room_of(cx)?;
         enter_one_room(&self.state, cx, &room, Greeting::History).await
+    }
+
+    async fn on_disconnect(&self, cx: &Session, _reason: &roomcast::CloseReason) {
+        release_user_connection(&self.state, cx).await;
     }
 
     async fn on_message(&self, cx: &Session, msg: Incoming) -> roomcast::Result<()> {

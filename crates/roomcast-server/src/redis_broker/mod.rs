@@ -19,6 +19,11 @@
 //! local member and to unsubscribe when it loses its last, after releasing its lock, so two such
 //! requests can arrive in either order; a count (subscribed while above zero) makes the order
 //! irrelevant.
+//!
+//! Beside the pub/sub: `presence` (who is where, node leases, the reaper, and writing this
+//! node's part again after Redis lost it), `users` (`ROOMCAST_MAX_CONNECTIONS_PER_USER` over
+//! every node) and `queries` (the admin API's questions to every node). What this node wrote
+//! to Redis is also kept here (`Local`), so that it can be written again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,8 +40,11 @@ use tokio::sync::{Mutex, mpsc};
 
 mod history;
 mod presence;
+mod queries;
+mod users;
 
 pub use history::StoreHistory;
+pub use queries::Gathered;
 
 /// Default of `ROOMCAST_REDIS_PREFIX`.
 pub const DEFAULT_PREFIX: &str = "roomcast:";
@@ -72,6 +80,33 @@ pub struct RedisBroker {
     node: std::sync::OnceLock<NodeId>,
     /// How long this node's presence lease lives without a heartbeat.
     presence_ttl: Duration,
+    /// What this node has written to Redis's presence and connection counts, to write again
+    /// when Redis has lost it. Changed only while `publisher` is held ([`RedisBroker::exclusive`]),
+    /// so its changes and the commands that mirror them reach Redis in one order.
+    local: std::sync::Mutex<Local>,
+    /// Set when a heartbeat failed: the next one that succeeds writes this node's part again
+    /// (Redis may have restarted meanwhile, and a write made meanwhile is missing).
+    reassert_due: AtomicBool,
+    /// Whether a heartbeat has set the lease once: a lease missing after that was lost.
+    leased: AtomicBool,
+    /// The admin API's questions this node is waiting for answers to (`queries`).
+    pending: queries::Pending,
+    /// Where the subscriber hands other nodes' questions; taken by `serve_queries`.
+    questions_rx: std::sync::Mutex<Option<mpsc::Receiver<queries::Question>>>,
+    questions_tx: mpsc::Sender<queries::Question>,
+}
+
+/// This node's part of Redis's presence and connection counts, as it wrote them.
+#[derive(Debug, Default)]
+struct Local {
+    /// Each user in each room on this node, with their display name: one entry per
+    /// (room, user), as `{prefix}node:{id}` has.
+    members: HashMap<(RoomName, roomcast::UserId), Arc<str>>,
+    /// Connections admitted under `ROOMCAST_MAX_CONNECTIONS_PER_USER`, per user
+    /// (`{prefix}conns:{user}`'s field for this node).
+    user_conns: HashMap<roomcast::UserId, u64>,
+    /// Those connections, so that each is counted down once, and only if it was counted.
+    admitted: std::collections::HashSet<roomcast::ConnId>,
 }
 
 enum Request {
@@ -116,6 +151,9 @@ impl RedisBroker {
             .await
             .map_err(unavailable)?;
         let (requests, requests_rx) = mpsc::unbounded_channel();
+        // Questions are rare (an operator's page); a full queue drops one, and the asking
+        // node reports this one as missing.
+        let (questions_tx, questions_rx) = mpsc::channel(64);
         Ok(Self {
             client,
             prefix: prefix.to_owned(),
@@ -126,6 +164,12 @@ impl RedisBroker {
             failing: AtomicBool::new(false),
             node: std::sync::OnceLock::new(),
             presence_ttl,
+            local: std::sync::Mutex::default(),
+            reassert_due: AtomicBool::new(false),
+            leased: AtomicBool::new(false),
+            pending: queries::Pending::default(),
+            questions_rx: std::sync::Mutex::new(Some(questions_rx)),
+            questions_tx,
         })
     }
 
@@ -162,10 +206,18 @@ impl RedisBroker {
         pipe: &redis::Pipeline,
     ) -> Result<T, BrokerError> {
         let mut publisher = self.publisher.lock().await;
+        Self::run_pipe(&self.client, &mut publisher, pipe).await
+    }
+
+    async fn run_pipe<T: redis::FromRedisValue>(
+        client: &redis::Client,
+        publisher: &mut Option<MultiplexedConnection>,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BrokerError> {
         let conn = match publisher.as_mut() {
             Some(conn) => conn,
             None => publisher.insert(
-                self.client
+                client
                     .get_multiplexed_async_connection_with_config(&config())
                     .await
                     .map_err(unavailable)?,
@@ -176,6 +228,31 @@ impl RedisBroker {
             *publisher = None;
             unavailable(err)
         })
+    }
+
+    /// Changes [`Local`] and runs the commands that mirror the change, with the publishing
+    /// connection held throughout: `build` changes `Local` and returns the pipeline, `settle`
+    /// sees the answer (and may undo the change) before any other command can run. So the
+    /// order of changes to `Local` is the order Redis sees, and a re-assertion
+    /// ([`RedisBroker::reassert`], which reads `Local` the same way) never races a join or a
+    /// leave into counting twice or resurrecting an entry.
+    async fn exclusive<T: redis::FromRedisValue>(
+        &self,
+        build: impl FnOnce(&mut Local) -> redis::Pipeline,
+        settle: impl FnOnce(&mut Local, &Result<T, BrokerError>),
+    ) -> Result<T, BrokerError> {
+        let mut publisher = self.publisher.lock().await;
+        let pipe = build(&mut self.local());
+        let answer = Self::run_pipe(&self.client, &mut publisher, &pipe).await;
+        settle(&mut self.local(), &answer);
+        answer
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        // Plain map updates under the lock: a panic cannot leave them half done.
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn started_node(&self) -> Result<NodeId, BrokerError> {
@@ -217,6 +294,8 @@ impl Broker for RedisBroker {
                 prefix: self.prefix.clone(),
                 node,
                 deliver,
+                questions: self.questions_tx.clone(),
+                pending: self.pending.clone(),
                 connected: Arc::clone(&self.connected),
                 rooms: HashMap::new(),
                 resubscribing: false,
@@ -271,6 +350,10 @@ struct Subscriber {
     prefix: String,
     node: NodeId,
     deliver: mpsc::Sender<RoomEvent>,
+    /// Other nodes' questions (`{prefix}admin`), for `serve_queries`.
+    questions: mpsc::Sender<queries::Question>,
+    /// Answers to this node's questions (`{prefix}reply:{node}`) go to their askers here.
+    pending: queries::Pending,
     connected: Arc<AtomicBool>,
     /// Subscribe requests less unsubscribe requests, per room; subscribed while above zero.
     rooms: HashMap<RoomName, i64>,
@@ -318,9 +401,13 @@ impl Subscriber {
                 redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
             })??;
         let (mut sink, mut stream) = pubsub.split();
+        let questions = queries::question_channel(&self.prefix);
+        let answers = queries::answer_channel(&self.prefix, self.node);
         sink.subscribe(&[
             format!("{}all", self.prefix),
             format!("{}users", self.prefix),
+            questions.clone(),
+            answers.clone(),
         ])
         .await?;
         let wanted: Vec<String> = self
@@ -356,6 +443,15 @@ impl Subscriber {
                 }
                 message = stream.next() => {
                     let Some(message) = message else { return Ok(Ended::Lost) };
+                    let channel = message.get_channel_name();
+                    if channel == questions {
+                        queries::received_question(self.node, message.get_payload_bytes(), &self.questions);
+                        continue;
+                    }
+                    if channel == answers {
+                        self.pending.received(message.get_payload_bytes());
+                        continue;
+                    }
                     let event = match wire::decode(message.get_payload_bytes()) {
                         Ok(event) => event,
                         Err(err) => {

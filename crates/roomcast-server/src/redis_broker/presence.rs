@@ -1,8 +1,11 @@
 //! The broker's [`Presence`]: who is in which room on any node, node leases and the reaper
-//! (`docs/SCALING.md`, "Presence across nodes").
+//! (`docs/SCALING.md`, "Presence across nodes"), and the re-assertion of this node's part
+//! when Redis has lost it (restarted empty, flushed) or may have missed a write (a failed
+//! heartbeat).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use roomcast::broker::{BoxFuture, Broker, BrokerError, Presence, RoomEvent, Target};
@@ -20,6 +23,10 @@ impl RedisBroker {
         room: &RoomName,
         user: &UserId,
     ) -> Result<i64, BrokerError> {
+        self.query(&self.leave_cmd(node, room, user)).await
+    }
+
+    fn leave_cmd(&self, node: NodeId, room: &RoomName, user: &UserId) -> redis::Cmd {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(LEAVE_SCRIPT)
             .arg(3)
@@ -28,21 +35,39 @@ impl RedisBroker {
             .arg(self.key("node", node.0))
             .arg(user.as_str())
             .arg(entry(room, user));
-        self.query(&cmd).await
+        cmd
     }
 
-    /// One heartbeat: renews this node's lease, then reaps every node whose lease lapsed (one
-    /// surviving node per dead one, by a lock with the lease's lifetime), announcing the
-    /// leaves of users who were only there.
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.presence_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// One heartbeat: renews this node's lease (writing this node's part again if Redis lost
+    /// it), then reaps every node whose lease lapsed (one surviving node per dead one, by a
+    /// lock with the lease's lifetime), announcing the leaves of users who were only there.
     pub(super) async fn heartbeat(&self, node: NodeId) -> Result<(), BrokerError> {
-        let ttl = u64::try_from(self.presence_ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl = self.lease_ms();
+        // `GET`: the lease's previous value, `nil` when it was missing. After the first
+        // heartbeat it is missing only when Redis lost it: restarted empty, flushed, or this
+        // node stalled past its TTL.
         let mut lease = redis::cmd("SET");
         lease
             .arg(self.key("lease", node.0))
             .arg(1)
             .arg("PX")
-            .arg(ttl);
-        self.query::<()>(&lease).await?;
+            .arg(ttl)
+            .arg("GET");
+        let had: Option<String> = self.query(&lease).await.inspect_err(|_| {
+            self.reassert_due.store(true, Ordering::Relaxed);
+        })?;
+        let lost = had.is_none() && self.leased.swap(true, Ordering::Relaxed);
+        let due = self.reassert_due.swap(false, Ordering::Relaxed);
+        if (lost || due)
+            && let Err(err) = self.reassert(node, lost).await
+        {
+            self.reassert_due.store(true, Ordering::Relaxed);
+            return Err(err);
+        }
         let mut join = redis::cmd("SADD");
         join.arg(format!("{}nodes", self.prefix)).arg(node.0);
         self.query::<i64>(&join).await?;
@@ -78,10 +103,7 @@ impl RedisBroker {
         let entries: Vec<String> = self.query(&entries).await?;
         let mut announced = 0;
         for entry in &entries {
-            let Some((room, user)) = entry.split_once('\n') else {
-                continue;
-            };
-            let (Ok(room), user) = (RoomName::new(room), UserId::from(user)) else {
+            let Some((room, user)) = parse_entry(entry) else {
                 continue;
             };
             let mut name = redis::cmd("HGET");
@@ -106,15 +128,100 @@ impl RedisBroker {
             self.publish_many(vec![event]).await?;
             announced += 1;
         }
+        let users = self.reap_user_conns(dead).await?;
         let mut forget = redis::cmd("SREM");
         forget.arg(format!("{}nodes", self.prefix)).arg(dead.0);
         self.query::<i64>(&forget).await?;
         let mut clear = redis::cmd("DEL");
         clear.arg(self.key("node", dead.0));
         self.query::<i64>(&clear).await?;
-        tracing::info!(node = %dead, entries = entries.len(), announced, "reaped a node whose presence lease lapsed");
+        tracing::info!(node = %dead, entries = entries.len(), announced, users, "reaped a node whose presence lease lapsed");
         Ok(())
     }
+
+    /// Writes this node's whole part again: its lease, its place in the node set, every
+    /// (room, user) entry it has with the user's name, and its users' connection counts; and
+    /// takes off the entries Redis has that this node no longer does (a leave whose write
+    /// failed). Idempotent (an entry still there is not counted twice: `REASSERT_SCRIPT`),
+    /// and silent: no join or leave is announced, since no one joined or left. `lost`: Redis
+    /// had lost the lease (logged at info; otherwise this follows a failed heartbeat).
+    pub(super) async fn reassert(&self, node: NodeId, lost: bool) -> Result<(), BrokerError> {
+        // Read first, outside the exclusive section: an entry added meanwhile is in `Local`
+        // (so not taken off), one removed meanwhile is taken off again, which is a no-op.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SMEMBERS").arg(self.key("node", node.0));
+        pipe.cmd("SMEMBERS").arg(self.key("nodeusers", node.0));
+        let (entries, counted): (Vec<String>, Vec<String>) = self.query_pipe(&pipe).await?;
+        let (mut members, mut users, mut stale) = (0, 0, 0);
+        self.exclusive::<()>(
+            |local| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(self.key("lease", node.0))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(self.lease_ms())
+                    .ignore();
+                pipe.cmd("SADD")
+                    .arg(format!("{}nodes", self.prefix))
+                    .arg(node.0)
+                    .ignore();
+                for ((room, user), name) in &local.members {
+                    pipe.cmd("EVAL")
+                        .arg(REASSERT_SCRIPT)
+                        .arg(3)
+                        .arg(self.key("presence", room))
+                        .arg(self.key("names", room))
+                        .arg(self.key("node", node.0))
+                        .arg(user.as_str())
+                        .arg(name.as_ref())
+                        .arg(entry(room, user))
+                        .ignore();
+                }
+                for (room, user) in entries.iter().filter_map(|entry| parse_entry(entry)) {
+                    if !local.members.contains_key(&(room.clone(), user.clone())) {
+                        pipe.add_command(self.leave_cmd(node, &room, &user))
+                            .ignore();
+                        stale += 1;
+                    }
+                }
+                stale += self.reassert_user_conns(node, local, &counted, &mut pipe);
+                (members, users) = (local.members.len(), local.user_conns.len());
+                pipe
+            },
+            |_, _| {},
+        )
+        .await?;
+        if lost {
+            tracing::info!(
+                members,
+                users,
+                stale,
+                "Redis had lost this node's presence (restarted or flushed); wrote it again"
+            );
+        } else {
+            tracing::debug!(
+                members,
+                users,
+                stale,
+                "wrote this node's presence again after a failed heartbeat"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The (room, user) of a node's entry; `None` for what no node writes.
+fn parse_entry(entry: &str) -> Option<(RoomName, UserId)> {
+    let (room, user) = entry.split_once('\n')?;
+    Some((RoomName::new(room).ok()?, UserId::from(user)))
+}
+
+/// A pipeline of one command, whose answer is a 1-tuple.
+pub(super) fn one(cmd: redis::Cmd) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.add_command(cmd);
+    pipe
 }
 
 /// A node's entry for `user` in `room` (room names cannot hold a newline).
@@ -129,6 +236,15 @@ local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[3])
 return n";
+
+/// KEYS and ARGV as for `JOIN_SCRIPT`. Counts the user up only if the node's entry is
+/// missing (Redis lost it), so writing a node's part again never counts anyone twice.
+const REASSERT_SCRIPT: &str = r"
+if redis.call('SADD', KEYS[3], ARGV[3]) == 1 then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 0";
 
 /// KEYS as for `JOIN_SCRIPT`; ARGV: user, entry. Takes the node's entry off and counts the
 /// user down; at 0 the user is gone from the room. An entry already gone (reaped, or lost
@@ -195,7 +311,20 @@ impl Presence for RedisBroker {
                 .arg(user.id.as_str())
                 .arg(user.username.as_ref())
                 .arg(entry(&room, &user.id));
-            let nodes: i64 = self.query(&cmd).await?;
+            // Kept whether or not Redis answers: the member is here, and the next
+            // re-assertion writes what Redis missed.
+            let (nodes,): (i64,) = self
+                .exclusive(
+                    |local| {
+                        local
+                            .members
+                            .insert((room.clone(), user.id.clone()), Arc::clone(&user.username));
+                        one(cmd)
+                    },
+                    |_, _| {},
+                )
+                .await
+                .inspect_err(|_| self.reassert_due.store(true, Ordering::Relaxed))?;
             Ok(nodes == 1)
         })
     }
@@ -204,7 +333,18 @@ impl Presence for RedisBroker {
         let (room, user) = (room.clone(), user.clone());
         Box::pin(async move {
             let node = self.started_node()?;
-            Ok(self.leave_on(node, &room, &user).await? == 0)
+            let cmd = self.leave_cmd(node, &room, &user);
+            let (nodes,): (i64,) = self
+                .exclusive(
+                    |local| {
+                        local.members.remove(&(room.clone(), user.clone()));
+                        one(cmd)
+                    },
+                    |_, _| {},
+                )
+                .await
+                .inspect_err(|_| self.reassert_due.store(true, Ordering::Relaxed))?;
+            Ok(nodes == 0)
         })
     }
 

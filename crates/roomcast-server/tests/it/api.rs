@@ -870,6 +870,22 @@ async fn openapi_json_lists_every_path() {
 }
 
 #[tokio::test]
+async fn a_stored_messages_data_may_be_any_json_value_as_the_native_dialect_takes() {
+    let (app, _dir) = app().await;
+    let (_, doc) = call(&app, "GET", "/openapi.json", None, None).await;
+    let data = &doc["components"]["schemas"]["MessageView"]["properties"]["data"];
+    assert!(data.is_object(), "MessageView.data is described: {data}");
+    let types = data
+        .get("type")
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    assert!(
+        !types.contains("object"),
+        "a message sent with \"data\": [1, 2] or 3 is stored and served as sent: {data}"
+    );
+}
+
+#[tokio::test]
 async fn the_schema_states_the_rules_the_handlers_enforce() {
     let (app, _dir) = app().await;
     let (_, doc) = call(&app, "GET", "/openapi.json", None, None).await;

@@ -12,20 +12,42 @@ use crate::common::*;
 
 /// `n` servers sharing a fresh PostgreSQL schema and a fresh Redis prefix; the schema is
 /// dropped when the returned guard is.
+/// Redis databases of their own for the two tests that cut their nodes' subscriptions (see
+/// [`kill_subscribers`]); every other test stays on the database `REDIS_URL` names.
+const KILL_DB: u8 = 14;
+const RESUBSCRIBE_DB: u8 = 15;
+
 struct Cluster {
     nodes: Vec<TestServer>,
     url: String,
     schema: String,
+    /// The nodes' `ROOMCAST_REDIS_PREFIX`: every key and channel of this test.
+    prefix: String,
 }
 
 impl Cluster {
     async fn start(n: usize) -> Option<Self> {
-        Self::start_with(n, |_| {}).await
+        Self::launch(n, None, |_| {}).await
     }
 
-    /// `n` servers whose configuration `edit` adjusted after the cluster's own settings.
+    /// Nodes whose Redis connections select database `db` (pub/sub ignores it; `CLIENT LIST`
+    /// shows it), so a test can cut exactly its own nodes' subscriptions with
+    /// [`kill_subscribers`] and leave every other test's running on the same Redis alone.
+    async fn start_on(n: usize, db: Option<u8>) -> Option<Self> {
+        Self::launch(n, db, |_| {}).await
+    }
+
+    /// As [`Cluster::start`], each node's configuration changed by `edit` last.
     async fn start_with(
         n: usize,
+        edit: impl Fn(&mut roomcast_server::ServerConfig),
+    ) -> Option<Self> {
+        Self::launch(n, None, edit).await
+    }
+
+    async fn launch(
+        n: usize,
+        db: Option<u8>,
         edit: impl Fn(&mut roomcast_server::ServerConfig),
     ) -> Option<Self> {
         let (Ok(url), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL"))
@@ -37,8 +59,13 @@ impl Cluster {
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
+        let redis = match db {
+            Some(db) => with_db(&redis, db),
+            None => redis,
+        };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let schema = format!("t_cluster_{id}");
+        let prefix = format!("test:{id}:");
         let mut nodes = Vec::new();
         for _ in 0..n {
             let mut config = roomcast_server::ServerConfig::new(
@@ -51,13 +78,18 @@ impl Cluster {
             config.limits = roomcast_server::limits::LimitsConfig::off();
             config.redis = Some(roomcast_server::RedisConfig {
                 url: redis.clone(),
-                prefix: format!("test:{id}:"),
+                prefix: prefix.clone(),
                 presence_ttl: std::time::Duration::from_secs(2),
             });
             edit(&mut config);
             nodes.push(TestServer::start_config(config, None).await);
         }
-        Some(Self { nodes, url, schema })
+        Some(Self {
+            nodes,
+            url,
+            schema,
+            prefix,
+        })
     }
 
     /// A node on the same database that is not in the cluster: what it commits never crosses
@@ -73,7 +105,9 @@ impl Cluster {
     }
 
     async fn drop_schema(self) {
-        let Self { nodes, url, schema } = self;
+        let Self {
+            nodes, url, schema, ..
+        } = self;
         drop(nodes);
         let mut conn = sqlx::PgConnection::connect(&url)
             .await
@@ -175,7 +209,7 @@ async fn concurrent_publishers_on_two_nodes_are_seen_by_everyone_in_seq_order_wi
 #[tokio::test]
 async fn after_the_redis_subscription_drops_delivery_resumes_and_the_lost_messages_come_from_the_store()
  {
-    let Some(cluster) = Cluster::start(2).await else {
+    let Some(cluster) = Cluster::start_on(2, Some(KILL_DB)).await else {
         return;
     };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
@@ -189,15 +223,8 @@ async fn after_the_redis_subscription_drops_delivery_resumes_and_the_lost_messag
     }
     assert_eq!(messages(&mut reader, 10).await.last().unwrap().0, 10);
 
-    // Every subscriber connection on this Redis is cut (the nodes' included); they reconnect
-    // with backoff. Messages published meanwhile are lost to node A's subscription.
-    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg(&["KILL", "TYPE", "pubsub"])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // Both nodes' subscriber connections are cut; they reconnect with backoff. Messages published meanwhile are lost to node A's subscription.
+    let killed = kill_subscribers(KILL_DB).await;
     assert!(killed >= 2, "both nodes' subscribers were cut ({killed})");
     for i in 11..=30 {
         publisher.send_json(send(i)).await;
@@ -451,7 +478,7 @@ async fn a_rooms_first_message_on_a_node_is_not_taken_for_its_start_when_an_earl
 
 #[tokio::test]
 async fn after_a_resubscribe_a_quiet_rooms_lost_tail_is_read_from_the_store() {
-    let Some(cluster) = Cluster::start(2).await else {
+    let Some(cluster) = Cluster::start_on(2, Some(RESUBSCRIBE_DB)).await else {
         return;
     };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
@@ -473,16 +500,375 @@ async fn after_a_resubscribe_a_quiet_rooms_lost_tail_is_read_from_the_store() {
         .await;
     assert_eq!(outsider.recv_type("ack").await["seq"], 2);
     // The subscriptions drop and come back: the nodes re-read their rooms' tails.
-    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg(&["KILL", "TYPE", "pubsub"])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    assert!(kill_subscribers(RESUBSCRIBE_DB).await >= 2);
     assert_eq!(messages(&mut reader, 1).await, [(2, "lost".to_owned())]);
     drop(lone);
     cluster.drop_schema().await;
+}
+
+/// `url` with its database number replaced by `db`.
+fn with_db(url: &str, db: u8) -> String {
+    let authority = url.find("://").map_or(0, |at| at + 3);
+    let end = url[authority..]
+        .find('/')
+        .map_or(url.len(), |at| authority + at);
+    format!("{}/{db}", &url[..end])
+}
+
+/// Cuts every pub/sub connection that selected database `db`: the nodes of one test started
+/// with [`Cluster::start_on`], and nobody else's (`CLIENT KILL TYPE pubsub` would cut every
+/// subscriber on this Redis, other tests' and benchmarks' too). Returns how many were cut.
+async fn kill_subscribers(db: u8) -> usize {
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg(&["LIST", "TYPE", "pubsub"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let wanted = format!("db={db}");
+    let ids: Vec<&str> = list
+        .lines()
+        .filter(|line| line.split(' ').any(|field| field == wanted))
+        .filter_map(|line| line.split(' ').find_map(|field| field.strip_prefix("id=")))
+        .collect();
+    for id in &ids {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg(&["KILL", "ID", id])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    ids.len()
+}
+
+/// A connection to Redis, for what the tests do behind the nodes' backs.
+async fn redis() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Deletes every key under `prefix`, in one `DEL` (atomic, as a Redis restart or a `FLUSHDB`
+/// is: a node never sees half of it). Never `FLUSHALL`: other tests share this Redis.
+async fn forget_everything_under(prefix: &str) -> usize {
+    let mut conn = redis().await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor = 0u64;
+    // Bounded: SCAN ends at cursor 0; 10,000 rounds of 1,000 is far past this test's keys.
+    for _ in 0..10_000 {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(cursor, 0, "SCAN finished");
+    keys.sort();
+    keys.dedup();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    keys.len()
+}
+
+/// Asks for `room`'s `user_list` until it names `expected` (bounded: 5 s); fails on any other
+/// frame in between (a join or leave would be a spurious announcement).
+async fn wait_for_user_list(client: &mut TestClient, room: &str, expected: &[&str]) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        client
+            .send_json(json!({"type": "user_list", "room": room}))
+            .await;
+        let list = client.recv_json().await;
+        assert_eq!(list["type"], "user_list", "nothing but the list: {list}");
+        if list["data"] == json!(expected) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the list did not come back to {expected:?}: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn after_redis_loses_its_data_each_node_writes_its_members_again_without_announcing() {
+    let Some(cluster) = Cluster::start_with(2, |config| {
+        config.limits.max_connections_per_user = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann = a.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    let mut bob = b.connect_as("/ws/auth", "bob").await;
+    bob.join("lobby").await;
+    let mut cat = b.connect_as("/ws/auth", "cat").await;
+    assert_eq!(
+        cat.join("lobby").await["data"],
+        json!(["ann", "bob", "cat"])
+    );
+    assert_eq!(ann.recv_type("join").await["user_id"], "bob");
+    assert_eq!(ann.recv_type("join").await["user_id"], "cat");
+    assert_eq!(bob.recv_type("join").await["user_id"], "cat");
+    // Ann's second connection, on node B: her two are the bound over both nodes.
+    let _ann_b = b.connect_as("/ws/auth", "ann").await;
+
+    let deleted = forget_everything_under(&cluster.prefix).await;
+    assert!(deleted > 0, "the nodes' keys were there");
+    // Within a heartbeat (a third of the 2 s TTL) each node finds its lease gone and writes
+    // its part again: every list names everyone, and no one was announced.
+    wait_for_user_list(&mut ann, "lobby", &["ann", "bob", "cat"]).await;
+    wait_for_user_list(&mut bob, "lobby", &["ann", "bob", "cat"]).await;
+    // The connection counts came back too: a third connection of Ann's is refused.
+    let mut third = b.connect_as("/ws/auth", "ann").await;
+    assert_eq!(
+        third.expect_close(1013).await.reason.as_str(),
+        "too many connections"
+    );
+    // A leave after it is one, announced once (the counts are right, not doubled).
+    cat.close().await;
+    assert_eq!(ann.recv_type("leave").await["user_id"], "cat");
+    assert_eq!(bob.recv_type("leave").await["user_id"], "cat");
+    for client in [&mut ann, &mut bob] {
+        client.send_json(json!({"type": "ping"})).await;
+        assert_eq!(client.recv_json().await["type"], "pong", "nothing else");
+    }
+    cluster.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_seed_004_joiner_is_listed_the_members_of_every_node() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann = a.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    let mut bob = b.connect_as("/ws/chat/lobby/", "bob").await;
+    assert_eq!(
+        bob.recv_json().await,
+        json!({"type": "room_users_list", "users": [
+            {"id": "ann", "username": "Ann"}, {"id": "bob", "username": "Bob"}]})
+    );
+    cluster.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_users_connections_are_bounded_over_every_node() {
+    let Some(cluster) = Cluster::start_with(2, |config| {
+        config.limits.max_connections_per_user = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let ann_a = a.connect_as("/ws/auth", "ann").await;
+    let _ann_b = b.connect_as("/ws/auth", "ann").await;
+    // Two in all: a third is refused on either node, whichever endpoint.
+    for (node, path) in [(b, "/ws/auth"), (a, "/ws/chat/lobby/")] {
+        let mut third = node.connect_as(path, "ann").await;
+        assert_eq!(
+            third.expect_close(1013).await.reason.as_str(),
+            "too many connections",
+            "{path}"
+        );
+    }
+    // Another user is not affected.
+    let mut bob = b.connect_as("/ws/auth", "bob").await;
+    bob.send_json(json!({"type": "ping"})).await;
+    assert_eq!(bob.recv_json().await["type"], "pong");
+    // One of Ann's goes: one more may come, on the other node. (A connection is counted
+    // off in its `on_disconnect`, which ends before the hub lets it go.)
+    ann_a.close().await;
+    a.wait_for(|hub| !hub.is_connected(&"ann".into())).await;
+    let mut again = b.connect_as("/ws/auth", "ann").await;
+    assert!(
+        admitted(&mut again).await,
+        "a connection released on one node frees a place on the other"
+    );
+    cluster.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_killed_nodes_connections_stop_counting_against_its_users_with_its_lease() {
+    let Some((database, name)) = fresh_database().await else {
+        return;
+    };
+    let redis_url = std::env::var("REDIS_URL").unwrap();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let env = [
+        ("REDIS_URL", redis_url.as_str()),
+        ("ROOMCAST_REDIS_PREFIX", prefix.as_str()),
+        ("ROOMCAST_PRESENCE_TTL", "2s"),
+        ("ROOMCAST_MAX_CONNECTIONS_PER_USER", "1"),
+        ("WEBSOCKET_HEARTBEAT_INTERVAL", "0"),
+    ];
+    let mut a = crate::ops::Roomcast::start(&database, &env).await;
+    let b = crate::ops::Roomcast::start(&database, &env).await;
+    let ann = format!("/ws/auth?token={}", token("ann", "Ann"));
+    let mut first = a.connect(&ann).await;
+    first.send_json(json!({"type": "ping"})).await;
+    assert_eq!(first.recv_json().await["type"], "pong");
+    b.connect(&ann).await.expect_close(1013).await;
+
+    a.sigkill().await;
+    drop(first);
+    // Node A's lease lapses 2 s after its last heartbeat: from then on its count is not
+    // counted (and its reaper takes it off). Retried, bounded: 8 s.
+    let mut was_admitted = false;
+    for _ in 0..40 {
+        if admitted(&mut b.connect(&ann).await).await {
+            was_admitted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(was_admitted, "a dead node's connections stop counting");
+    drop((a, b));
+    drop_database(&name).await;
+}
+
+/// Whether `client`'s connection was admitted: it answers a ping (a refused one is closed,
+/// and a ping sent to it may fail or go unanswered).
+async fn admitted(client: &mut TestClient) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let ping = Message::text(json!({"type": "ping"}).to_string());
+    if client.ws.send(ping).await.is_err() {
+        return false;
+    }
+    // Bounded: the answer or the close comes at once; 5 s is a stalled server.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, client.ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) if text.contains("pong") => return true,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) => return false,
+            Ok(Some(Ok(other))) => panic!("unexpected {other:?}"),
+            Err(_) => panic!("neither a pong nor a close within 5 s"),
+        }
+    }
+}
+
+fn admin_token() -> String {
+    sign(&json!({"sub": "root", "type": "access", "exp": now() + 600, "role": "admin"}))
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_every_nodes_rooms_and_connections() {
+    let Some(cluster) = Cluster::start(2).await else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut ann = a.connect_as("/ws/auth", "ann").await;
+    ann.join("lobby").await;
+    let mut ann_b = b.connect_as("/ws/auth", "ann").await;
+    ann_b.join("lobby").await;
+    let mut bob = b.connect_as("/ws/auth", "bob").await;
+    bob.join("lobby").await;
+    let mut cat = b.connect_as("/ws/auth", "cat").await;
+    cat.join("garden").await;
+    a.add_user("root").await;
+    let admin = admin_token();
+    let (node_a, node_b) = (a.hub.node_id().to_string(), b.hub.node_id().to_string());
+
+    // Asked on node A, which has only Ann's first connection.
+    let (status, rooms) = http(a, "GET", "/admin/rooms", Some(&admin), None).await;
+    assert_eq!(status, 200, "{rooms}");
+    assert_eq!(
+        rooms,
+        json!({
+            "rooms": [
+                {"room": "garden", "connections": 1, "members": [
+                    {"user_id": "cat", "username": "Cat", "connections": 1}]},
+                {"room": "lobby", "connections": 3, "members": [
+                    {"user_id": "ann", "username": "Ann", "connections": 2},
+                    {"user_id": "bob", "username": "Bob", "connections": 1}]},
+            ],
+            "nodes": [node_a, node_b],
+            "missing": [],
+            "partial": false,
+        })
+    );
+    let (status, listed) = http(
+        a,
+        "GET",
+        "/admin/rooms/lobby/connections",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    let mut seen: Vec<(String, String)> = listed["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["user_id"].as_str().unwrap().to_owned(),
+                c["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        ("ann".to_owned(), node_a.clone()),
+        ("ann".to_owned(), node_b.clone()),
+        ("bob".to_owned(), node_b.clone()),
+    ];
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert_eq!(listed["partial"], false);
+
+    // A node that holds a live lease but never answers (stalled): the answer comes after
+    // the bound, without it, marked partial.
+    let silent = 0x5151_5151_u64;
+    let mut conn = redis().await;
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(format!("{}lease:{silent}", cluster.prefix))
+        .arg(1)
+        .arg("PX")
+        .arg(30_000)
+        .ignore()
+        .cmd("SADD")
+        .arg(format!("{}nodes", cluster.prefix))
+        .arg(silent)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, rooms) = http(b, "GET", "/admin/rooms", Some(&admin), None).await;
+    assert_eq!(status, 200, "{rooms}");
+    assert_eq!(rooms["partial"], true, "{rooms}");
+    assert_eq!(
+        rooms["missing"],
+        json!([roomcast::NodeId(silent).to_string()])
+    );
+    assert_eq!(rooms["nodes"], json!([node_b, node_a]));
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 2, "{rooms}");
+    let prefix = cluster.prefix.clone();
+    cluster.drop_schema().await;
+    // The silent node's lease would outlive the test.
+    forget_everything_under(&prefix).await;
 }
 
 #[tokio::test]

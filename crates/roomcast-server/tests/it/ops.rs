@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use roomcast_store::{Seq, Store};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::common::*;
@@ -20,6 +20,8 @@ pub(crate) struct Roomcast {
     child: Child,
     addr: SocketAddr,
     log: Arc<Mutex<String>>,
+    /// The task copying stderr into `log`: it ends when the process has closed stderr.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Roomcast {
@@ -49,7 +51,7 @@ impl Roomcast {
         let log = Arc::new(Mutex::new(String::new()));
         let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
         let written = Arc::clone(&log);
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut log = written.lock().unwrap();
                 log.push_str(&line);
@@ -74,7 +76,12 @@ impl Roomcast {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
     }
 
     /// Everything logged so far.
@@ -111,33 +118,23 @@ impl Roomcast {
 
     /// Waits (bounded) for the process to exit; its exit status.
     async fn exited(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .unwrap_or_else(|_| panic!("roomcast did not exit: {}", self.log()))
-            .expect("wait for roomcast")
+            .expect("wait for roomcast");
+        // The process is gone but its last lines may still be in the pipe: read them all
+        // before anyone looks at the log.
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        status
     }
 
     /// `GET path` with `headers`: the status and the body.
     async fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-            .await
-            .expect("HTTP response timed out")
-            .unwrap();
-        let response = String::from_utf8(response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP head");
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, body.to_owned())
+        let (status, _, body) =
+            crate::common::http_raw_at(self.addr, "GET", path, headers, "").await;
+        (status, body)
     }
 }
 

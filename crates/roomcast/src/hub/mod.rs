@@ -160,7 +160,8 @@ impl HubBuilder {
     }
 
     /// Decides with `presence` which joins and leaves are announced, and lists every node's
-    /// members ([`Hub::room_users_everywhere`]).
+    /// members ([`Hub::room_users_everywhere`], and the member list a dialect sends a joiner,
+    /// [`Session::join_listed`](crate::Session::join_listed)).
     pub fn presence(mut self, presence: Arc<dyn Presence>) -> Self {
         self.presence = Some(presence);
         self
@@ -755,6 +756,18 @@ impl Hub {
         hold: bool,
         list: bool,
     ) -> crate::Result<JoinOutcome> {
+        // Other nodes' members, read before the lock (presence is a network call): seed 004's
+        // list names everyone in the room, as the native `user_list` does. A user joining on
+        // another node between this read and the join below is listed only if their join's
+        // event arrives after it: the window a room's first member on a node has anyway,
+        // before the node subscribes.
+        let elsewhere = match &self.shared.presence {
+            Some(presence) if list => presence.members(room).await.unwrap_or_else(|err| {
+                tracing::warn!(%room, error = %err, "presence unavailable; listing this node's members");
+                Vec::new()
+            }),
+            _ => Vec::new(),
+        };
         let (joined, user, listed) = {
             let mut state = self.state();
             let Some(joined) = state.join(conn, room) else {
@@ -764,7 +777,7 @@ impl Hub {
                 state.hold(conn, room);
             }
             let listed = if list {
-                state.send_member_list(conn, room)
+                state.send_member_list(conn, room, elsewhere)
             } else {
                 Ok(())
             };
@@ -1084,6 +1097,12 @@ impl Hub {
         if let Some(broker) = &self.shared.broker {
             for room in removed.emptied {
                 if let Err(err) = broker.unsubscribe(room.clone()).await {
+                    // A node going away loses its subscriptions with its connection: what
+                    // its last sessions leave behind is not worth a line per room.
+                    if self.is_shutting_down() {
+                        tracing::debug!(%room, error = %err, "not unsubscribed: shutting down");
+                        continue;
+                    }
                     tracing::warn!(%room, error = %err, "could not unsubscribe");
                 }
             }

@@ -984,18 +984,22 @@ impl State {
     }
 
     /// Queues the member list of `conn`'s dialect ([`Dialect::member_list`]) for `room`, as
-    /// its members are now, to `conn`. Called in the lock scope of the join, so that every
-    /// join or leave after it reaches the connection after the list.
+    /// its members are now, to `conn`, with `elsewhere` (the members other nodes have, read
+    /// from presence just before; empty on a single node). Called in the lock scope of the
+    /// join, so that every join or leave after it reaches the connection after the list.
     pub(crate) fn send_member_list(
         &mut self,
         conn: ConnId,
         room: &RoomName,
+        elsewhere: Vec<UserInfo>,
     ) -> Result<(), SendError> {
         let Some(entry) = self.conns.get(&conn) else {
             return Err(SendError::Closed);
         };
         let mut users = self.room_members(room);
+        users.extend(elsewhere);
         users.sort_by(|a, b| a.id.cmp(&b.id));
+        users.dedup_by(|a, b| a.id == b.id);
         match entry.dialect.member_list(room, &users) {
             Some(frame) => entry.outbound.try_send_now(frame),
             None => Ok(()),

@@ -2,8 +2,15 @@
 //! --role admin` mints one): who is connected where, disconnecting a user, and messages from
 //! `system`. Any other valid token gets 403, no token 401.
 //!
-//! What it shows and does is this node's (the hub's registry); `POST
-//! /admin/rooms/{room}/messages` is stored and sequenced like any chat message.
+//! On a single node what it shows is the hub's registry. On a node of several (`REDIS_URL`),
+//! `GET /admin/rooms` and `GET /admin/rooms/{room}/connections` ask every live node and merge
+//! the answers (`everywhere`), saying which nodes answered; a disconnect reaches every node
+//! through the broker. `POST /admin/rooms/{room}/messages` is stored and sequenced like any
+//! chat message.
+
+mod everywhere;
+
+pub(crate) use everywhere::answer;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
@@ -49,7 +56,7 @@ impl FromRequestParts<AppState> for AdminUser {
 }
 
 /// A user in a room, with how many of their connections are in it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OnlineMember {
     /// The user's id.
     pub user_id: String,
@@ -60,7 +67,7 @@ pub struct OnlineMember {
 }
 
 /// A room with someone in it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AdminRoom {
     /// The room's name.
     pub room: String,
@@ -75,13 +82,34 @@ pub struct AdminRoom {
 pub struct AdminRooms {
     /// Every room with at least one connection, by name.
     pub rooms: Vec<AdminRoom>,
+    /// On a node of several: which nodes the answer covers.
+    #[serde(flatten)]
+    pub coverage: Coverage,
+}
+
+/// Which nodes an answer covers. On a single node every field is absent.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Coverage {
+    /// The nodes whose connections are counted, this one first (node ids as 16 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+    /// Live nodes that did not answer within a second: their connections are not counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<String>>,
+    /// Whether the answer may leave connections out: a node did not answer, or the nodes could
+    /// not be asked (Redis unreachable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<bool>,
 }
 
 /// One connection.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AdminConnection {
-    /// Its id on this node.
+    /// Its id on its node.
     pub id: u64,
+    /// The node it is on (16 hex digits), on a node of several: ids are per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Its user's id.
     pub user_id: String,
     /// Its user's display name.
@@ -101,6 +129,9 @@ pub struct AdminConnections {
     pub room: String,
     /// Its connections, oldest first.
     pub connections: Vec<AdminConnection>,
+    /// On a node of several: which nodes the answer covers.
+    #[serde(flatten)]
+    pub coverage: Coverage,
 }
 
 /// `POST /admin/users/{user_id}/disconnect`; both fields optional, the body may be empty.
@@ -144,9 +175,10 @@ pub struct Notice {
 /// The longest close reason a close frame holds (125 bytes less the code's two).
 const MAX_CLOSE_REASON: usize = 123;
 
-fn view(conn: ConnectionInfo) -> AdminConnection {
+fn view(conn: ConnectionInfo, node: Option<String>) -> AdminConnection {
     AdminConnection {
         id: conn.id.0,
+        node,
         user_id: conn.user.id.as_str().to_owned(),
         username: conn.user.username.to_string(),
         endpoint: conn.endpoint.to_owned(),
@@ -168,7 +200,9 @@ fn check_text(state: &AppState, content: &str) -> Result<(), ApiError> {
     state.check_length(content).map_err(ApiError::Invalid)
 }
 
-/// Every room with someone in it on this node: its connections and online members.
+/// Every room with someone in it, on every node: its connections and online members. On a node
+/// of several the other nodes are asked (for at most a second), and `nodes`, `missing` and
+/// `partial` say which answered.
 #[utoipa::path(
     get,
     path = "/admin/rooms",
@@ -181,12 +215,18 @@ fn check_text(state: &AppState, content: &str) -> Result<(), ApiError> {
     )
 )]
 pub async fn rooms(State(state): State<AppState>, _: AdminUser) -> axum::Json<AdminRooms> {
-    let mut names = state.hub.rooms();
+    let local = local_rooms(&state.hub);
+    axum::Json(everywhere::rooms(&state, local).await)
+}
+
+/// The rooms with someone in them on this node.
+fn local_rooms(hub: &roomcast::Hub) -> Vec<AdminRoom> {
+    let mut names = hub.rooms();
     names.sort();
-    let rooms = names
+    names
         .into_iter()
         .filter_map(|name| {
-            let conns = state.hub.room_connections(&name);
+            let conns = hub.room_connections(&name);
             if conns.is_empty() {
                 return None;
             }
@@ -211,11 +251,12 @@ pub async fn rooms(State(state): State<AppState>, _: AdminUser) -> axum::Json<Ad
                 members,
             })
         })
-        .collect();
-    axum::Json(AdminRooms { rooms })
+        .collect()
 }
 
-/// The connections in a room on this node, oldest first.
+/// The connections in a room on every node, oldest first. On a node of several the other
+/// nodes are asked (for at most a second), each connection names its node, and `nodes`,
+/// `missing` and `partial` say which answered.
 #[utoipa::path(
     get,
     path = "/admin/rooms/{room}/connections",
@@ -235,14 +276,21 @@ pub async fn room_connections(
     Path(name): Path<String>,
 ) -> Result<axum::Json<AdminConnections>, ApiError> {
     let room = room_name(&name)?;
-    let connections = state.hub.room_connections(&room);
-    if connections.is_empty() && state.store.room(room.as_str()).await?.is_none() {
+    let node = state
+        .cluster
+        .as_ref()
+        .map(|_| state.hub.node_id().to_string());
+    let local = state
+        .hub
+        .room_connections(&room)
+        .into_iter()
+        .map(|conn| view(conn, node.clone()))
+        .collect();
+    let answer = everywhere::connections(&state, &room, local).await;
+    if answer.connections.is_empty() && state.store.room(room.as_str()).await?.is_none() {
         return Err(ApiError::NotFound(format!("room '{room}' not found")));
     }
-    Ok(axum::Json(AdminConnections {
-        room: room.as_str().to_owned(),
-        connections: connections.into_iter().map(view).collect(),
-    }))
+    Ok(axum::Json(answer))
 }
 
 /// Closes every connection of a user, on every node, with 4001 or the code given; answers how
