@@ -35,7 +35,8 @@
 //!   writes in a buffer freed once written, so an idle connection holds no I/O buffer.
 //! - [`Hub`]: connections by user, room membership and local presence under one lock that is
 //!   never held across an `.await`. Broadcasts encode once per [`protocol::Dialect`] and share
-//!   the bytes; a full queue closes that one connection with 1013.
+//!   the bytes; a full queue closes that one connection with 1013. A big room's joins and
+//!   leaves are batched or only counted ([`PresenceMode`]), flushed by one timer per hub.
 //! - [`broker`]: carries room events between nodes ([`broker::memory`] in one process).
 //! - [`protocol`]: the wire formats: [`protocol::native`] (seed 002's envelope),
 //!   [`protocol::channels`] (seed 004's Django Channels style), [`protocol::token_scoped`]
