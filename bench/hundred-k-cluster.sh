@@ -121,4 +121,12 @@ for _ in $(seq 1 30); do
 done
 free -m | head -2
 wait $FANOUT || echo "the fan-out load generator failed" >&2
+# Where a message's time went on each node: arrival to the last local enqueue (commit
+# included), and the group commit alone; means over the run, from /metrics.
+for i in $(seq 1 $NODES); do
+  curl -s "http://127.0.0.1:$((18300 + i))/metrics" | awk -v node="$i" '
+    /^roomcast_broadcast_seconds_sum/ {bs=$2} /^roomcast_broadcast_seconds_count/ {bc=$2}
+    /^roomcast_store_commit_seconds_sum/ {cs=$2} /^roomcast_store_commit_seconds_count/ {cc=$2}
+    END { if (bc > 0 && cc > 0) printf "node %s: broadcast mean %.1f ms over %d, commit mean %.1f ms over %d\n", node, 1000*bs/bc, bc, 1000*cs/cc, cc }'
+done
 grep -h -E "^(expected|received|lost|duplicates|clients closed|latency|sent)" /tmp/kc-fanout.txt || tail -30 /tmp/kc-fanout.txt
