@@ -270,6 +270,12 @@ pub struct WebSocketArgs {
     #[arg(long = "websocket-write-interval", env = "WEBSOCKET_WRITE_INTERVAL", default_value = "40ms",
           value_parser = duration_var("WEBSOCKET_WRITE_INTERVAL"))]
     pub write_interval: Duration,
+    /// Deliveries per second over the whole server at which `WEBSOCKET_WRITE_INTERVAL`
+    /// applies in full; below it the interval shrinks in proportion. `0`: the full interval
+    /// at any rate.
+    #[arg(long = "websocket-write-interval-rate", env = "WEBSOCKET_WRITE_INTERVAL_RATE", default_value = "1000000",
+          value_parser = parse_with::<u64>("WEBSOCKET_WRITE_INTERVAL_RATE", "deliveries per second"))]
+    pub write_interval_rate: u64,
     /// Largest message a client may send, bytes; bigger closes with 1009.
     #[arg(long = "websocket-max-message-size", env = "WEBSOCKET_MAX_MESSAGE_SIZE", default_value = "4096",
           value_parser = parse_with::<usize>("WEBSOCKET_MAX_MESSAGE_SIZE", "a size in bytes"))]
@@ -603,6 +609,7 @@ impl WebSocketArgs {
             read_buffer_bytes: self.read_buffer_size,
             write_buffer_bytes: self.write_buffer_size,
             write_interval: self.write_interval,
+            write_interval_rate: self.write_interval_rate,
             max_message_bytes: self.max_message_size,
             write_wait: self.write_wait,
             pong_wait: self.pong_wait,
@@ -750,6 +757,7 @@ mod tests {
         assert_eq!(args.websocket.pong_wait, Duration::from_secs(60));
         assert_eq!(args.websocket.write_wait, Duration::from_secs(10));
         assert_eq!(args.websocket.write_interval, Duration::from_millis(40));
+        assert_eq!(args.websocket.write_interval_rate, 1_000_000);
         assert_eq!(args.commit_interval, Duration::from_millis(5));
         assert!(args.websocket.enabled);
         assert!(!args.websocket.require_auth);

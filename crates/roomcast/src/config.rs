@@ -53,6 +53,16 @@ pub struct SessionConfig {
     /// 0.46 to 0.42 µs and the load generator's CPU from 1.0 to 0.86 cores
     /// (docs/PERFORMANCE.md).
     pub write_interval: Duration,
+    /// Deliveries per second, over the whole hub, at which [`SessionConfig::write_interval`]
+    /// applies in full; below it the interval shrinks in proportion (half the rate, half the
+    /// interval), so writes are paced only as far as the load calls for. The rate is an
+    /// estimate that forgets in about a quarter of a second. 0 paces by the full interval at
+    /// any rate.
+    /// `WEBSOCKET_WRITE_INTERVAL_RATE`, default 1,000,000 (1,000 msg/s into a room of 1000).
+    /// At 50 msg/s into a room of 1000 (50,000 deliveries/s) the interval is 2 ms, shorter
+    /// than the 20 ms between a member's messages, so each message leaves at once; at and
+    /// above 1,000 msg/s it is the whole 40 ms, as before (docs/PERFORMANCE.md).
+    pub write_interval_rate: u64,
     /// Largest message accepted from a client; a bigger one closes the connection with 1009.
     /// `WEBSOCKET_MAX_MESSAGE_SIZE`, default 4096.
     pub max_message_bytes: usize,
@@ -118,6 +128,7 @@ impl Default for SessionConfig {
             read_buffer_bytes: 1024,
             write_buffer_bytes: 16 * 1024,
             write_interval: Duration::from_millis(40),
+            write_interval_rate: 1_000_000,
             max_message_bytes: 4096,
             write_wait: Duration::from_secs(10),
             pong_wait: Duration::from_secs(60),
