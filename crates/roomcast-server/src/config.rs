@@ -143,6 +143,14 @@ pub struct ServeArgs {
           value_parser = duration_var("ROOMCAST_COMMIT_INTERVAL"))]
     pub commit_interval: Duration,
 
+    /// When a SQLite commit reaches the disk: `full` (every commit is synced before its
+    /// messages are broadcast and acknowledged; they survive power loss) or `normal` (an fsync
+    /// less per commit; acknowledged messages survive a crash of the process, not of the
+    /// machine). Ignored with PostgreSQL.
+    #[arg(long = "sqlite-synchronous", env = "ROOMCAST_SQLITE_SYNCHRONOUS", default_value = "full",
+          value_parser = sqlite_sync_var)]
+    pub sqlite_synchronous: roomcast_store::SqliteSync,
+
     /// Lifetime of access tokens issued by the accounts API.
     #[arg(long = "access-token-ttl", env = "ROOMCAST_ACCESS_TOKEN_TTL", default_value = "15m",
           value_parser = duration_var("ROOMCAST_ACCESS_TOKEN_TTL"))]
@@ -220,6 +228,17 @@ pub enum JwtAlgorithm {
     Es256,
 }
 
+/// `ROOMCAST_SQLITE_SYNCHRONOUS`: `full` or `normal`, in any case.
+fn sqlite_sync_var(value: &str) -> Result<roomcast_store::SqliteSync, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "full" => Ok(roomcast_store::SqliteSync::Full),
+        "normal" => Ok(roomcast_store::SqliteSync::Normal),
+        _ => Err(format!(
+            "ROOMCAST_SQLITE_SYNCHRONOUS: expected full or normal, got {value:?}"
+        )),
+    }
+}
+
 /// The longest `ROOMCAST_COMMIT_INTERVAL`: past it, a chat message waits noticeably.
 const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -270,6 +289,12 @@ pub struct WebSocketArgs {
     #[arg(long = "websocket-write-interval", env = "WEBSOCKET_WRITE_INTERVAL", default_value = "40ms",
           value_parser = duration_var("WEBSOCKET_WRITE_INTERVAL"))]
     pub write_interval: Duration,
+    /// Deliveries per second over the whole server at which `WEBSOCKET_WRITE_INTERVAL`
+    /// applies in full; below it the interval shrinks in proportion. `0`: the full interval
+    /// at any rate.
+    #[arg(long = "websocket-write-interval-rate", env = "WEBSOCKET_WRITE_INTERVAL_RATE", default_value = "200000",
+          value_parser = parse_with::<u64>("WEBSOCKET_WRITE_INTERVAL_RATE", "deliveries per second"))]
+    pub write_interval_rate: u64,
     /// Largest message a client may send, bytes; bigger closes with 1009.
     #[arg(long = "websocket-max-message-size", env = "WEBSOCKET_MAX_MESSAGE_SIZE", default_value = "4096",
           value_parser = parse_with::<usize>("WEBSOCKET_MAX_MESSAGE_SIZE", "a size in bytes"))]
@@ -622,6 +647,7 @@ impl WebSocketArgs {
             read_buffer_bytes: self.read_buffer_size,
             write_buffer_bytes: self.write_buffer_size,
             write_interval: self.write_interval,
+            write_interval_rate: self.write_interval_rate,
             max_message_bytes: self.max_message_size,
             write_wait: self.write_wait,
             pong_wait: self.pong_wait,
@@ -719,6 +745,7 @@ impl ServeArgs {
         }
         let mut store = StoreConfig::new(self.store.database_url);
         store.options.commit_interval = self.commit_interval;
+        store.options.sqlite_sync = self.sqlite_synchronous;
         Ok(ServerConfig {
             listen: self.listen,
             session: self.websocket.session_config()?,
@@ -806,7 +833,9 @@ mod tests {
         assert_eq!(args.websocket.pong_wait, Duration::from_secs(60));
         assert_eq!(args.websocket.write_wait, Duration::from_secs(10));
         assert_eq!(args.websocket.write_interval, Duration::from_millis(40));
+        assert_eq!(args.websocket.write_interval_rate, 200_000);
         assert_eq!(args.commit_interval, Duration::from_millis(5));
+        assert_eq!(args.sqlite_synchronous, roomcast_store::SqliteSync::Full);
         assert!(args.websocket.enabled);
         assert!(!args.websocket.require_auth);
         assert_eq!(
@@ -904,6 +933,18 @@ mod tests {
             unparsable.contains("ROOMCAST_COMMIT_INTERVAL"),
             "{unparsable}"
         );
+    }
+
+    #[test]
+    fn sqlite_durability_is_full_unless_normal_is_asked_for_by_name() {
+        let sync = |args: &[&str]| serve(args).unwrap().into_config().unwrap().store.options;
+        assert_eq!(sync(&[]).sqlite_sync, roomcast_store::SqliteSync::Full);
+        let normal = sync(&["--sqlite-synchronous", "NORMAL"]).sqlite_sync;
+        assert_eq!(normal, roomcast_store::SqliteSync::Normal);
+        let err = serve(&["--sqlite-synchronous", "off"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROOMCAST_SQLITE_SYNCHRONOUS"), "{err}");
     }
 
     #[test]

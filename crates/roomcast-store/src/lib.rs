@@ -105,4 +105,4 @@ mod writer;
 pub use error::{Result, StoreError};
 pub use messages::Committing;
 pub use records::{Appended, MessageId, NewMessage, RefreshToken, Room, Seq, StoredMessage, User};
-pub use store::{Store, StoreOptions};
+pub use store::{SqliteSync, Store, StoreOptions};

@@ -10,6 +10,7 @@
 mod cluster;
 mod expiry;
 mod order;
+mod pace;
 mod presence;
 mod state;
 
@@ -83,6 +84,9 @@ struct Shared {
     /// The sweep task, started with the first connection (a hub may be built outside a
     /// runtime).
     sweep: OnceLock<()>,
+    /// The write interval the hub's delivery rate calls for; fed by [`Hub::count`], read by
+    /// every session with frames to write.
+    pace: pace::Pace,
 }
 
 /// Totals for [`HubStats`] that the exported metrics keep only per label.
@@ -258,6 +262,7 @@ impl Hub {
     ) -> Self {
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let refusals = Arc::new(Semaphore::new(config.max_closing_refusals));
+        let pace = pace::Pace::new(&config);
         Self {
             shared: Arc::new(Shared {
                 state: Mutex::new(
@@ -282,6 +287,7 @@ impl Hub {
                 metrics: HubMetrics::default(),
                 epoch: Instant::now(),
                 sweep: OnceLock::new(),
+                pace,
             }),
         }
     }
@@ -697,6 +703,7 @@ impl Hub {
         if sent > 0 {
             metrics.delivered.inc_by(sent as u64);
             metrics.bytes_out.inc_by(bytes as u64);
+            self.shared.pace.record(sent, Instant::now());
         }
         if slow > 0 {
             metrics.slow_consumers.inc_by(slow as u64);
@@ -961,6 +968,12 @@ impl Hub {
     /// The hub's clock: ms since the hub was built. Connection deadlines are kept on it.
     pub(crate) fn now_ms(&self) -> u64 {
         self.shared.now_ms()
+    }
+
+    /// The shortest time between two writes to one connection at the hub's present rate of
+    /// deliveries (`pace`): [`SessionConfig::write_interval`] under load, less below it.
+    pub(crate) fn write_interval(&self) -> Duration {
+        self.shared.pace.interval()
     }
 
     pub(crate) fn metrics(&self) -> &HubMetrics {

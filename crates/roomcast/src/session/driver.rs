@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Every write is bounded by `write_wait`, and follows the connection's previous write by at
-//! least `write_interval`: frames queued sooner wait (reading goes on) and leave together, so
-//! a busy member costs one system call per interval rather than one per group of frames. A
-//! reply to the connection itself (`Session::send`, `Sender::send`, a join's replay) or a
+//! least the hub's present write interval (`write_interval` under load, less below it: see
+//! `hub::pace`): frames queued sooner wait (reading goes on) and leave together, so a busy
+//! member costs one system call per interval rather than one per group of frames, while at
+//! light load a message is not held back. A reply to the connection itself (`Session::send`, `Sender::send`, a join's replay) or a
 //! close request cuts the wait short: what the client awaits is not held back.
 //! Besides a blocked write's deadline, that wait is the only timer a connection has, and only
 //! while frames wait. The connection records when its peer last sent a frame (any frame, a
@@ -208,7 +209,8 @@ impl Conn<'_> {
                     biased;
 
                     // Something was queued, a ping is due, or a close was requested; and the
-                    // write interval since the last batch has passed, or a close or a reply
+                    // write interval since the last batch has passed (as long as the hub's
+                    // load calls for, read when the frames arrive), or a close or a reply
                     // (`Session::send`) cut it short. Reading goes on meanwhile.
                     at_once = std::future::poll_fn(|cx| match pause.as_mut() {
                         Some(sleep) => match outbound.poll_urgent(cx) {
@@ -220,7 +222,7 @@ impl Conn<'_> {
                         let now = Instant::now();
                         if pause.take().is_none()
                             && !at_once
-                            && let Some(due) = last_write.map(|last| last + self.served.config.write_interval)
+                            && let Some(due) = last_write.map(|last| last + session.hub().write_interval())
                             && due > now
                         {
                             pause = Some(Box::pin(sleep_until(due)));

@@ -352,12 +352,14 @@ async fn requests_that_are_not_websocket_upgrades_get_an_http_error() {
     assert_eq!(server.hub.stats().accepted_total, 0);
 }
 
-/// A server writing at most every `interval`, alice connected to it, and a frame "b" queued
-/// for her. The welcome was the connection's first write: nothing came before it, so it left
-/// at once (`connect` reads it); "b", queued within `interval` of it, waits out the interval.
+/// A server writing at most every `interval` whatever its load (`write_interval_rate` 0: the
+/// full interval at any rate), alice connected to it, and a frame "b" queued for her. The
+/// welcome was the connection's first write: nothing came before it, so it left at once
+/// (`connect` reads it); "b", queued within `interval` of it, waits out the interval.
 async fn a_frame_waiting(interval: Duration) -> (TestServer, RawClient, roomcast::UserId) {
     let config = roomcast::SessionConfig {
         write_interval: interval,
+        write_interval_rate: 0,
         ..roomcast::SessionConfig::default()
     };
     let server = TestServer::builder()
@@ -370,6 +372,17 @@ async fn a_frame_waiting(interval: Duration) -> (TestServer, RawClient, roomcast
     (server, client, alice)
 }
 
+/// Reads exactly what one read returns: it returns as soon as anything arrives, so a frame
+/// that left on its own comes alone.
+async fn one_read(client: &mut RawClient) -> Vec<u8> {
+    let mut chunk = [0u8; 4096];
+    let read = timeout(WAIT, client.tcp.read(&mut chunk))
+        .await
+        .expect("the queued frames arrive in time")
+        .expect("read from the server");
+    chunk[..read].to_vec()
+}
+
 #[tokio::test]
 async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
     let (server, mut client, alice) = a_frame_waiting(Duration::from_millis(800)).await;
@@ -379,16 +392,64 @@ async fn frames_queued_within_the_write_interval_leave_together_in_one_write() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         hub.send_to(&alice, "c").await.unwrap()
     });
-    // One read: it returns as soon as anything arrives, so "b" alone if it left on its own.
-    let mut chunk = [0u8; 4096];
-    let read = timeout(WAIT, client.tcp.read(&mut chunk))
-        .await
-        .expect("the queued frames arrive in time")
-        .expect("read from the server");
     assert_eq!(
-        &chunk[..read],
-        &[0x81, 1, b'b', 0x81, 1, b'c'],
+        one_read(&mut client).await,
+        [0x81, 1, b'b', 0x81, 1, b'c'],
         "both frames in one write"
+    );
+    assert_eq!(later.await.unwrap(), 1);
+}
+
+/// A server whose full write interval is a second, reached at `write_interval_rate`
+/// deliveries a second over the whole hub; alice connected to it (the welcome was her first
+/// write).
+async fn paced_by_the_load(write_interval_rate: u64) -> (TestServer, RawClient) {
+    let config = roomcast::SessionConfig {
+        write_interval: Duration::from_secs(1),
+        write_interval_rate,
+        ..roomcast::SessionConfig::default()
+    };
+    let server = TestServer::builder()
+        .hub(roomcast::Hub::new(config))
+        .start()
+        .await;
+    let client = RawClient::connect(&server, "alice").await;
+    (server, client)
+}
+
+#[tokio::test]
+async fn at_light_load_a_frame_right_after_a_write_leaves_at_once() {
+    // A million deliveries a second for the full interval; this hub makes a handful.
+    let (server, mut client) = paced_by_the_load(1_000_000).await;
+    let alice = roomcast::UserId::from("alice");
+    // Queued right after the welcome, well within the (full) interval of that write: paced by
+    // a fixed interval it would wait a second; at this load the interval is microseconds.
+    server.hub.send_to(&alice, "b").await.unwrap();
+    let b = timeout(WELL_BEFORE_THE_INTERVAL, client.recv())
+        .await
+        .expect("at light load a frame is not held back");
+    assert_eq!((b.opcode, b.payload.as_slice()), (TEXT, &b"b"[..]));
+}
+
+#[tokio::test]
+async fn under_load_frames_wait_out_the_interval_and_leave_together() {
+    // One delivery a second already calls for the full interval.
+    let (server, mut client) = paced_by_the_load(1).await;
+    let _bob = RawClient::connect(&server, "bob").await;
+    // The hub is busy: a delivery to bob sets the pace before alice's frames are queued.
+    let bob = roomcast::UserId::from("bob");
+    assert_eq!(server.hub.send_to(&bob, "busy").await.unwrap(), 1);
+    let alice = roomcast::UserId::from("alice");
+    server.hub.send_to(&alice, "b").await.unwrap();
+    let hub = server.hub.clone();
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        hub.send_to(&alice, "c").await.unwrap()
+    });
+    assert_eq!(
+        one_read(&mut client).await,
+        [0x81, 1, b'b', 0x81, 1, b'c'],
+        "both frames in one write, as with a fixed interval"
     );
     assert_eq!(later.await.unwrap(), 1);
 }
