@@ -29,7 +29,6 @@ use crate::config::PresenceMode;
 use crate::frame::Frame;
 use crate::ids::{ConnId, RoomName, UserId};
 use crate::protocol::{Dialect, Event, PresenceUpdate, UserInfo, now_ms};
-use crate::session::SendError;
 
 /// One room's joins and leaves since its last flush.
 #[derive(Debug, Default)]
@@ -242,14 +241,7 @@ impl State {
                     let bytes = frames.iter().map(Frame::len).sum();
                     (conn.outbound.try_send_many(&mut frames), bytes)
                 };
-                match queued {
-                    Ok(sent) => {
-                        delivery.sent += sent;
-                        delivery.bytes += bytes;
-                    }
-                    Err(SendError::Full) => delivery.slow += 1,
-                    Err(SendError::Closed) => {}
-                }
+                delivery.tally(queued, bytes);
             }
         }
         delivery

@@ -238,6 +238,21 @@ pub(crate) struct Delivery {
     pub(crate) bytes: usize,
 }
 
+impl Delivery {
+    /// Counts one recipient's queueing of `bytes`: sent, or a slow consumer when its queue was
+    /// full (a closed queue is neither).
+    pub(super) fn tally(&mut self, queued: Result<usize, SendError>, bytes: usize) {
+        match queued {
+            Ok(sent) => {
+                self.sent += sent;
+                self.bytes += bytes;
+            }
+            Err(SendError::Full) => self.slow += 1,
+            Err(SendError::Closed) => {}
+        }
+    }
+}
+
 /// Encodes a group of events at most once per dialect name.
 struct EncodeOnce<'e> {
     events: &'e [Event],
@@ -852,14 +867,7 @@ impl State {
             }
             let framed = encoded.framed(conn.outbound.deflate());
             let bytes = framed.len();
-            match conn.outbound.try_send_framed(framed) {
-                Ok(sent) => {
-                    delivery.sent += sent;
-                    delivery.bytes += bytes;
-                }
-                Err(SendError::Full) => delivery.slow += 1,
-                Err(SendError::Closed) => {}
-            }
+            delivery.tally(conn.outbound.try_send_framed(framed), bytes);
         };
         match target {
             Target::Room(room) => {
@@ -971,14 +979,7 @@ impl State {
                 let bytes = frames.iter().map(Frame::len).sum();
                 (outbound.try_send_many(&mut frames), bytes)
             };
-            match queued {
-                Ok(sent) => {
-                    delivery.sent += sent;
-                    delivery.bytes += bytes;
-                }
-                Err(SendError::Full) => delivery.slow += 1,
-                Err(SendError::Closed) => {}
-            }
+            delivery.tally(queued, bytes);
         }
         delivery
     }
