@@ -65,6 +65,8 @@ pub(crate) struct HubMetrics {
     pub(crate) slow_consumers: Counter,
     refused: Counter,
     broadcast: Histogram,
+    /// Batches the delivering thread wrote to a socket itself (`Outbound::write_queued`).
+    pub(crate) direct_writes: Counter,
 }
 
 impl Default for HubMetrics {
@@ -84,6 +86,7 @@ impl Default for HubMetrics {
             slow_consumers: Counter::default(),
             refused: Counter::default(),
             broadcast: seconds_buckets(),
+            direct_writes: Counter::default(),
         }
     }
 }
@@ -188,6 +191,11 @@ impl HubMetrics {
             "roomcast_slow_consumers",
             "Connections closed with 1013 because their queue overflowed",
             self.slow_consumers.clone(),
+        );
+        registry.register(
+            "roomcast_direct_writes",
+            "Deliveries written to a connection's socket by the delivering thread itself, without waking the connection's task (its queue was empty and its write interval over)",
+            self.direct_writes.clone(),
         );
         registry.register(
             "roomcast_connections_refused",

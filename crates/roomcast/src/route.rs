@@ -42,6 +42,7 @@ use crate::origin::{AllowedOrigins, check_origin};
 use crate::protocol::{Dialect, Raw};
 use crate::session::{ConnGuard, Outbound, Session, driver};
 use crate::ws::handshake::{Io, Upgrade};
+use crate::ws::socket::Opened;
 use crate::ws::{Deflate, WsStream, deflate};
 
 /// A request extension: the client's address as a middleware in front of the route resolved it
@@ -447,7 +448,7 @@ fn connection<H: Handler>(
                 return;
             }
         };
-        start(&endpoint.inner, Io::new(upgraded), unbox(admitted)).await;
+        start(&endpoint.inner, Io::open(upgraded), unbox(admitted)).await;
         // Shutdown waits for this connection until here.
         drop(tracked);
     }
@@ -463,9 +464,10 @@ fn unbox(admitted: Box<Admitted>) -> Admitted {
 /// The future that serves an admitted, upgraded connection.
 fn start<'a, H: Handler>(
     inner: &'a EndpointInner<H>,
-    io: Io,
+    opened: Opened,
     admitted: Admitted,
 ) -> impl Future<Output = ()> + Send + 'a {
+    let Opened { io, writer, unread } = opened;
     let Admitted {
         identity,
         permit,
@@ -475,7 +477,8 @@ fn start<'a, H: Handler>(
         deflate,
     } = admitted;
     let hub = &inner.hub;
-    let outbound = Outbound::with_deflate(hub.config().outbound_capacity, hub.now_ms(), deflate);
+    let capacity = hub.config().outbound_capacity;
+    let outbound = Outbound::with_writer(capacity, hub.now_ms(), deflate, writer);
     let conn = hub.register(&identity, inner.dialect, outbound.clone(), addr, inner.name);
     if let Some(exp) = expires_at {
         hub.expire_at(conn, exp, &inner.auth);
@@ -484,7 +487,7 @@ fn start<'a, H: Handler>(
     let session = Session::new(hub.clone(), conn, identity, outbound, params);
     // No span for the connection's life: see `driver::hook_span`.
     driver::serve(
-        driver::Conn::new(io, &inner.served, deflate),
+        driver::Conn::new(io, &unread, &inner.served, deflate),
         session,
         guard,
         &inner.handler,
@@ -502,7 +505,9 @@ async fn refused<H: Handler>(
     match on_upgrade.await {
         Ok(upgraded) => {
             let hub = &endpoint.inner.hub;
-            refuse(driver::stream(Io::new(upgraded), hub.config()), hub, reason).await;
+            let Opened { io, unread, .. } = Io::open(upgraded);
+            let socket = driver::stream(io, hub.config()).with_unread(&unread);
+            refuse(socket, hub, reason).await;
         }
         Err(err) => tracing::debug!(error = %err, "upgrade failed"),
     }

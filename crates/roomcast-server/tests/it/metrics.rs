@@ -213,3 +213,38 @@ async fn each_refusal_of_a_rate_limit_is_counted_under_its_limit() {
         f64::from(refused)
     );
 }
+
+/// At light load a room's message is written to each member's socket by the thread that
+/// delivered it, without waking each member's task (`roomcast_direct_writes_total`); every
+/// member still gets every message once, in order, and the replies the sender waits for.
+#[tokio::test]
+async fn a_quiet_rooms_messages_are_written_by_the_delivering_thread() {
+    let server = TestServer::start().await;
+    let mut clients = Vec::new();
+    for at in 0..10 {
+        let mut client = server.connect_as("/ws/auth", &format!("quiet{at}")).await;
+        client.join("quiet").await;
+        clients.push(client);
+    }
+    let before = Scrape::take(&server).await;
+    for n in 0..5 {
+        let content = format!("m{n}");
+        clients[0]
+            .send_json(json!({"type": "message", "room": "quiet", "content": content}))
+            .await;
+        for client in &mut clients {
+            let message = client.recv_type("message").await;
+            assert_eq!(message["content"], content.as_str());
+        }
+        clients[0].recv_type("ack").await;
+    }
+    let after = Scrape::take(&server).await;
+    let direct =
+        after.get("roomcast_direct_writes_total") - before.get("roomcast_direct_writes_total");
+    // 50 deliveries, each into an empty queue long after its member's last write: nearly all
+    // go straight to the socket (a member whose task happened to be writing is woken instead).
+    assert!(
+        (9.0..=50.0).contains(&direct),
+        "{direct} of 50 deliveries written directly"
+    );
+}

@@ -651,10 +651,7 @@ impl Hub {
             let mut state = self.state();
             let (mut delivery, fill) = state.deliver_sequenced(room, messages);
             if !others.is_empty() {
-                let more = state.deliver_many(room, &others, &[]);
-                delivery.sent += more.sent;
-                delivery.slow += more.slow;
-                delivery.bytes += more.bytes;
+                delivery.merge(state.deliver_many(room, &others, &[]));
             }
             (delivery, fill)
         };
@@ -696,17 +693,38 @@ impl Hub {
         self.count(delivery)
     }
 
-    /// Adds a delivery to the hub's counters, once for all its recipients; returns the
-    /// frames it queued.
-    fn count(&self, Delivery { sent, slow, bytes }: Delivery) -> usize {
+    /// Adds a delivery to the hub's counters, once for all its recipients, and writes to the
+    /// recipients whose queue it found empty (outside the hub's lock, which the caller has
+    /// released); returns the frames it queued.
+    ///
+    /// Those writes are one non-blocking `send` each from this thread, instead of a wake-up
+    /// of each recipient's task (`Outbound::write_queued`); a recipient still inside its
+    /// write interval, or whose socket is full, is woken as before.
+    fn count(&self, delivery: Delivery) -> usize {
+        let Delivery {
+            sent,
+            slow,
+            bytes,
+            writes,
+        } = delivery;
         let metrics = &self.shared.metrics;
+        let now = Instant::now();
         if sent > 0 {
             metrics.delivered.inc_by(sent as u64);
             metrics.bytes_out.inc_by(bytes as u64);
-            self.shared.pace.record(sent, Instant::now());
+            self.shared.pace.record(sent, now);
         }
         if slow > 0 {
             metrics.slow_consumers.inc_by(slow as u64);
+        }
+        if !writes.is_empty() {
+            let interval = self.shared.pace.interval();
+            let direct = writes
+                .into_iter()
+                .map(|write| write.write(now, interval))
+                .filter(|&written| written)
+                .count();
+            metrics.direct_writes.inc_by(direct as u64);
         }
         sent
     }

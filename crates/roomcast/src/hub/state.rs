@@ -15,6 +15,7 @@ use crate::config::{PresenceConfig, SessionConfig};
 use crate::frame::{CloseReason, Frame, close_code};
 use crate::ids::{ConnId, RoomName, UserId};
 use crate::protocol::{ChatMessage, Dialect, Event, UserInfo};
+use crate::session::outbound::PendingWrite;
 use crate::session::{Outbound, SendError};
 use crate::ws::{Deflate, Framed};
 
@@ -230,26 +231,49 @@ pub(crate) struct Left {
 }
 
 /// What a delivery did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct Delivery {
     pub(crate) sent: usize,
     pub(crate) slow: usize,
     /// Bytes queued, framed for the wire, summed over the recipients.
     pub(crate) bytes: usize,
+    /// Recipients whose queue was empty: the deliverer writes to them itself once the lock is
+    /// released (`Hub::count`), rather than waking each one's task. Dropped unwritten, each
+    /// wakes its session instead.
+    pub(crate) writes: Vec<PendingWrite>,
 }
 
 impl Delivery {
     /// Counts one recipient's queueing of `bytes`: sent, or a slow consumer when its queue was
     /// full (a closed queue is neither).
     pub(super) fn tally(&mut self, queued: Result<usize, SendError>, bytes: usize) {
+        self.tally_framed(queued.map(|sent| (sent, None)), bytes);
+    }
+
+    /// [`Delivery::tally`] for [`Outbound::send_framed`]: also keeps the write it leaves to
+    /// the deliverer.
+    pub(super) fn tally_framed(
+        &mut self,
+        queued: Result<(usize, Option<PendingWrite>), SendError>,
+        bytes: usize,
+    ) {
         match queued {
-            Ok(sent) => {
+            Ok((sent, write)) => {
                 self.sent += sent;
                 self.bytes += bytes;
+                self.writes.extend(write);
             }
             Err(SendError::Full) => self.slow += 1,
             Err(SendError::Closed) => {}
         }
+    }
+
+    /// Adds what `other` did to this.
+    pub(crate) fn merge(&mut self, other: Self) {
+        self.sent += other.sent;
+        self.slow += other.slow;
+        self.bytes += other.bytes;
+        self.writes.extend(other.writes);
     }
 }
 
@@ -867,7 +891,7 @@ impl State {
             }
             let framed = encoded.framed(conn.outbound.deflate());
             let bytes = framed.len();
-            delivery.tally(conn.outbound.try_send_framed(framed), bytes);
+            delivery.tally_framed(conn.outbound.send_framed(framed), bytes);
         };
         match target {
             Target::Room(room) => {
@@ -959,13 +983,13 @@ impl State {
             }
             // The usual case: the member takes the whole group, framed once for everyone.
             // Otherwise (a replay held some back, or sent them already) frame by frame.
-            let (queued, bytes) = if admitted.iter().all(|&taken| taken) {
+            if admitted.iter().all(|&taken| taken) {
                 let framed = encoded.framed(outbound.deflate());
                 if framed.messages() == 0 {
                     continue;
                 }
                 let bytes = framed.len();
-                (outbound.try_send_framed(framed), bytes)
+                delivery.tally_framed(outbound.send_framed(framed), bytes);
             } else {
                 let taken = encoded.frames.iter().zip(&admitted);
                 frames.extend(
@@ -977,9 +1001,8 @@ impl State {
                     continue;
                 }
                 let bytes = frames.iter().map(Frame::len).sum();
-                (outbound.try_send_many(&mut frames), bytes)
-            };
-            delivery.tally(queued, bytes);
+                delivery.tally(outbound.try_send_many(&mut frames), bytes);
+            }
         }
         delivery
     }
@@ -1390,11 +1413,11 @@ mod tests {
                 })
                 .collect();
             // One compressed buffer for the three, one plain buffer for the fourth.
-            let at = |n: usize| framed[n].bytes().as_ptr();
+            let at = |n: usize| framed[n].as_bytes().as_ptr();
             assert_eq!(at(0), at(1));
             assert_eq!(at(0), at(2));
             assert_ne!(at(0), at(3));
-            let (compressed, plain) = (framed[0].bytes(), framed[3].bytes());
+            let (compressed, plain) = (framed[0].as_bytes(), framed[3].as_bytes());
             assert!(
                 compressed.len() < plain.len() / 3,
                 "{} bytes",

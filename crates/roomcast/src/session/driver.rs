@@ -113,10 +113,13 @@ pub(crate) fn stream(io: Io, config: &SessionConfig) -> WsStream<Io> {
 
 impl<'a> Conn<'a> {
     /// A connection ready to be served as `served` says, with permessage-deflate if it was
-    /// negotiated (`deflate`).
-    pub(crate) fn new(io: Io, served: &'a Served, deflate: Option<Deflate>) -> Self {
+    /// negotiated (`deflate`); `unread` is what the peer sent that was read with its upgrade
+    /// request.
+    pub(crate) fn new(io: Io, unread: &[u8], served: &'a Served, deflate: Option<Deflate>) -> Self {
         Self {
-            socket: stream(io, &served.config).with_deflate(deflate),
+            socket: stream(io, &served.config)
+                .with_unread(unread)
+                .with_deflate(deflate),
             served,
         }
     }
@@ -198,9 +201,9 @@ impl Conn<'_> {
             if let Err(err) = Box::pin(guarded(connect, session, "on_connect")).await {
                 return End::close(err.close_reason());
             }
-            // When the last batch was written, and while frames wait out `write_interval` after
-            // it, the timer they wait for (boxed: an idle connection holds only the `None`).
-            let mut last_write: Option<Instant> = None;
+            // While frames wait out `write_interval` after the last batch (which the queue
+            // records: a deliverer may have written it, `Outbound::write_queued`), the timer
+            // they wait for (boxed: an idle connection holds only the `None`).
             let mut pause: Option<Pin<Box<Sleep>>> = None;
             loop {
                 let step = tokio::select! {
@@ -222,14 +225,13 @@ impl Conn<'_> {
                         let now = Instant::now();
                         if pause.take().is_none()
                             && !at_once
-                            && let Some(due) = last_write.map(|last| last + session.hub().write_interval())
+                            && let Some(due) = outbound.last_write().map(|last| last + session.hub().write_interval())
                             && due > now
                         {
                             pause = Some(Box::pin(sleep_until(due)));
                             continue;
                         }
-                        last_write = Some(now);
-                        Step::Write(outbound.take())
+                        Step::Write(outbound.take_at(now))
                     }
 
                     // A frame from the peer, or the end of the stream.
@@ -265,6 +267,7 @@ impl Conn<'_> {
             closing,
         } = taken;
         let written = self.write_batch(frames, ping).await;
+        outbound.written();
         if closing {
             let reason = outbound.close_reason().expect("a close was requested");
             return Some(if written.is_ok() {
@@ -292,8 +295,16 @@ impl Conn<'_> {
             Ok(Event::Text(text)) => super::Incoming::Text(text),
             Ok(Event::Binary(bytes)) => super::Incoming::Binary(bytes),
             Ok(Event::Ping(payload)) => {
-                let pong = self.socket.write_control(OP_PONG, &payload);
-                return written(timeout(self.served.config.write_wait, pong).await).err();
+                // The socket is shared with deliverers' writes: take the writer's turn, and
+                // write the rest of a partial write first if one is in front.
+                let rest = session.outbound.claim().into_iter().collect();
+                let mut done = self.write_batch(rest, false).await;
+                if done.is_ok() {
+                    let pong = self.socket.write_control(OP_PONG, &payload);
+                    done = written(timeout(self.served.config.write_wait, pong).await);
+                }
+                session.outbound.written();
+                return done.err();
             }
             Ok(Event::Pong) => return None,
             Ok(Event::Close(frame)) => {

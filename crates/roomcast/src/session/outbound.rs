@@ -19,8 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::task::AtomicWaker;
+use tokio::time::{Duration, Instant};
 
 use crate::frame::{CloseReason, Frame};
+use crate::ws::socket::Writer;
 use crate::ws::{Deflate, Framed, Outgoing};
 
 /// Why a frame could not be queued.
@@ -78,6 +80,19 @@ struct Queue {
     /// A reply to this connection is queued ([`Outbound::try_send_now`], a replay): the next
     /// batch leaves without waiting out the write interval. Cleared by [`Outbound::take`].
     urgent: bool,
+    /// The session took a batch ([`Outbound::take`]) and is writing it, outside this lock,
+    /// until [`Outbound::written`]: nobody else writes to the socket meanwhile.
+    writing: bool,
+    /// The front entry is what a deliverer's write left of a group: it must go before any
+    /// other byte, a control frame's too ([`Outbound::claim`]).
+    partial: bool,
+    /// When the last batch left, by the session or by a deliverer
+    /// ([`Outbound::write_queued`]): the next waits out the write interval after it.
+    last_write: Option<Instant>,
+    /// The socket's write side, when the connection is a TCP socket: a deliverer writes
+    /// through it under this lock when the session is not writing. Dropped when a close is
+    /// recorded (the session writes from then on, through its own side).
+    writer: Option<Writer>,
 }
 
 impl Queue {
@@ -100,6 +115,31 @@ pub(crate) struct Taken {
     pub(crate) closing: bool,
 }
 
+/// A group a deliverer queued into an empty queue without waking the session
+/// ([`Outbound::send_framed`]): [`PendingWrite::write`] writes it from the deliverer's thread
+/// once the hub's lock is released. Dropped unused, it wakes the session, which writes it as
+/// usual: nothing queued is ever left without a writer.
+#[derive(Debug)]
+pub(crate) struct PendingWrite(Option<Outbound>);
+
+impl PendingWrite {
+    /// Writes what the connection has queued, if that can be done now
+    /// ([`Outbound::write_queued`]), or wakes its session. Returns whether it was all written.
+    pub(crate) fn write(mut self, now: Instant, interval: Duration) -> bool {
+        self.0
+            .take()
+            .is_some_and(|outbound| outbound.write_queued(now, interval))
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        if let Some(outbound) = &self.0 {
+            outbound.shared.wake.wake();
+        }
+    }
+}
+
 impl Outbound {
     /// An empty queue for a connection that opened at `now` on the hub's clock (ms).
     #[cfg(test)]
@@ -109,10 +149,25 @@ impl Outbound {
 
     /// An empty queue for a connection that opened at `now` on the hub's clock (ms) and
     /// negotiated permessage-deflate as `deflate` says.
+    #[cfg(test)]
     pub(crate) fn with_deflate(capacity: usize, now: u64, deflate: Option<Deflate>) -> Self {
+        Self::with_writer(capacity, now, deflate, None)
+    }
+
+    /// The same, with the socket's write side, through which deliverers may write what they
+    /// queue ([`Outbound::write_queued`]).
+    pub(crate) fn with_writer(
+        capacity: usize,
+        now: u64,
+        deflate: Option<Deflate>,
+        writer: Option<Writer>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(Queue {
+                    writer,
+                    ..Queue::default()
+                }),
                 wake: AtomicWaker::new(),
                 capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
                 deflate,
@@ -210,14 +265,95 @@ impl Outbound {
     /// one entry that counts as the messages it holds: all of them, or a slow consumer, as
     /// with [`Outbound::try_send_many`]. Returns how many were queued.
     pub(crate) fn try_send_framed(&self, framed: Framed) -> Result<usize, SendError> {
+        let (messages, pending) = self.send_framed(framed)?;
+        drop(pending);
+        Ok(messages)
+    }
+
+    /// [`Outbound::try_send_framed`] for a deliverer that may write the group itself: when the
+    /// queue was empty and the socket's write side is here, the session is not woken; the
+    /// [`PendingWrite`] returned instead writes the queue once the deliverer has let go of
+    /// the hub's lock (or wakes the session, if it is dropped unused). Returns how many
+    /// messages were queued.
+    pub(crate) fn send_framed(
+        &self,
+        framed: Framed,
+    ) -> Result<(usize, Option<PendingWrite>), SendError> {
         let messages = framed.messages();
         let mut queue = self.lock();
         self.make_room(&mut queue, messages)?;
-        let wake = queue.frames.is_empty();
+        let first = queue.frames.is_empty();
         queue.frames.push_back(Outgoing::Framed(framed));
+        let direct = first && !queue.writing && queue.writer.is_some();
         drop(queue);
-        self.wake_if(wake);
-        Ok(messages)
+        if direct {
+            return Ok((messages, Some(PendingWrite(Some(self.clone())))));
+        }
+        self.wake_if(first);
+        Ok((messages, None))
+    }
+
+    /// Writes what is queued straight to the socket, from the caller's thread, when that is
+    /// the session's next write anyway: nobody is writing, no close, reply or ping is pending
+    /// (the session has those to do), the write interval since the last batch has passed
+    /// (`interval`, the hub's pace, at `now`), and every entry is already framed. The write is
+    /// one non-blocking system call per entry under the queue's lock; what the socket does
+    /// not take now stays queued, in front, and the session is woken to write it. In every
+    /// other case the session is woken, as if this had not been tried.
+    ///
+    /// Returns whether everything queued was written here.
+    pub(crate) fn write_queued(&self, now: Instant, interval: Duration) -> bool {
+        let mut queue = self.lock();
+        if queue.frames.is_empty() {
+            // Taken by the session, or written with a later group.
+            return false;
+        }
+        let paced = queue.last_write.is_some_and(|last| now < last + interval);
+        let framed = queue
+            .frames
+            .iter()
+            .all(|out| matches!(out, Outgoing::Framed(_)));
+        let writable = !queue.writing && !queue.ping && !queue.at_once() && !paced && framed;
+        if !writable || queue.writer.is_none() {
+            drop(queue);
+            self.shared.wake.wake();
+            return false;
+        }
+        queue.last_write = Some(now);
+        let queue = &mut *queue;
+        let writer = queue.writer.as_ref().expect("checked above");
+        while let Some(Outgoing::Framed(framed)) = queue.frames.front_mut() {
+            match writer.try_write(framed.as_bytes()) {
+                Ok(written) if written == framed.len() => {
+                    queue.messages = queue.messages.saturating_sub(framed.messages() as u32);
+                    queue.frames.pop_front();
+                }
+                Ok(written) => {
+                    // The socket's buffer is full: the rest waits for the session.
+                    framed.advance(written);
+                    queue.partial = true;
+                    break;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => {
+                    tracing::debug!(error = %err, "write failed");
+                    queue.close = Some(Box::new(CloseReason::new(1006, "write failed")));
+                    queue.writer = None;
+                    queue.frames = VecDeque::new();
+                    queue.messages = 0;
+                    break;
+                }
+            }
+        }
+        let done = queue.frames.is_empty() && queue.close.is_none();
+        if queue.frames.is_empty() {
+            // Give the memory back: an idle connection holds no queue.
+            queue.frames = VecDeque::new();
+        }
+        if !done {
+            self.shared.wake.wake();
+        }
+        done
     }
 
     /// Wakes the session for frames just queued, when the queue was empty before them. When
@@ -241,6 +377,7 @@ impl Outbound {
         let messages = queue.messages as usize + count;
         if messages > room {
             queue.close = Some(Box::new(CloseReason::slow_consumer()));
+            queue.writer = None;
             queue.frames = VecDeque::new();
             queue.messages = 0;
             self.shared.wake.wake();
@@ -280,6 +417,8 @@ impl Outbound {
             return ((**first).clone(), false);
         }
         queue.close = Some(Box::new(reason.clone()));
+        // From here the session writes what is left, and its close frame, itself.
+        queue.writer = None;
         drop(queue);
         self.shared.wake.wake();
         (reason, true)
@@ -320,19 +459,58 @@ impl Outbound {
         }
     }
 
+    /// When the last batch left (the session's or a deliverer's write): the next one waits
+    /// until `interval` after it.
+    pub(crate) fn last_write(&self) -> Option<Instant> {
+        self.lock().last_write
+    }
+
+    /// [`Outbound::take`] for a batch that leaves at `now`: the next one is paced from here.
+    pub(crate) fn take_at(&self, now: Instant) -> Taken {
+        let taken = self.take();
+        self.lock().last_write = Some(now);
+        taken
+    }
+
     /// Takes every queued frame, buffer and all (the queue is left with no allocation, and the
     /// session frees the batch once written, so an idle connection holds no queue memory: one
     /// allocation per batch, against a system call per batch), with the ping and close requests.
+    /// The session writes them: until it calls [`Outbound::written`], nobody else writes to
+    /// the socket.
     pub(crate) fn take(&self) -> Taken {
         let mut queue = self.lock();
         queue.replay = 0;
         queue.messages = 0;
         queue.urgent = false;
+        queue.writing = true;
+        queue.partial = false;
         Taken {
             frames: std::mem::take(&mut queue.frames),
             ping: std::mem::take(&mut queue.ping),
             closing: queue.close.is_some(),
         }
+    }
+
+    /// Takes the writer's turn for a control frame (a pong) without taking the queued frames,
+    /// which go on waiting out the write interval: only the rest of a deliverer's partial
+    /// write, if there is one, is handed over, to be written before the control frame. The
+    /// session calls [`Outbound::written`] after.
+    pub(crate) fn claim(&self) -> Option<Outgoing> {
+        let mut queue = self.lock();
+        queue.writing = true;
+        if !std::mem::take(&mut queue.partial) {
+            return None;
+        }
+        let rest = queue.frames.pop_front()?;
+        if let Outgoing::Framed(framed) = &rest {
+            queue.messages = queue.messages.saturating_sub(framed.messages() as u32);
+        }
+        Some(rest)
+    }
+
+    /// The session has written what it took: deliverers may write again.
+    pub(crate) fn written(&self) {
+        self.lock().writing = false;
     }
 
     /// The close reason recorded first, if any.
@@ -522,6 +700,164 @@ mod tests {
         assert_eq!(outbound.last_heard(), (7, 5), "a pong is not data");
         outbound.heard_from(9, true);
         assert_eq!(outbound.last_heard(), (9, 9));
+    }
+
+    /// A queue holding the write side of a real loopback socket, the session's side of it,
+    /// and the client's end.
+    async fn connected(
+        capacity: usize,
+    ) -> (Outbound, crate::ws::socket::Io, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (io, writer) = crate::ws::socket::Io::split(accepted.unwrap().0);
+        let outbound = Outbound::with_writer(capacity, 0, None, Some(writer));
+        (outbound, io, client.unwrap())
+    }
+
+    async fn read_exactly(client: &mut tokio::net::TcpStream, len: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt as _;
+        let mut got = vec![0; len];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_exact(&mut got),
+        )
+        .await
+        .expect("the bytes arrive")
+        .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_group_into_an_empty_queue_is_written_by_its_deliverer_without_a_wake_up() {
+        let (outbound, _io, mut client) = connected(8).await;
+        let (waker, count) = counting_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(outbound.poll_ready(&mut cx).is_pending());
+        let group = Framed::encode(&[Frame::from("a"), Frame::from("b")]);
+        let (queued, pending) = outbound.send_framed(group.clone()).unwrap();
+        assert_eq!(queued, 2);
+        // A second group before the write: it leaves in the same turn.
+        let (_, second) = outbound
+            .send_framed(Framed::encode(&[Frame::from("c")]))
+            .unwrap();
+        assert!(
+            second.is_none(),
+            "only the first group into the queue writes"
+        );
+        let pending = pending.expect("an empty queue with a socket: the deliverer writes");
+        assert!(pending.write(Instant::now(), Duration::ZERO));
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            0,
+            "the session was not woken"
+        );
+        assert!(
+            outbound.poll_ready(&mut cx).is_pending(),
+            "nothing left queued"
+        );
+        let got = read_exactly(&mut client, group.len() + 3).await;
+        assert_eq!(&got[..group.len()], group.as_bytes());
+        assert_eq!(&got[group.len()..], [0x81, 1, b'c']);
+        // Written: the queue counts nothing, so its whole capacity is free again.
+        let eight: Vec<Frame> = (0..8).map(|_| Frame::from("x")).collect();
+        let (queued, pending) = outbound.send_framed(Framed::encode(&eight)).unwrap();
+        assert_eq!(queued, 8);
+        drop(pending);
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            1,
+            "a dropped write wakes the session"
+        );
+        assert_eq!(outbound.take().frames.len(), 1, "and the session writes it");
+    }
+
+    #[tokio::test]
+    async fn the_deliverer_leaves_the_write_to_the_session_when_it_is_not_its_turn() {
+        let (outbound, _io, _client) = connected(8).await;
+        let (waker, count) = counting_waker();
+        let woken = || count.load(Ordering::Relaxed);
+        let mut cx = std::task::Context::from_waker(&waker);
+        let group = || Framed::encode(&[Frame::from("a")]);
+        // Within the write interval of the last batch: the session waits it out.
+        let now = Instant::now();
+        outbound.take_at(now);
+        outbound.written();
+        assert!(outbound.poll_ready(&mut cx).is_pending());
+        let (_, pending) = outbound.send_framed(group()).unwrap();
+        assert!(!pending.unwrap().write(now, Duration::from_millis(40)));
+        assert_eq!(woken(), 1);
+        assert_eq!(
+            outbound.take().frames.len(),
+            1,
+            "still queued, for the session"
+        );
+        assert!(outbound.poll_ready(&mut cx).is_pending());
+        // While the session writes a batch it took, nobody else writes: it is woken instead.
+        let (_, pending) = outbound.send_framed(group()).unwrap();
+        assert!(pending.is_none(), "the session is writing");
+        assert_eq!(woken(), 2);
+        outbound.written();
+        assert_eq!(outbound.take().frames.len(), 1, "the session takes it next");
+        outbound.written();
+        // A ping due is the session's to write, with the group.
+        outbound.request_ping();
+        let (_, pending) = outbound.send_framed(group()).unwrap();
+        assert!(!pending.unwrap().write(Instant::now(), Duration::ZERO));
+        let taken = outbound.take();
+        assert!(taken.ping && taken.frames.len() == 1);
+        outbound.written();
+        // Once closing, the socket is the session's alone.
+        assert!(outbound.close(CloseReason::normal()));
+        assert_eq!(outbound.send_framed(group()).err(), Some(SendError::Closed));
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_is_left_in_front_for_the_session() {
+        use crate::ws::WsStream;
+        let (outbound, io, mut client) = connected(8).await;
+        // Far more than a loopback socket buffers: the write is partial.
+        let big = Framed::encode(&[Frame::binary(vec![7u8; 16 << 20])]);
+        let (_, pending) = outbound.send_framed(big.clone()).unwrap();
+        assert!(!pending.unwrap().write(Instant::now(), Duration::ZERO));
+        let after = Framed::encode(&[Frame::from("after")]);
+        let (_, pending) = outbound.send_framed(after.clone()).unwrap();
+        assert!(pending.is_none(), "queued behind the rest");
+        // A pong takes the writer's turn: the rest of the partial write goes first, alone.
+        let Some(Outgoing::Framed(rest)) = outbound.claim() else {
+            panic!("the rest of the partial write is handed over");
+        };
+        let sent = big.len() - rest.len();
+        assert!(
+            sent > 0 && !rest.as_bytes().is_empty(),
+            "{sent} of {} sent",
+            big.len()
+        );
+        let mut stream = WsStream::new(io, 1024, 1024, 16 * 1024);
+        let expected = big.len() + 2 + after.len();
+        let reader = tokio::spawn(async move { read_exactly(&mut client, expected).await });
+        stream
+            .write_frames(&mut VecDeque::from([Outgoing::Framed(rest)]))
+            .await
+            .unwrap();
+        stream
+            .write_control(crate::ws::codec::OP_PONG, b"")
+            .await
+            .unwrap();
+        outbound.written();
+        // What was queued behind it waits for the session's next batch.
+        let mut frames = outbound.take().frames;
+        assert_eq!(frames, [Outgoing::Framed(after.clone())]);
+        stream.write_frames(&mut frames).await.unwrap();
+        outbound.written();
+        let got = reader.await.unwrap();
+        assert!(
+            got[..big.len()] == *big.as_bytes(),
+            "every byte of the group once"
+        );
+        assert_eq!(got[big.len()..big.len() + 2], [0x8a, 0], "then the pong");
+        assert_eq!(got[big.len() + 2..], *after.as_bytes());
+        assert!(outbound.claim().is_none(), "nothing partial is left");
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,11 +9,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper_util::rt::TokioIo;
+use hyper::upgrade::OnUpgrade;
 
-/// The upgraded connection's byte stream.
-pub(crate) type Io = TokioIo<Upgraded>;
+pub(crate) use super::socket::Io;
 
 /// A valid upgrade request, waiting for its answer.
 pub(crate) struct Upgrade {

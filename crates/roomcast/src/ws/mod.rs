@@ -15,6 +15,7 @@
 pub(crate) mod codec;
 pub(crate) mod deflate;
 pub(crate) mod handshake;
+pub(crate) mod socket;
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -164,10 +165,16 @@ impl Framed {
         self.bytes.len()
     }
 
-    /// Its bytes: the same buffer (one address) in every queue it was shared with.
-    #[cfg(test)]
-    pub(crate) fn bytes(&self) -> &[u8] {
+    /// Its bytes, what is still to be written of them: the same buffer (one address) in
+    /// every queue it was shared with.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Drops the first `written` bytes, which a partial write sent: the rest is written by the
+    /// next write, before anything queued after it. It still counts as its messages.
+    pub(crate) fn advance(&mut self, written: usize) {
+        bytes::Buf::advance(&mut self.bytes, written);
     }
 
     /// How many messages it holds.
@@ -204,6 +211,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
             deflate: None,
             write_buffer: u32::try_from(write_buffer.max(1)).unwrap_or(u32::MAX),
         }
+    }
+
+    /// The same, with `unread`, bytes the peer sent that were read before the stream existed
+    /// (after the upgrade request, in the same read), to be decoded first.
+    pub(crate) fn with_unread(mut self, unread: &[u8]) -> Self {
+        if !unread.is_empty() {
+            self.pending = unread.to_vec();
+        }
+        self
     }
 
     /// The same, speaking permessage-deflate as negotiated (`None`: not negotiated).
@@ -580,14 +596,14 @@ mod tests {
     }
 
     /// An idle connection's memory with compression on: the stream is the same size as without
-    /// it (104 bytes with hyper's upgraded I/O, as before compression existed: the negotiated
+    /// it (72 bytes with the split TCP socket, 104 with hyper's upgraded I/O before: the negotiated
     /// window is one byte in a word the read and write sizes share), and after compressed
     /// messages in both directions it holds no buffer and no deflate state (the compressor
     /// and decompressor are per thread, reset after each message; `deflate.rs`).
     #[tokio::test]
     async fn a_compressing_stream_keeps_no_deflate_state_between_messages() {
         assert_eq!(size_of::<Option<Deflate>>(), 1);
-        assert_eq!(size_of::<WsStream<super::handshake::Io>>(), 104);
+        assert_eq!(size_of::<WsStream<super::handshake::Io>>(), 72);
         let (deflate, _) = deflate::negotiate([&b"permessage-deflate"[..]]).unwrap();
         let (mut client, server) = duplex(1 << 16);
         let mut stream = WsStream::new(server, 4096, 1024, 1024).with_deflate(Some(deflate));
