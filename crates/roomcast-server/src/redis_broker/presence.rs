@@ -365,4 +365,16 @@ impl Presence for RedisBroker {
             Ok(users)
         })
     }
+
+    /// `HLEN` of the hash [`Presence::members`] lists (`{prefix}names:{room}`): one answer
+    /// whatever the room's size. The join and leave scripts write and delete a user's name
+    /// with their count, so it has the same users as `{prefix}presence:{room}`.
+    fn member_count(&self, room: &RoomName) -> BoxFuture<'_, Result<usize, BrokerError>> {
+        let room = room.clone();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HLEN");
+            cmd.arg(self.key("names", &room));
+            self.query(&cmd).await
+        })
+    }
 }
