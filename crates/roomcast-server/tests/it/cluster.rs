@@ -993,6 +993,7 @@ async fn joins_leaves_and_connection_counts_made_at_once_share_round_trips_in_ca
         joined.iter().all(|first| matches!(first, Ok(true))),
         "each user's first entry is a join: {joined:?}"
     );
+    eprintln!("{N} joins at once: {trips} round trips");
     assert!(trips <= few, "{N} joins at once took {trips} round trips");
     assert_eq!(broker.member_count(&room).await.unwrap(), N);
     assert_eq!(
