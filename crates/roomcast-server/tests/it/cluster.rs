@@ -1202,5 +1202,7 @@ async fn a_closing_storm_on_one_node_leaves_presence_and_counts_exact_on_both() 
         counts.iter().all(|n| *n == 0),
         "every count off: {counts:?}"
     );
+    let prefix = cluster.prefix.clone();
     cluster.drop_schema().await;
+    forget_everything_under(&prefix).await;
 }
