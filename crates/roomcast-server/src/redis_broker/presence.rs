@@ -12,7 +12,7 @@ use roomcast::broker::{BoxFuture, Broker, BrokerError, Presence, RoomEvent, Targ
 use roomcast::protocol::{Event, UserInfo};
 use roomcast::{NodeId, RoomName, UserId};
 
-use super::RedisBroker;
+use super::{CountUse, RedisBroker};
 
 impl RedisBroker {
     /// Takes `user`'s entry in `room` off `node`'s list and the room's count; returns the
@@ -217,13 +217,6 @@ fn parse_entry(entry: &str) -> Option<(RoomName, UserId)> {
     Some((RoomName::new(room).ok()?, UserId::from(user)))
 }
 
-/// A pipeline of one command, whose answer is a 1-tuple.
-pub(super) fn one(cmd: redis::Cmd) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    pipe.add_command(cmd);
-    pipe
-}
-
 /// A node's entry for `user` in `room` (room names cannot hold a newline).
 fn entry(room: &RoomName, user: &UserId) -> String {
     format!("{room}\n{user}")
@@ -302,24 +295,23 @@ impl Presence for RedisBroker {
         let (room, user) = (room.clone(), user.clone());
         Box::pin(async move {
             let node = self.started_node()?;
-            let mut cmd = redis::cmd("EVAL");
-            cmd.arg(JOIN_SCRIPT)
-                .arg(3)
-                .arg(self.key("presence", &room))
-                .arg(self.key("names", &room))
-                .arg(self.key("node", node.0))
-                .arg(user.id.as_str())
-                .arg(user.username.as_ref())
-                .arg(entry(&room, &user.id));
             // Kept whether or not Redis answers: the member is here, and the next
             // re-assertion writes what Redis missed.
-            let (nodes,): (i64,) = self
-                .exclusive(
-                    |local| {
-                        local
-                            .members
-                            .insert((room.clone(), user.id.clone()), Arc::clone(&user.username));
-                        one(cmd)
+            let nodes: i64 = self
+                .batched(
+                    CountUse::None,
+                    move |broker, local| {
+                        let mut cmd = redis::cmd("EVAL");
+                        cmd.arg(JOIN_SCRIPT)
+                            .arg(3)
+                            .arg(broker.key("presence", &room))
+                            .arg(broker.key("names", &room))
+                            .arg(broker.key("node", node.0))
+                            .arg(user.id.as_str())
+                            .arg(user.username.as_ref())
+                            .arg(entry(&room, &user.id));
+                        local.members.insert((room, user.id), user.username);
+                        cmd
                     },
                     |_, _| {},
                 )
@@ -333,12 +325,13 @@ impl Presence for RedisBroker {
         let (room, user) = (room.clone(), user.clone());
         Box::pin(async move {
             let node = self.started_node()?;
-            let cmd = self.leave_cmd(node, &room, &user);
-            let (nodes,): (i64,) = self
-                .exclusive(
-                    |local| {
-                        local.members.remove(&(room.clone(), user.clone()));
-                        one(cmd)
+            let nodes: i64 = self
+                .batched(
+                    CountUse::None,
+                    move |broker, local| {
+                        let cmd = broker.leave_cmd(node, &room, &user);
+                        local.members.remove(&(room, user));
+                        cmd
                     },
                     |_, _| {},
                 )
@@ -363,6 +356,18 @@ impl Presence for RedisBroker {
                 .collect();
             users.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(users)
+        })
+    }
+
+    /// `HLEN` of the hash [`Presence::members`] lists (`{prefix}names:{room}`): one answer
+    /// whatever the room's size. The join and leave scripts write and delete a user's name
+    /// with their count, so it has the same users as `{prefix}presence:{room}`.
+    fn member_count(&self, room: &RoomName) -> BoxFuture<'_, Result<usize, BrokerError>> {
+        let room = room.clone();
+        Box::pin(async move {
+            let mut cmd = redis::cmd("HLEN");
+            cmd.arg(self.key("names", &room));
+            self.query(&cmd).await
         })
     }
 }

@@ -13,8 +13,7 @@ use std::sync::atomic::Ordering;
 use roomcast::broker::BrokerError;
 use roomcast::{ConnId, NodeId, UserId};
 
-use super::presence::one;
-use super::{Local, RedisBroker};
+use super::{CountUse, Local, RedisBroker};
 
 /// KEYS: the user's counts, the node's users. ARGV: node, bound, the node's count with this
 /// connection, user, the lease keys' prefix. Admits (1) when the other live nodes' counts
@@ -65,28 +64,33 @@ impl RedisBroker {
         max: usize,
     ) -> Result<bool, BrokerError> {
         let node = self.started_node()?;
-        let (admitted,): (i64,) = self
-            .exclusive(
-                |local| {
-                    let count = local.user_conns.entry(user.clone()).or_insert(0);
-                    *count += 1;
-                    local.admitted.insert(conn);
-                    let mut cmd = redis::cmd("EVAL");
-                    cmd.arg(ADMIT_SCRIPT)
-                        .arg(2)
-                        .arg(self.key("conns", user.as_str()))
-                        .arg(self.key("nodeusers", node.0))
-                        .arg(node.0)
-                        .arg(max)
-                        .arg(*count)
-                        .arg(user.as_str())
-                        .arg(self.key("lease", ""));
-                    one(cmd)
+        let user = user.clone();
+        let admitted: i64 = self
+            .batched(
+                CountUse::MayUndo(user.clone()),
+                {
+                    let user = user.clone();
+                    move |broker, local| {
+                        let count = local.user_conns.entry(user.clone()).or_insert(0);
+                        *count += 1;
+                        local.admitted.insert(conn);
+                        let mut cmd = redis::cmd("EVAL");
+                        cmd.arg(ADMIT_SCRIPT)
+                            .arg(2)
+                            .arg(broker.key("conns", user.as_str()))
+                            .arg(broker.key("nodeusers", node.0))
+                            .arg(node.0)
+                            .arg(max)
+                            .arg(*count)
+                            .arg(user.as_str())
+                            .arg(broker.key("lease", ""));
+                        cmd
+                    }
                 },
-                |local, answer| {
+                move |local, answer| {
                     // Refused: as if never counted (nothing was written).
-                    if matches!(answer, Ok((0,))) {
-                        forget(local, conn, user);
+                    if matches!(answer, Ok(0)) {
+                        forget(local, conn, &user);
                     }
                 },
             )
@@ -106,22 +110,24 @@ impl RedisBroker {
             return Ok(());
         }
         let node = self.started_node()?;
-        let _: (i64,) = self
-            .exclusive(
-                |local| {
+        let user = user.clone();
+        let _: i64 = self
+            .batched(
+                CountUse::Reads(user.clone()),
+                move |broker, local| {
                     // Not admitted after all (cannot happen: one release per connection):
                     // the count as it is, which is as right to write.
-                    let count = forget(local, conn, user)
-                        .unwrap_or_else(|| local.user_conns.get(user).copied().unwrap_or(0));
+                    let count = forget(local, conn, &user)
+                        .unwrap_or_else(|| local.user_conns.get(&user).copied().unwrap_or(0));
                     let mut cmd = redis::cmd("EVAL");
                     cmd.arg(SET_SCRIPT)
                         .arg(2)
-                        .arg(self.key("conns", user.as_str()))
-                        .arg(self.key("nodeusers", node.0))
+                        .arg(broker.key("conns", user.as_str()))
+                        .arg(broker.key("nodeusers", node.0))
                         .arg(node.0)
                         .arg(count)
                         .arg(user.as_str());
-                    one(cmd)
+                    cmd
                 },
                 |_, _| {},
             )

@@ -98,4 +98,46 @@ pub trait Presence: Send + Sync + 'static {
 
     /// Everyone in `room`, on every node, sorted by id.
     fn members(&self, room: &RoomName) -> BoxFuture<'_, Result<Vec<UserInfo>, BrokerError>>;
+
+    /// How many users are in `room` on every node: the length of [`Presence::members`],
+    /// without the list. The hub asks it for each batched room's `count` once per presence
+    /// interval. The default lists the members and counts them; an implementation that can
+    /// count in place (the Redis one: `HLEN` of the room's hash) should, so that the count
+    /// costs the same in a room of ten and of ten thousand.
+    ///
+    /// ```
+    /// use roomcast::broker::{BoxFuture, BrokerError, Presence};
+    /// use roomcast::protocol::UserInfo;
+    /// use roomcast::{RoomName, UserId};
+    ///
+    /// /// Everyone is in every room: two users.
+    /// struct Two;
+    ///
+    /// impl Presence for Two {
+    ///     fn joined(&self, _: &RoomName, _: &UserInfo) -> BoxFuture<'_, Result<bool, BrokerError>> {
+    ///         Box::pin(async { Ok(false) })
+    ///     }
+    ///     fn left(&self, _: &RoomName, _: &UserId) -> BoxFuture<'_, Result<bool, BrokerError>> {
+    ///         Box::pin(async { Ok(false) })
+    ///     }
+    ///     fn members(&self, _: &RoomName) -> BoxFuture<'_, Result<Vec<UserInfo>, BrokerError>> {
+    ///         Box::pin(async {
+    ///             Ok(vec![
+    ///                 UserInfo { id: UserId::from("ann"), username: "Ann".into() },
+    ///                 UserInfo { id: UserId::from("bob"), username: "Bob".into() },
+    ///             ])
+    ///         })
+    ///     }
+    ///     // `member_count` left to its default: it lists and counts.
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let room = RoomName::new("lobby").unwrap();
+    /// assert_eq!(Two.member_count(&room).await.unwrap(), 2);
+    /// # }
+    /// ```
+    fn member_count(&self, room: &RoomName) -> BoxFuture<'_, Result<usize, BrokerError>> {
+        let room = room.clone();
+        Box::pin(async move { Ok(self.members(&room).await?.len()) })
+    }
 }

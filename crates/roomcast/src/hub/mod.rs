@@ -910,6 +910,35 @@ impl Hub {
         users
     }
 
+    /// How many users are in `room` on every node: with presence, its count
+    /// ([`Presence::member_count`], which need not list them) or this node's, whichever is
+    /// larger; otherwise [`Hub::room_user_count`]. The same as
+    /// [`Hub::room_users_everywhere`]'s length whenever presence has every node's members,
+    /// this node's included (it has them but for the moment between a join here and its
+    /// write there, and while Redis is rebuilding after losing its data, when the lists are
+    /// partial too), for the cost of one count rather than a list of the room.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use roomcast::{Hub, RoomName, SessionConfig};
+    /// let hub = Hub::new(SessionConfig::default());
+    /// assert_eq!(hub.room_user_count_everywhere(&RoomName::new("lobby").unwrap()).await, 0);
+    /// # }
+    /// ```
+    pub async fn room_user_count_everywhere(&self, room: &RoomName) -> usize {
+        let here = self.room_user_count(room);
+        let Some(presence) = &self.shared.presence else {
+            return here;
+        };
+        match presence.member_count(room).await {
+            Ok(everywhere) => everywhere.max(here),
+            Err(err) => {
+                tracing::warn!(%room, error = %err, "presence unavailable; counting this node's members");
+                here
+            }
+        }
+    }
+
     async fn announce_left(&self, room: &RoomName, user: UserInfo) -> crate::Result<usize> {
         let event = Event::Left {
             room: room.clone(),
@@ -1251,7 +1280,8 @@ async fn sweep_loop(hub: Weak<Shared>, deadlines: Deadlines, stop: CancellationT
 
 /// Flushes the rooms' presence batches (`presence`) once per `interval`, from one task per hub:
 /// no timer per room or connection. A tick with nothing batched costs one lock. With a
-/// [`Presence`], the count in each update is every node's, read before the lock is taken.
+/// [`Presence`], the count in each update is every node's ([`Hub::room_user_count_everywhere`]),
+/// read before the lock is taken.
 /// Ends with the hub or at shutdown.
 async fn presence_loop(hub: Weak<Shared>, interval: Duration, stop: CancellationToken) {
     let mut ticks = tokio::time::interval(interval);
@@ -1290,7 +1320,7 @@ impl Hub {
             // Outside the lock: the other nodes' members come from the broker's presence.
             let rooms = self.state().batched_rooms();
             for room in rooms {
-                let count = self.room_users_everywhere(&room).await.len();
+                let count = self.room_user_count_everywhere(&room).await;
                 counts.insert(room, count);
             }
         }
