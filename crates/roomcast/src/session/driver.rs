@@ -12,7 +12,8 @@
 //! least the hub's present write interval (`write_interval` under load, less below it: see
 //! `hub::pace`): frames queued sooner wait (reading goes on) and leave together, so a busy
 //! member costs one system call per interval rather than one per group of frames, while at
-//! light load a message is not held back. A reply to the connection itself (`Session::send`, `Sender::send`, a join's replay) or a
+//! light load a message is not held back (there, a room's message usually never reaches this
+//! task: the thread that delivered it wrote it, `Outbound::write_queued`). A reply to the connection itself (`Session::send`, `Sender::send`, a join's replay) or a
 //! close request cuts the wait short: what the client awaits is not held back.
 //! Besides a blocked write's deadline, that wait is the only timer a connection has, and only
 //! while frames wait. The connection records when its peer last sent a frame (any frame, a

@@ -4,9 +4,12 @@
 //! [`Outbound::try_send`] or a variant of it, which never waits (a reply to the connection,
 //! [`Outbound::try_send_now`], also ends the session's write interval): a full queue records "slow consumer" (1013) as the
 //! close reason and wakes the session, which closes; it never slows the sender. The session task
-//! is the only consumer: it swaps the queue out and writes the batch, then flushes once. A
-//! room's group of messages arrives already framed for the wire, shared by every member
-//! ([`Outbound::try_send_framed`]), and counts against the bound as the messages it holds.
+//! swaps the queue out and writes the batch, then flushes once. A room's group of messages
+//! arrives already framed for the wire, shared by every member ([`Outbound::try_send_framed`]),
+//! and counts against the bound as the messages it holds. When such a group finds the queue
+//! empty and the connection is a TCP socket, the deliverer may write it itself instead of waking
+//! the session ([`Outbound::send_framed`], [`Outbound::write_queued`]): the queue also holds the
+//! socket's write side and says who writes when, so the two never interleave.
 //!
 //! Why not `tokio::sync::mpsc`: its first block of 32 slots is allocated when the channel is
 //! created, ~1.3 KB per idle connection for `Frame`s (measured; docs/PERFORMANCE.md). This queue is a

@@ -113,6 +113,81 @@ pub(crate) async fn serve(app: axum::Router) -> (SocketAddr, JoinHandle<()>) {
     (addr, task)
 }
 
+/// Serves `app` as [`serve`] does, but hands hyper each connection wrapped in a type of its own
+/// ([`Wrapped`]), as a TLS layer in front of an application would: roomcast cannot take the
+/// TCP socket apart and serves the stream as it comes (no direct writes by deliverers).
+pub(crate) async fn serve_wrapped(app: axum::Router) -> (SocketAddr, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let task = tokio::spawn(async move {
+        axum::serve(WrappingListener(listener), app)
+            .await
+            .expect("the test server runs");
+    });
+    (addr, task)
+}
+
+/// A listener whose connections are [`Wrapped`].
+struct WrappingListener(tokio::net::TcpListener);
+
+impl axum::serve::Listener for WrappingListener {
+    type Io = Wrapped;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Wrapped, SocketAddr) {
+        loop {
+            if let Ok((tcp, addr)) = self.0.accept().await {
+                return (Wrapped(tcp), addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// A TCP stream in a type roomcast does not know.
+pub(crate) struct Wrapped(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for Wrapped {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Wrapped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 type Configure = Box<dyn FnOnce(Endpoint<Probe>) -> Endpoint<Probe>>;
 
 /// Builds a [`TestServer`]: path, hub, authenticator and endpoint options.
@@ -121,9 +196,16 @@ pub(crate) struct TestServerBuilder {
     hub: Option<Hub>,
     auth: Authenticator,
     configure: Option<Configure>,
+    wrapped: bool,
 }
 
 impl TestServerBuilder {
+    /// Serves each connection wrapped in a type roomcast does not know ([`serve_wrapped`]).
+    pub(crate) fn wrapped(mut self) -> Self {
+        self.wrapped = true;
+        self
+    }
+
     /// The route's path (default `/ws`), e.g. `/ws/{room}`.
     pub(crate) fn path(mut self, path: &'static str) -> Self {
         self.path = path;
@@ -165,7 +247,12 @@ impl TestServerBuilder {
             Some(configure) => configure(Endpoint::new(hub.clone(), self.auth, probe)).into_route(),
             None => roomcast::route(hub.clone(), self.auth, probe),
         };
-        let (addr, task) = serve(axum::Router::new().route(self.path, route)).await;
+        let app = axum::Router::new().route(self.path, route);
+        let (addr, task) = if self.wrapped {
+            serve_wrapped(app).await
+        } else {
+            serve(app).await
+        };
         TestServer {
             addr,
             hub,
@@ -193,6 +280,7 @@ impl TestServer {
             hub: None,
             auth: auth(),
             configure: None,
+            wrapped: false,
         }
     }
 

@@ -210,3 +210,33 @@ async fn a_sender_reaches_its_connection_after_the_hook_returned_and_fails_once_
         Err(roomcast::SendError::Closed)
     );
 }
+
+/// A connection roomcast cannot take apart (a TLS layer in front of the application, say) has
+/// no write side in its queue: deliverers wake its task, which writes as before. Broadcasts and
+/// room messages reach it all the same, once each and in order.
+#[tokio::test]
+async fn a_stream_that_is_not_a_plain_tcp_socket_is_served_all_the_same() {
+    let server = TestServer::builder().wrapped().start().await;
+    let mut alice = server.connect_as("alice").await;
+    let mut bob = server.connect_as("bob").await;
+    let lobby = room("lobby");
+    for who in ["alice", "bob"] {
+        server.hub.join_room(&user(who), &lobby).await.unwrap();
+    }
+    for n in 0..20 {
+        let reached = server
+            .hub
+            .broadcast_to_room(&lobby, news(&n.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(reached, 2);
+    }
+    assert_eq!(server.hub.broadcast(news("all"), &[]).await.unwrap(), 2);
+    for client in [&mut alice, &mut bob] {
+        for n in 0..20 {
+            assert_eq!(client.recv_json().await, json!({ "news": n.to_string() }));
+        }
+        assert_eq!(client.recv_json().await, json!({ "news": "all" }));
+    }
+    expect_silence(&mut [&mut alice, &mut bob]).await;
+}
