@@ -470,9 +470,7 @@ impl Outbound {
 
     /// [`Outbound::take`] for a batch that leaves at `now`: the next one is paced from here.
     pub(crate) fn take_at(&self, now: Instant) -> Taken {
-        let taken = self.take();
-        self.lock().last_write = Some(now);
-        taken
+        self.take_leaving(Some(now))
     }
 
     /// Takes every queued frame, buffer and all (the queue is left with no allocation, and the
@@ -481,7 +479,15 @@ impl Outbound {
     /// The session writes them: until it calls [`Outbound::written`], nobody else writes to
     /// the socket.
     pub(crate) fn take(&self) -> Taken {
+        self.take_leaving(None)
+    }
+
+    /// [`Outbound::take`], recording `now`, when given, as the last write's time (one lock).
+    fn take_leaving(&self, now: Option<Instant>) -> Taken {
         let mut queue = self.lock();
+        if now.is_some() {
+            queue.last_write = now;
+        }
         queue.replay = 0;
         queue.messages = 0;
         queue.urgent = false;

@@ -96,9 +96,11 @@ pub(crate) fn user(id: &str) -> UserId {
 
 // ---- the server ----
 
-/// Serves `app` on a fresh loopback port. The listener is bound before this returns, so
-/// clients may connect at once.
-pub(crate) async fn serve(app: axum::Router) -> (SocketAddr, JoinHandle<()>) {
+/// Serves `app` on a fresh loopback port; the listener is bound before this returns, so clients
+/// may connect at once. With `wrapped`, hyper gets each connection wrapped in a type of its own ([`Wrapped`]), as a TLS layer in front of an application would give it: roomcast
+/// cannot take the TCP socket apart and serves the stream as it comes (no direct writes by
+/// deliverers).
+async fn serve(app: axum::Router, wrapped: bool) -> (SocketAddr, JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a loopback port");
@@ -106,27 +108,12 @@ pub(crate) async fn serve(app: axum::Router) -> (SocketAddr, JoinHandle<()>) {
         .local_addr()
         .expect("a bound listener has an address");
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .await
-            .expect("the test server runs");
-    });
-    (addr, task)
-}
-
-/// Serves `app` as [`serve`] does, but hands hyper each connection wrapped in a type of its own
-/// ([`Wrapped`]), as a TLS layer in front of an application would: roomcast cannot take the
-/// TCP socket apart and serves the stream as it comes (no direct writes by deliverers).
-pub(crate) async fn serve_wrapped(app: axum::Router) -> (SocketAddr, JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
-    let task = tokio::spawn(async move {
-        axum::serve(WrappingListener(listener), app)
-            .await
-            .expect("the test server runs");
+        let served = if wrapped {
+            axum::serve(WrappingListener(listener), app).await
+        } else {
+            axum::serve(listener, app).await
+        };
+        served.expect("the test server runs");
     });
     (addr, task)
 }
@@ -200,7 +187,7 @@ pub(crate) struct TestServerBuilder {
 }
 
 impl TestServerBuilder {
-    /// Serves each connection wrapped in a type roomcast does not know ([`serve_wrapped`]).
+    /// Serves each connection wrapped in a type roomcast does not know ([`serve`]).
     pub(crate) fn wrapped(mut self) -> Self {
         self.wrapped = true;
         self
@@ -248,11 +235,7 @@ impl TestServerBuilder {
             None => roomcast::route(hub.clone(), self.auth, probe),
         };
         let app = axum::Router::new().route(self.path, route);
-        let (addr, task) = if self.wrapped {
-            serve_wrapped(app).await
-        } else {
-            serve(app).await
-        };
+        let (addr, task) = serve(app, self.wrapped).await;
         TestServer {
             addr,
             hub,
