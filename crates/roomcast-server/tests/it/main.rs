@@ -22,4 +22,5 @@ mod native;
 mod ops;
 mod postgres;
 mod presence;
+mod redis_batching;
 mod token_chat;
