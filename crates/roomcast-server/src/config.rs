@@ -144,12 +144,22 @@ pub struct ServeArgs {
     pub commit_interval: Duration,
 
     /// When a SQLite commit reaches the disk: `full` (every commit is synced before its
-    /// messages are broadcast and acknowledged; they survive power loss) or `normal` (an fsync
-    /// less per commit; acknowledged messages survive a crash of the process, not of the
-    /// machine). Ignored with PostgreSQL.
+    /// messages are acknowledged; they survive power loss) or `normal` (an fsync less per
+    /// commit; acknowledged messages survive a crash of the process, not of the machine).
+    /// Ignored with PostgreSQL.
     #[arg(long = "sqlite-synchronous", env = "ROOMCAST_SQLITE_SYNCHRONOUS", default_value = "full",
           value_parser = sqlite_sync_var)]
     pub sqlite_synchronous: roomcast_store::SqliteSync,
+
+    /// With SQLite and `full`: broadcast each group commit's messages as soon as it is
+    /// written, and acknowledge them once the WAL is synced (on a thread of its own). `false`:
+    /// the broadcast waits for the sync too. Acknowledged messages survive power loss either
+    /// way; with `true` a power loss between a commit and its sync can lose a message members
+    /// have already seen (its sender was not acknowledged). Ignored with PostgreSQL.
+    #[arg(long = "broadcast-before-sync", env = "ROOMCAST_BROADCAST_BEFORE_SYNC",
+          default_value = "true", value_parser = bool_var("ROOMCAST_BROADCAST_BEFORE_SYNC"),
+          action = clap::ArgAction::Set)]
+    pub broadcast_before_sync: bool,
 
     /// Lifetime of access tokens issued by the accounts API.
     #[arg(long = "access-token-ttl", env = "ROOMCAST_ACCESS_TOKEN_TTL", default_value = "15m",
@@ -746,6 +756,7 @@ impl ServeArgs {
         let mut store = StoreConfig::new(self.store.database_url);
         store.options.commit_interval = self.commit_interval;
         store.options.sqlite_sync = self.sqlite_synchronous;
+        store.options.sqlite_hooks_before_sync = self.broadcast_before_sync;
         Ok(ServerConfig {
             listen: self.listen,
             session: self.websocket.session_config()?,
@@ -945,6 +956,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ROOMCAST_SQLITE_SYNCHRONOUS"), "{err}");
+    }
+
+    #[test]
+    fn broadcasts_go_before_the_sync_unless_turned_off() {
+        let options = |args: &[&str]| serve(args).unwrap().into_config().unwrap().store.options;
+        assert!(options(&[]).sqlite_hooks_before_sync);
+        let off = options(&["--broadcast-before-sync", "false"]);
+        assert!(!off.sqlite_hooks_before_sync);
+        assert_eq!(off.sqlite_sync, roomcast_store::SqliteSync::Full);
+        let err = serve(&["--broadcast-before-sync", "sometimes"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ROOMCAST_BROADCAST_BEFORE_SYNC"), "{err}");
     }
 
     #[test]

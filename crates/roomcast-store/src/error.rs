@@ -39,7 +39,9 @@ pub enum StoreError {
     /// so every write of the batch gets this same error. The batch was rolled back
     /// unless the connection died during `COMMIT`, when the outcome is unknown: retry with the
     /// same `client_msg_id` and the store answers with the original message if it was kept.
-    /// Usually the database is down or the disk is full.
+    /// Usually the database is down or the disk is full. Also the answer when the `fsync` of
+    /// a SQLite WAL after its commit failed (`StoreOptions::sqlite_hooks_before_sync`): the
+    /// messages are in the database, but whether they are on disk is unknown.
     #[error("group commit failed: {0}")]
     BatchFailed(#[source] Arc<sqlx::Error>),
 

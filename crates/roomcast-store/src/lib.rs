@@ -33,12 +33,17 @@
 //!
 //! # Guarantees
 //!
-//! - `append_message` returns after the message is committed: broadcast and ack after it, and
+//! - `append_message` returns after the message is committed and durable: ack after it, and
 //!   an acknowledged message is never lost. [`Store::append_message_with`] also runs a hook
 //!   right after the commit, in seq order within each room: the place to broadcast from, so
 //!   that a room's clients receive its messages in seq order. [`Store::queue_message_then`]
 //!   hands every outcome (new, retry, failure) to such a hook and returns once the message is
-//!   queued: a chat server answers from the hook with no task waiting per message.
+//!   queued: a chat server answers from the hook with no task waiting per message;
+//!   [`Store::queue_message_written_then`] adds a hook at the commit, for the broadcast.
+//! - On SQLite (`synchronous=FULL`, the default) the commit hooks run as soon as the commit is
+//!   written and the WAL is synced on a thread of its own before anyone is answered
+//!   ([`StoreOptions::sqlite_hooks_before_sync`]): a broadcast does not wait for the `fsync`,
+//!   an acknowledgement does.
 //! - Each room's messages get `seq` 1, 2, 3, … with no gap and no repeat, in commit order,
 //!   whichever process wrote them: the counter is a column of the room's row
 //!   (`rooms.last_seq`), read under the room's lock (`BEGIN IMMEDIATE` on SQLite, `FOR UPDATE`
@@ -83,9 +88,12 @@
 //!
 //! - `store.rs`: [`Store`] (an `Arc` over the pool, the writer's queue and its task),
 //!   [`StoreOptions`], connecting, migrations, [`Store::after_each_batch`], [`Store::close`].
-//! - `writer/mod.rs`: the writer task and the group commit; `writer/sql.rs`: its statements.
+//! - `writer/mod.rs`: the writer task and the group commit; `writer/sql.rs`: its statements;
+//!   `writer/answer.rs`: the hooks and answers of each batch; `writer/sync.rs`: the WAL synced
+//!   apart from the writer.
 //! - `messages.rs`: [`Store::append_message`], [`Store::append_message_with`],
-//!   [`Store::queue_message_with`], [`Store::queue_message_then`], [`Store::history`],
+//!   [`Store::queue_message_with`], [`Store::queue_message_then`],
+//!   [`Store::queue_message_written_then`], [`Store::history`],
 //!   [`Store::messages_since`].
 //! - `users.rs`: users and refresh tokens. `rooms.rs`: rooms and members.
 //! - `records.rs`: the records and newtypes ([`Seq`], [`MessageId`]), input checks.

@@ -144,6 +144,56 @@ impl Store {
             .await
     }
 
+    /// [`Store::queue_message_then`] with a second hook for the broadcast: `on_written` is
+    /// called with the message once it is committed, if it was stored now ([`Appended::New`]),
+    /// and `on_outcome` with the outcome once it is durable, whatever it is.
+    ///
+    /// The two differ on SQLite with [`StoreOptions::sqlite_hooks_before_sync`] (the default):
+    /// `on_written` runs as soon as the commit is written, and `on_outcome` after the WAL is
+    /// synced, so members can be sent the message one `fsync` before its sender is told it is
+    /// stored. Elsewhere `on_outcome` follows `on_written` at once. Both run on the writer's
+    /// answering task, in batch order (every `on_written` of a batch before its first
+    /// `on_outcome`), and must be quick and not block. Should the sync fail, `on_outcome`
+    /// gets [`StoreError::BatchFailed`](crate::StoreError::BatchFailed) for a message
+    /// `on_written` has seen: it is in the database, but whether it is on disk is unknown.
+    ///
+    /// ```no_run
+    /// # async fn run(store: roomcast_store::Store, message: roomcast_store::NewMessage) -> roomcast_store::Result<()> {
+    /// store
+    ///     .queue_message_written_then(
+    ///         message,
+    ///         |stored| println!("broadcast seq {}", stored.seq.0),
+    ///         |outcome| match outcome {
+    ///             Ok((stored, appended)) => println!("ack seq {} ({appended:?})", stored.seq.0),
+    ///             Err(err) => eprintln!("not stored: {err}"),
+    ///         },
+    ///     )
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`StoreOptions::sqlite_hooks_before_sync`]: crate::StoreOptions::sqlite_hooks_before_sync
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::queue_message_then`]: at once, and then neither hook is called.
+    pub async fn queue_message_written_then<W, F>(
+        &self,
+        message: NewMessage,
+        on_written: W,
+        on_outcome: F,
+    ) -> Result<()>
+    where
+        W: FnOnce(&StoredMessage) + Send + 'static,
+        F: FnOnce(Result<(StoredMessage, Appended)>) + Send + 'static,
+    {
+        let waiter = Waiter::Staged {
+            on_written: Some(Box::new(on_written)),
+            on_outcome: Box::new(on_outcome),
+        };
+        self.enqueue(message, waiter).await
+    }
+
     /// Checks `message`, queues it for the writer and waits for the answer.
     async fn queue_append(
         &self,

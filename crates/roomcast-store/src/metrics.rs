@@ -12,6 +12,8 @@ pub(crate) struct WriterMetrics {
     pub(crate) commit: Histogram,
     /// Messages per batch.
     pub(crate) batch: Histogram,
+    /// How long each sync of the WAL took (`writer/sync.rs`).
+    pub(crate) sync: Histogram,
 }
 
 impl Default for WriterMetrics {
@@ -21,13 +23,17 @@ impl Default for WriterMetrics {
             commit: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             // 1 to 8192 (the default `max_batch`), doubling.
             batch: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            // As `commit`: a synced page cache to a stalled disk.
+            sync: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         }
     }
 }
 
 impl Store {
     /// Registers the writer's metrics with `registry`: `roomcast_store_commit_seconds` (each
-    /// group commit's write and commit) and `roomcast_store_batch_size` (messages per commit).
+    /// group commit's write and commit), `roomcast_store_batch_size` (messages per commit) and
+    /// `roomcast_store_sync_seconds` (each sync of the SQLite WAL made after the commits it
+    /// covers, [`StoreOptions::sqlite_hooks_before_sync`](crate::StoreOptions)).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> roomcast_store::Result<()> {
@@ -51,6 +57,13 @@ impl Store {
             "roomcast_store_batch_size",
             "Messages written per group commit",
             metrics.batch.clone(),
+        );
+        registry.register_with_unit(
+            "roomcast_store_sync",
+            "How long each sync of the SQLite WAL took, when commits are synced after their \
+             broadcast (sqlite_hooks_before_sync)",
+            Unit::Seconds,
+            metrics.sync.clone(),
         );
     }
 }

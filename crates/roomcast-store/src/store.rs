@@ -89,17 +89,42 @@ pub struct StoreOptions {
     /// When SQLite makes a commit durable; ignored on PostgreSQL. Default
     /// [`SqliteSync::Full`]: an acknowledged message survives power loss.
     pub sqlite_sync: SqliteSync,
+    /// With [`SqliteSync::Full`] and a database file in WAL mode: run a batch's commit hooks
+    /// (the `on_commit` of [`Store::append_message_with`], the `on_written` of
+    /// [`Store::queue_message_written_then`]) as soon as it is committed, and sync the WAL on a
+    /// thread of its own before its callers are answered. Default `true`.
+    ///
+    /// An answered (acknowledged) message is on disk exactly as with `false`: its WAL frames
+    /// were synced before its answer. What a hook that broadcasts gains is the `fsync`: members
+    /// see the message that much sooner (~1 ms on a quiet disk), and a disk that stalls a sync
+    /// for hundreds of milliseconds holds the answers, not the broadcasts; the writer commits
+    /// the next batches meanwhile, and one sync covers them all. What it gives up: if the
+    /// *machine* (not the process) goes down between a commit and its sync, members may have
+    /// seen a message that is then not in the history, and whose `seq` the room gives again to
+    /// its next message; its sender was not answered. With `false` every hook waits for its
+    /// commit's `fsync`. Ignored on PostgreSQL, with [`SqliteSync::Normal`] (no commit is
+    /// synced) and for an in-memory database.
+    ///
+    /// ```
+    /// let options = roomcast_store::StoreOptions {
+    ///     sqlite_hooks_before_sync: false, // every broadcast waits for its fsync
+    ///     ..Default::default()
+    /// };
+    /// assert_eq!(options.sqlite_sync, roomcast_store::SqliteSync::Full);
+    /// ```
+    pub sqlite_hooks_before_sync: bool,
 }
 
 /// When a SQLite commit reaches the disk (the `synchronous` pragma, in WAL mode).
 ///
 /// What it costs, measured with the database on this project's VM disk: an `fsync` takes
-/// ~4 ms (p50; p99 8 ms, stalls of 20+ ms), and every group commit waits for one before its
-/// messages are broadcast and acknowledged (docs/PERFORMANCE.md, "what the floor is made of").
+/// ~1–4 ms (stalls of 100+ ms), and every group commit's messages wait for one before they
+/// are acknowledged (and broadcast, with [`StoreOptions::sqlite_hooks_before_sync`] off).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SqliteSync {
-    /// `synchronous=FULL`: the WAL is synced at every commit, so a message is on disk before it
-    /// is broadcast or acknowledged; it survives a process crash, an OS crash and power loss.
+    /// `synchronous=FULL`: every commit's WAL frames are synced before its messages are
+    /// acknowledged (and, with [`StoreOptions::sqlite_hooks_before_sync`] off, before they are
+    /// broadcast); an acknowledged message survives a process crash, an OS crash and power loss.
     #[default]
     Full,
     /// `synchronous=NORMAL`: commits are not synced, the WAL is synced at checkpoints (every
@@ -119,6 +144,7 @@ impl Default for StoreOptions {
             queue_capacity: 8192,
             commit_interval: Duration::from_millis(5),
             sqlite_sync: SqliteSync::Full,
+            sqlite_hooks_before_sync: true,
         }
     }
 }
@@ -241,6 +267,9 @@ impl Store {
             writer::Settings {
                 max_batch: options.max_batch,
                 commit_interval: options.commit_interval,
+                sync_apart: options.sqlite_hooks_before_sync
+                    && options.sqlite_sync == SqliteSync::Full,
+                unsynced_capacity: options.queue_capacity + options.max_batch,
                 metrics: metrics.clone(),
             },
             Arc::clone(&after_batch),
@@ -267,8 +296,11 @@ impl Store {
     /// batch has run (the hooks of [`Store::queue_message_then`] and the like, in batch order).
     /// A hook can leave work for it, to be done once per group commit rather than once per
     /// message: the chat server's hooks collect each commit's messages, and `after` broadcasts
-    /// them together. Like a hook it must be quick and must not block; a panic in it is caught
-    /// and logged. One per store: returns false, and drops `after`, when one is registered.
+    /// them together. Where commit hooks run before the sync
+    /// ([`StoreOptions::sqlite_hooks_before_sync`]) it runs after each of the two steps: once
+    /// after a batch's commit hooks, and once after the answers of the batches a sync covered.
+    /// Like a hook it must be quick and must not block; a panic in it is caught and logged. One
+    /// per store: returns false, and drops `after`, when one is registered.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> roomcast_store::Result<()> {
@@ -389,9 +421,10 @@ async fn connect_sqlite(url: &str, sync: SqliteSync) -> Result<SqlitePool> {
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .foreign_keys(true)
         // FULL is sqlx's default, stated because durability depends on it: in WAL mode FULL
-        // syncs the WAL at every commit, so an acknowledged message survives power loss.
-        // NORMAL (opt-in, `SqliteSync::Normal`) survives only a process crash, for ~20% more
-        // throughput and an fsync (~4 ms here) less before each commit's broadcast.
+        // syncs the WAL at every commit, so an acknowledged message survives power loss (the
+        // writer's own connection commits with NORMAL and has the WAL synced before answering,
+        // `writer/sync.rs`). NORMAL (opt-in, `SqliteSync::Normal`) survives only a process
+        // crash, for ~20% more throughput and an fsync less before each commit's ack.
         .synchronous(match sync {
             SqliteSync::Full => SqliteSynchronous::Full,
             SqliteSync::Normal => SqliteSynchronous::Normal,

@@ -822,7 +822,7 @@ mod cases {
     }
 
     pub(crate) async fn commits_are_spaced_while_several_senders_write(db: TestDb) {
-        // Each message's batch: how many batches had ended when its hook ran.
+        // Each message's batch: how many after-batch calls had run when its hook ran.
         let store = db.open_with_commit_interval(Duration::from_secs(1)).await;
         store.create_room("r", false, None).await.unwrap();
         let ended = Arc::new(Mutex::new(0usize));
@@ -871,7 +871,7 @@ mod cases {
         let batch_of = batch_of.lock().unwrap().clone();
         let batch = |content: &str| batch_of.iter().find(|(c, _)| c == content).unwrap().1;
         assert_eq!(batch("x"), batch("y"), "{batch_of:?}");
-        assert_eq!(batch("x"), batch("a4") + 1, "{batch_of:?}");
+        assert!(batch("x") > batch("a4"), "{batch_of:?}");
 
         // One message at a time (a batch of one each): nothing waits, even with an interval
         // far longer than the test may take.
@@ -1290,5 +1290,170 @@ mod sqlite_only {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         store.close().await;
+    }
+
+    /// `roomcast_store_sync_seconds_count` of `store`: how many WAL syncs the syncer made.
+    fn syncs(registry: &prometheus_client::registry::Registry) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix("roomcast_store_sync_seconds_count "))
+            .expect("the sync histogram is registered")
+            .parse()
+            .unwrap()
+    }
+
+    /// What the two hooks of `queue_message_written_then` saw, in order: `(true, seq)` for a
+    /// commit hook, `(false, seq)` for an outcome hook, with the syncs made by then.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(bool, u64, u64)>>>;
+
+    /// Queues `count` messages to room "r" from 8 senders at once, each with both hooks.
+    async fn send_with_both_hooks(
+        store: &Store,
+        registry: &std::sync::Arc<prometheus_client::registry::Registry>,
+        count: usize,
+    ) -> Seen {
+        let seen: Seen = std::sync::Arc::default();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut senders = tokio::task::JoinSet::new();
+        for sender in 0..8 {
+            let (store, registry, seen, done_tx) = (
+                store.clone(),
+                registry.clone(),
+                seen.clone(),
+                done_tx.clone(),
+            );
+            senders.spawn(async move {
+                for n in (sender..count).step_by(8) {
+                    let (on_written, on_outcome) = {
+                        let (seen_w, registry_w) = (seen.clone(), registry.clone());
+                        let (seen, registry, done_tx) =
+                            (seen.clone(), registry.clone(), done_tx.clone());
+                        (
+                            move |stored: &roomcast_store::StoredMessage| {
+                                let syncs = syncs(&registry_w);
+                                seen_w.lock().unwrap().push((true, stored.seq.0, syncs));
+                            },
+                            move |outcome: roomcast_store::Result<_>| {
+                                let (stored, _): (roomcast_store::StoredMessage, _) =
+                                    outcome.expect("stored");
+                                let syncs = syncs(&registry);
+                                seen.lock().unwrap().push((false, stored.seq.0, syncs));
+                                done_tx.send(()).unwrap();
+                            },
+                        )
+                    };
+                    let text = format!("message {n}");
+                    store
+                        .queue_message_written_then(
+                            message("r", "u1", &text),
+                            on_written,
+                            on_outcome,
+                        )
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while let Some(sent) = senders.join_next().await {
+            sent.unwrap();
+        }
+        for _ in 0..count {
+            tokio::time::timeout(Duration::from_secs(30), done_rx.recv())
+                .await
+                .expect("every message is answered")
+                .unwrap();
+        }
+        seen
+    }
+
+    /// Opens a fresh SQLite file with `options`, room "r" in it, its metrics registered.
+    async fn file_store(
+        dir: &tempfile::TempDir,
+        options: roomcast_store::StoreOptions,
+    ) -> (Store, std::sync::Arc<prometheus_client::registry::Registry>) {
+        let path = dir.path().join("store.db");
+        let store = Store::connect_with(&format!("sqlite://{}", path.display()), options)
+            .await
+            .expect("opening a fresh SQLite store");
+        store.create_room("r", false, None).await.unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        store.register_metrics(&mut registry);
+        (store, std::sync::Arc::new(registry))
+    }
+
+    /// The default on a file: a message's commit hook runs once it is committed, its outcome
+    /// only after a sync of the WAL made apart from the writer, and every message of a batch
+    /// has its commit hook before any of its outcomes; seqs reach each hook in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_commit_hook_goes_before_the_wal_sync_and_the_answer_after_it() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (store, registry) = file_store(&dir, Default::default()).await;
+        let seen = send_with_both_hooks(&store, &registry, 200).await;
+        let seen = seen.lock().unwrap().clone();
+        let written: Vec<u64> = seen.iter().filter(|e| e.0).map(|e| e.1).collect();
+        let answered: Vec<u64> = seen.iter().filter(|e| !e.0).map(|e| e.1).collect();
+        assert_eq!(
+            written,
+            (1..=200).collect::<Vec<_>>(),
+            "commit hooks in seq order"
+        );
+        assert_eq!(
+            answered,
+            (1..=200).collect::<Vec<_>>(),
+            "answers in seq order"
+        );
+        for (at, &(is_written, seq, syncs)) in seen.iter().enumerate() {
+            if is_written {
+                continue;
+            }
+            let written_at = seen.iter().position(|e| e.0 && e.1 == seq).unwrap();
+            assert!(
+                written_at < at,
+                "seq {seq} was answered before its commit hook"
+            );
+            assert!(
+                syncs >= 1,
+                "seq {seq} was answered before any sync of the WAL"
+            );
+        }
+        let made = syncs(&registry);
+        assert!(
+            (1..=200).contains(&made),
+            "one sync per group of commits, at least one: {made}"
+        );
+        store.close().await;
+        // Everything answered is in the file.
+        let path = dir.path().join("store.db");
+        let reopened = Store::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let history = reopened.history("r", None, 500).await.unwrap();
+        assert_eq!(history.len(), 200);
+        reopened.close().await;
+    }
+
+    /// With `sqlite_hooks_before_sync` off, or with `normal`, every commit is durable as it
+    /// returns (or never synced) and nothing is synced apart; the hooks keep their order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_hooks_before_the_sync_no_sync_is_made_apart() {
+        for options in [
+            roomcast_store::StoreOptions {
+                sqlite_hooks_before_sync: false,
+                ..Default::default()
+            },
+            roomcast_store::StoreOptions {
+                sqlite_sync: roomcast_store::SqliteSync::Normal,
+                ..Default::default()
+            },
+        ] {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let (store, registry) = file_store(&dir, options.clone()).await;
+            let seen = send_with_both_hooks(&store, &registry, 40).await;
+            let seen = seen.lock().unwrap().clone();
+            assert_eq!(seen.len(), 80);
+            assert_eq!(syncs(&registry), 0, "{options:?}");
+            store.close().await;
+        }
     }
 }

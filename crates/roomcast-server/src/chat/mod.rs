@@ -143,11 +143,11 @@ pub(crate) struct Outgoing {
 /// Returns once the message is in the store's queue, not when it is committed: a
 /// connection's next message is read at once, so one client's messages share a group commit
 /// instead of waiting an fsync each (with one message in flight per connection, a room's rate
-/// was capped near publishers ÷ commit latency). Order is kept: seqs follow queue order, and the
-/// broadcast and the answer of a new message are sent from the commit hook, which runs in seq
-/// order. A retry (duplicate `client_msg_id`) and a failed commit are answered from the same
-/// hook when the commit's outcome arrives: no task waits for a message (one per message cost a
-/// spawn and a cross-thread wake-up). The store's bounded queue (`queue_capacity`) is what
+/// was capped near publishers ÷ commit latency). Order is kept: seqs follow queue order, the
+/// broadcast of a new message is sent from the commit hook, which runs in seq order, and the
+/// answer from the outcome hook once the commit is durable. A retry (duplicate `client_msg_id`)
+/// and a failed commit are answered from the outcome hook too: no task waits for a message (one
+/// per message cost a spawn and a cross-thread wake-up). The store's bounded queue (`queue_capacity`) is what
 /// stops a client that sends faster than the store commits.
 ///
 /// # Errors
@@ -174,35 +174,49 @@ pub(crate) async fn persist(
         data,
         client_msg_id,
     };
+    // The broadcast at the commit, the sender's answer once it is durable (the store's
+    // `queue_message_written_then`): members need not wait for the `fsync`, the ack does.
+    let broadcast = {
+        let deliveries = state.deliveries.clone();
+        let room = room.clone();
+        move |stored: &StoredMessage| {
+            deliveries.push(Answered {
+                message: Some(to_chat(&room, stored.clone())),
+                room,
+                reply: None,
+                sender: None,
+                arrived,
+            });
+        }
+    };
     let deliveries = state.deliveries.clone();
     let sender = cx.sender();
     let answer = {
         let room = room.clone();
         move |outcome: roomcast_store::Result<(StoredMessage, Appended)>| {
-            let (reply, message) = match outcome {
-                Ok((stored, appended)) => {
-                    let answer = reply(&room, Ok(&stored));
-                    // The message moves into the broadcast: no copy per message.
-                    let new = appended == Appended::New;
-                    (answer, new.then(|| to_chat(&room, stored)))
-                }
+            let reply = match outcome {
+                Ok((stored, _)) => reply(&room, Ok(&stored)),
                 Err(err) => {
                     if !matches!(err, StoreError::Invalid(_)) {
                         deliveries.0.hub.count_error("store");
                     }
-                    (reply(&room, Err(&err)), None)
+                    reply(&room, Err(&err))
                 }
             };
             deliveries.push(Answered {
                 room,
-                message,
+                message: None,
                 reply,
                 sender: Some(sender),
                 arrived,
             });
         }
     };
-    if let Err(err) = state.store.queue_message_then(new, answer).await
+    let queued = state
+        .store
+        .queue_message_written_then(new, broadcast, answer)
+        .await;
+    if let Err(err) = queued
         && let Some(frame) = reply(&room, Err(&err))
     {
         cx.send(frame)?;
@@ -215,7 +229,7 @@ pub const SYSTEM_USER: &str = "system";
 
 /// Stores an operator's message to `room` as user `system` and broadcasts it on the path every
 /// chat message takes ([`Deliveries`]), so it has the room's next `seq` and reaches every
-/// dialect in order. Returns it once committed.
+/// dialect in order. Returns it once durable (it is broadcast at its commit, as a client's is).
 ///
 /// # Errors
 ///
@@ -238,22 +252,21 @@ pub(crate) async fn persist_system(
     let (stored_tx, stored_rx) = tokio::sync::oneshot::channel();
     let deliveries = state.deliveries.clone();
     let room = room.clone();
+    let broadcast = move |stored: &StoredMessage| {
+        deliveries.push(Answered {
+            message: Some(to_chat(&room, stored.clone())),
+            room,
+            reply: None,
+            sender: None,
+            arrived,
+        });
+    };
+    let answer = move |outcome: roomcast_store::Result<(StoredMessage, Appended)>| {
+        let _ = stored_tx.send(outcome.map(|(stored, _)| stored));
+    };
     state
         .store
-        .queue_message_then(new, move |outcome| {
-            let message = match &outcome {
-                Ok((stored, Appended::New)) => Some(to_chat(&room, stored.clone())),
-                _ => None,
-            };
-            deliveries.push(Answered {
-                room,
-                message,
-                reply: None,
-                sender: None,
-                arrived,
-            });
-            let _ = stored_tx.send(outcome.map(|(stored, _)| stored));
-        })
+        .queue_message_written_then(new, broadcast, answer)
         .await?;
     stored_rx.await.map_err(|_| StoreError::Closed)?
 }
@@ -270,12 +283,15 @@ pub(crate) fn failure_text(room: &RoomName, err: &StoreError) -> String {
     }
 }
 
-/// A message the store has answered: what goes to its room, and what goes to its sender.
+/// What a store hook hands over: a message for its room (at its commit), or an answer for its
+/// sender (once the commit is durable).
 struct Answered {
     room: RoomName,
-    /// The message, when it is new (a retry is only answered again).
+    /// The message, from the commit hook (only a new message has one; a retry is only
+    /// answered again).
     message: Option<Arc<ChatMessage>>,
-    /// The sender's answer (the native `ack`, an error), if its dialect has one.
+    /// The sender's answer (the native `ack`, an error), if its dialect has one, from the
+    /// outcome hook.
     reply: Option<Frame>,
     /// Who sent it; `None` for an operator's message (`persist_system`).
     sender: Option<Sender>,
@@ -290,8 +306,12 @@ struct Answered {
 /// server's own CPU in a 1000-way fan-out. The hooks only collect; after the batch's last hook
 /// ([`Store::after_each_batch`], on the same task) each room's new messages go to
 /// [`Hub::publish_now_many`] (one queue operation per member for all of them), then the
-/// replies are sent: a sender still gets its message before its answer, and each room's
-/// messages stay in `seq` order.
+/// replies are sent. The store runs a batch's commit hooks (the messages) before its outcome
+/// hooks (the replies), once more after each: a sender still gets its message before its
+/// answer, and each room's messages stay in `seq` order. On SQLite the replies wait for the
+/// WAL's sync, the messages do not ([`StoreOptions::sqlite_hooks_before_sync`]).
+///
+/// [`StoreOptions::sqlite_hooks_before_sync`]: roomcast_store::StoreOptions::sqlite_hooks_before_sync
 #[derive(Clone)]
 pub(crate) struct Deliveries(Arc<Collected>);
 

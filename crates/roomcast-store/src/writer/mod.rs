@@ -49,6 +49,7 @@
 //! Only `BEGIN` or `COMMIT` failing fails the whole batch (`StoreError::BatchFailed`).
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -66,10 +67,20 @@ use crate::metrics::WriterMetrics;
 use crate::records::{Appended, MessageId, MessageRow, NewMessage, Seq, StoredMessage, now_ms};
 use crate::store::Backend;
 
+mod answer;
 mod sql;
+mod sync;
+
+pub(crate) use self::answer::AfterBatch;
+use self::answer::{Answer, Resolved};
+use self::sync::Syncer;
 
 /// A hook `append_message_with` runs after the message's commit, on the writer's answering task.
 pub(crate) type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
+
+/// A hook `queue_message_written_then` runs once the message is committed, before its outcome
+/// is known to be durable (see `answer.rs`).
+pub(crate) type OnWritten = Box<dyn FnOnce(&StoredMessage) + Send>;
 
 /// A hook `queue_message_then` runs with the message's outcome, whatever it is, on the
 /// writer's answering task. It owns the outcome: nothing else needs the message after it.
@@ -103,6 +114,12 @@ pub(crate) enum Waiter {
     },
     /// A hook called with every outcome (`queue_message_then`): nothing awaits the message.
     Hook(OnOutcome),
+    /// A hook to run at the commit if the message was stored now, and one called with every
+    /// outcome once it is durable (`queue_message_written_then`).
+    Staged {
+        on_written: Option<OnWritten>,
+        on_outcome: OnOutcome,
+    },
 }
 
 /// What happened to one message of a batch.
@@ -215,9 +232,12 @@ struct CounterRow {
 /// It is closed when let go, never returned to the pool: a PostgreSQL connection the writer
 /// opened has its socket registered with the writer's runtime ([`start`]), which ends with the
 /// writer.
+///
+/// A SQLite connection that commits without syncing holds its WAL file too, for the syncer
+/// (`sync.rs`); `None` when its commits are durable as they return.
 enum Held {
     None,
-    Sqlite(PoolConnection<Sqlite>),
+    Sqlite(PoolConnection<Sqlite>, Option<Arc<File>>),
     Postgres(PoolConnection<Postgres>),
 }
 
@@ -226,7 +246,7 @@ impl Held {
     async fn close(self) {
         let closed = match self {
             Held::None => Ok(()),
-            Held::Sqlite(conn) => conn.close().await,
+            Held::Sqlite(conn, _) => conn.close().await,
             Held::Postgres(conn) => conn.close().await,
         };
         if let Err(err) = closed {
@@ -235,13 +255,21 @@ impl Held {
     }
 }
 
+/// The writer's connection, and how the next one it takes is to commit.
+struct WriterConn {
+    held: Held,
+    /// Whether a SQLite connection commits without syncing, for the syncer (`sync.rs`).
+    sync_apart: bool,
+}
+
 /// Evaluates `$body` with `$conn` bound to the writer's connection (taking one from the pool
-/// if none is held), once per backend, like `with_pool!`.
+/// if none is held), once per backend, like `with_pool!`. A SQLite connection taken while
+/// `$writer.sync_apart` commits without syncing when it can (`sync::unsynced_log`).
 macro_rules! with_writer_conn {
-    ($backend:expr, $held:expr, |$conn:ident| $body:expr) => {
+    ($backend:expr, $writer:expr, |$conn:ident| $body:expr) => {
         match $backend {
             Backend::Sqlite(pool) => {
-                if !matches!($held, Held::Sqlite(_)) {
+                if !matches!($writer.held, Held::Sqlite(..)) {
                     let mut conn = pool.acquire().await.map_err(AttemptError::Batch)?;
                     conn.close_on_drop();
                     // Its commits no longer checkpoint: `checkpoint_loop` does, off this path.
@@ -260,20 +288,27 @@ macro_rules! with_writer_conn {
                         .execute(&mut *conn)
                         .await
                         .map_err(AttemptError::Batch)?;
-                    *$held = Held::Sqlite(conn);
+                    let wal = if $writer.sync_apart {
+                        sync::unsynced_log(&mut conn)
+                            .await
+                            .map_err(AttemptError::Batch)?
+                    } else {
+                        None
+                    };
+                    $writer.held = Held::Sqlite(conn, wal);
                 }
-                let Held::Sqlite($conn) = $held else {
+                let Held::Sqlite($conn, _) = &mut $writer.held else {
                     unreachable!("set just above")
                 };
                 $body
             }
             Backend::Postgres(pool) => {
-                if !matches!($held, Held::Postgres(_)) {
+                if !matches!($writer.held, Held::Postgres(_)) {
                     let mut conn = pool.acquire().await.map_err(AttemptError::Batch)?;
                     conn.close_on_drop();
-                    *$held = Held::Postgres(conn);
+                    $writer.held = Held::Postgres(conn);
                 }
-                let Held::Postgres($conn) = $held else {
+                let Held::Postgres($conn) = &mut $writer.held else {
                     unreachable!("set just above")
                 };
                 $body
@@ -363,9 +398,6 @@ where
     Ok((log, copied))
 }
 
-/// What runs after a batch's hooks (`Store::after_each_batch`).
-pub(crate) type AfterBatch = Box<dyn Fn() + Send + Sync>;
-
 /// Resolves once the writer has stopped; to an error if it panicked.
 pub(crate) type Stopped = oneshot::Receiver<()>;
 
@@ -434,6 +466,8 @@ async fn run(
     let Settings {
         max_batch,
         commit_interval,
+        sync_apart,
+        unsynced_capacity,
         metrics,
     } = settings;
     let sql = BatchSql::for_backend(&backend);
@@ -445,7 +479,10 @@ async fn run(
         }
         Backend::Postgres(_) => None,
     };
-    let mut held = Held::None;
+    let mut writer = WriterConn {
+        held: Held::None,
+        sync_apart: false,
+    };
     let mut keys = Keys::InsertFirst;
     let mut batch = Vec::with_capacity(max_batch);
     // When the next batch may start, if it is to wait (`commit_interval`).
@@ -454,16 +491,23 @@ async fn run(
     // written: in `roomcast serve` the hooks broadcast and ack every message, which took as
     // long as the commit itself, and the writer waited for them. One batch may wait to be
     // answered while another is written (the channel's bound), so memory stays bounded.
-    let (answer_tx, mut answer_rx) = mpsc::channel::<Answer>(1);
-    let answerer = {
-        let after_batch = Arc::clone(&after_batch);
-        caller.spawn(async move {
-            while let Some((pending, waiters, outcomes)) = answer_rx.recv().await {
-                answer(pending, waiters, outcomes);
-                run_after_batch(&after_batch);
+    let (answer_tx, answer_rx) = mpsc::channel::<Answer>(1);
+    let answerer = caller.spawn(answer::run(answer_rx, Arc::clone(&after_batch)));
+    // SQLite commits made durable apart from the writer (`sync.rs`), when asked for.
+    let sqlite = matches!(backend, Backend::Sqlite(_));
+    let syncer = if sync_apart && sqlite {
+        match Syncer::start(answer_tx.clone(), metrics.sync.clone(), unsynced_capacity) {
+            Ok(syncer) => Some(syncer),
+            Err(err) => {
+                tracing::warn!(error = %err, "no syncer thread: commits sync as they go");
+                None
             }
-        })
+        }
+    } else {
+        None
     };
+    writer.sync_apart = syncer.is_some();
+    let mut written_batches: u64 = 0;
     loop {
         let received = tokio::select! {
             // Appends are waiting: take all of them, up to `max_batch`. 0 means closed and empty.
@@ -497,7 +541,7 @@ async fn run(
             .map(|request| (request.pending, request.waiter))
             .unzip();
         let started = Instant::now();
-        let outcomes = write_batch(&backend, &mut held, &mut keys, &sql, &pending).await;
+        let outcomes = write_batch(&backend, &mut writer, &mut keys, &sql, &pending).await;
         let took = started.elapsed();
         metrics.commit.observe(took.as_secs_f64());
         metrics.batch.observe(pending.len() as f64);
@@ -508,15 +552,44 @@ async fn run(
                 "slow batch"
             );
         }
-        if let Err(mpsc::error::SendError((pending, waiters, outcomes))) =
-            answer_tx.send((pending, waiters, outcomes)).await
-        {
-            // The answering task is gone (it panicked): answer here rather than lose replies.
-            answer(pending, waiters, outcomes);
-            run_after_batch(&after_batch);
+        let resolved = Resolved::new(pending, waiters, outcomes);
+        let unsynced = match (&writer.held, &syncer) {
+            (Held::Sqlite(_, Some(wal)), Some(syncer)) => Some((Arc::clone(wal), syncer)),
+            _ => None,
+        };
+        match unsynced {
+            None => {
+                if let Err(mpsc::error::SendError(answer)) =
+                    answer_tx.send(Answer::Durable(resolved)).await
+                    && let Answer::Durable(resolved) = answer
+                {
+                    // The answering task is gone (it panicked): answer here rather than lose
+                    // replies.
+                    answer::answer_here(resolved, &after_batch);
+                }
+            }
+            Some((wal, syncer)) => {
+                written_batches += 1;
+                let messages = resolved.len();
+                let number = written_batches;
+                if let Err(mpsc::error::SendError(answer)) =
+                    answer_tx.send(Answer::Written(number, resolved)).await
+                    && let Answer::Written(_, mut resolved) = answer
+                {
+                    if let Err(err) = sync::sync_here(&wal) {
+                        resolved.fail(&Arc::new(err));
+                    }
+                    answer::answer_here(resolved, &after_batch);
+                } else if let Err(wal) = syncer.sync(number, wal, messages).await {
+                    // The syncer is gone (it panicked): sync here, and answer through the
+                    // answering task, after the batch's written hooks.
+                    let synced = sync::sync_here(&wal).map_err(Arc::new);
+                    let _ = answer_tx.send(Answer::Synced(number, synced)).await;
+                }
+            }
         }
         if rewind.swap(false, Ordering::Relaxed)
-            && let Held::Sqlite(conn) = &mut held
+            && let Held::Sqlite(conn, _) = &mut writer.held
         {
             // Between two batches nothing is appended, so this copies every frame no reader
             // still needs and the next batch rewinds the log.
@@ -532,7 +605,11 @@ async fn run(
             }
         }
     }
-    held.close().await;
+    if let Some(syncer) = syncer {
+        // Every batch committed is synced and answered before the connection closes.
+        syncer.stop();
+    }
+    writer.held.close().await;
     if let Some(checkpointer) = checkpointer {
         // Its connection goes back to the pool, which `Store::close` closes next; SQLite
         // checkpoints what is left when the last connection closes.
@@ -554,113 +631,13 @@ pub(crate) struct Settings {
     /// Least time between the starts of two batches under load
     /// (`StoreOptions::commit_interval`).
     pub(crate) commit_interval: Duration,
+    /// Whether SQLite commits are synced apart, after their written hooks
+    /// (`StoreOptions::sqlite_hooks_before_sync`; `sync.rs`).
+    pub(crate) sync_apart: bool,
+    /// How many committed messages may wait for their sync at once.
+    pub(crate) unsynced_capacity: usize,
     /// Commit times and batch sizes.
     pub(crate) metrics: WriterMetrics,
-}
-
-/// A written batch on its way to its hooks and waiters.
-type Answer = (Vec<Pending>, Vec<Waiter>, Vec<ItemOutcome>);
-
-/// Runs the commit hooks, then answers every waiter; the three lists are in batch order.
-fn answer(batch: Vec<Pending>, waiters: Vec<Waiter>, outcomes: Vec<ItemOutcome>) {
-    let mut replies: Vec<Option<Result<(StoredMessage, Appended)>>> =
-        Vec::with_capacity(batch.len());
-    let mut duplicates_of = Vec::new();
-    for (index, (request, outcome)) in batch.into_iter().zip(outcomes).enumerate() {
-        let reply = match outcome {
-            ItemOutcome::Inserted {
-                id,
-                seq,
-                created_at,
-            } => {
-                let NewMessage {
-                    room,
-                    user_id,
-                    username,
-                    content,
-                    data,
-                    client_msg_id,
-                } = request.message;
-                let stored = StoredMessage {
-                    id,
-                    room,
-                    seq,
-                    user_id,
-                    username,
-                    content,
-                    data,
-                    client_msg_id,
-                    created_at,
-                };
-                Some(Ok((stored, Appended::New)))
-            }
-            ItemOutcome::Duplicate(original) => Some(Ok((original, Appended::Duplicate))),
-            ItemOutcome::DuplicateOf(first) => {
-                duplicates_of.push((index, first));
-                None
-            }
-            ItemOutcome::Failed(err) => Some(Err(err)),
-        };
-        replies.push(reply);
-    }
-    // A retry within the batch gets a copy of the message it repeats, which came earlier.
-    for (index, first) in duplicates_of {
-        let original = match &replies[first] {
-            Some(Ok((original, _))) => Ok((original.clone(), Appended::Duplicate)),
-            _ => {
-                unreachable!("a retry within the batch points at an earlier message that succeeded")
-            }
-        };
-        replies[index] = Some(original);
-    }
-    // Batch order is arrival order, and within each room arrival order is seq order: the hooks
-    // see each room's new messages in seq order.
-    let mut reply_txs = Vec::with_capacity(waiters.len());
-    for (waiter, reply) in waiters.into_iter().zip(&mut replies) {
-        match waiter {
-            Waiter::Reply {
-                on_commit,
-                reply_tx,
-            } => {
-                if let (Some(hook), Some(Ok((stored, Appended::New)))) = (on_commit, &*reply) {
-                    run_hook(Some(stored.seq), || hook(stored));
-                }
-                reply_txs.push((reply_tx, reply.take()));
-            }
-            Waiter::Hook(hook) => {
-                let outcome = reply.take().expect("every reply was filled above");
-                let seq = outcome.as_ref().ok().map(|(stored, _)| stored.seq);
-                run_hook(seq, || hook(outcome));
-            }
-        }
-    }
-    for (reply_tx, reply) in reply_txs {
-        let reply = reply.expect("every reply was filled above");
-        // A dropped receiver is a caller that stopped waiting; there is no one to tell.
-        let _ = reply_tx.send(reply);
-    }
-}
-
-/// Runs the after-batch callback, if one is registered; a panic in it is caught and logged,
-/// as a hook's is.
-fn run_after_batch(after_batch: &OnceLock<AfterBatch>) {
-    if let Some(after) = after_batch.get()
-        && std::panic::catch_unwind(std::panic::AssertUnwindSafe(after)).is_err()
-    {
-        tracing::error!("the store's after-batch callback panicked");
-    }
-}
-
-/// Runs a caller's hook for the message stored at `seq` (`None`: an append that failed). A
-/// panicking hook must not take the writer, and every later write, down with it: the panic is
-/// caught and logged (the panic's own message, printed by the panic hook, says where).
-fn run_hook(seq: Option<Seq>, hook: impl FnOnce()) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
-        match seq {
-            Some(seq) => tracing::error!(%seq, "a store hook panicked"),
-            None => tracing::error!("a store hook panicked on a failed append"),
-        }
-    }
 }
 
 /// Writes `batch` in one transaction (retrying in smaller units as the module docs describe)
@@ -668,7 +645,7 @@ fn run_hook(seq: Option<Seq>, hook: impl FnOnce()) {
 /// and is left saying how the next one does.
 async fn write_batch(
     backend: &Backend,
-    held: &mut Held,
+    writer: &mut WriterConn,
     keys: &mut Keys,
     sql: &BatchSql,
     batch: &[Pending],
@@ -678,7 +655,7 @@ async fn write_batch(
     let mut units: Vec<Vec<usize>> = vec![(0..batch.len()).collect()];
     let created_at = now_ms();
     while !units.is_empty() {
-        match attempt(backend, held, *keys, sql, batch, &units, created_at).await {
+        match attempt(backend, writer, *keys, sql, batch, &units, created_at).await {
             Ok((written, found_retries)) => {
                 for (index, outcome) in written {
                     outcomes[index] = Some(outcome);
@@ -693,7 +670,7 @@ async fn write_batch(
             Err(AttemptError::KnownKey) => *keys = Keys::LookUpFirst,
             Err(AttemptError::Batch(err)) => {
                 // The connection may be what failed: the next batch takes a fresh one.
-                *held = Held::None;
+                writer.held = Held::None;
                 let err = Arc::new(err);
                 for &index in units.iter().flatten() {
                     let err = StoreError::BatchFailed(Arc::clone(&err));
@@ -747,7 +724,7 @@ fn split_by_room(batch: &[Pending], unit: &[usize]) -> Vec<Vec<usize>> {
 /// the keys looked up found retries.
 async fn attempt(
     backend: &Backend,
-    held: &mut Held,
+    writer: &mut WriterConn,
     keys: Keys,
     sql: &BatchSql,
     batch: &[Pending],
@@ -756,7 +733,7 @@ async fn attempt(
 ) -> std::result::Result<(Vec<(usize, ItemOutcome)>, bool), AttemptError> {
     let mut written = Vec::with_capacity(batch.len());
     let mut found_retries = false;
-    with_writer_conn!(backend, held, |conn| {
+    with_writer_conn!(backend, writer, |conn| {
         let mut tx = sqlx::Connection::begin_with(&mut **conn, backend.write_begin())
             .await
             .map_err(AttemptError::Batch)?;

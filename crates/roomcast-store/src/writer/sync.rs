@@ -1,0 +1,198 @@
+//! The syncer: SQLite commits made durable apart from the writer (`sqlite_hooks_before_sync`).
+//!
+//! With `synchronous=FULL` a commit returns once its WAL frames are written *and* synced, and
+//! a batch's broadcast waited for that `fsync` (~1 ms on a quiet disk, 100–400 ms when the disk
+//! stalls, and the whole room waited with it). Instead the writer's own connection commits with
+//! `synchronous=NORMAL` (the frames reach the OS, which keeps them through a crash of the
+//! process), the written hooks run at once, and this thread syncs the WAL file and then lets
+//! the batch's callers be answered (`answer.rs`). One `fdatasync` covers every batch committed
+//! before it began, so under load several batches share it, and the writer goes on writing
+//! while it runs: a stalled disk holds the acks, not the deliveries.
+//!
+//! What an acknowledged message survives is unchanged: its WAL frames were synced before its
+//! ack, as `FULL` would have done at its commit. What changes is what a member may have seen
+//! when the machine (not the process) goes down between a commit and its sync: a message that
+//! is then not in the history, whose `seq` the room gives again to its next message; its
+//! sender got no ack, and a retry with its `client_msg_id` stores it again. SQLite's WAL stays
+//! consistent either way (its frames carry checksums; a torn tail is ignored at recovery).
+//!
+//! How many committed messages may wait for a sync at once is bounded ([`Syncer::reserve`]):
+//! past that the writer waits before its next batch, as it waited for each `fsync` before.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use prometheus_client::metrics::histogram::Histogram;
+use sqlx::SqliteConnection;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::answer::Answer;
+
+/// One committed batch waiting for its sync.
+struct SyncRequest {
+    /// The batch's number ([`Answer::Written`]).
+    number: u64,
+    /// The WAL it was committed to (another one only after the writer's connection was
+    /// replaced).
+    wal: Arc<File>,
+    /// Its share of [`Syncer::reserve`]'s bound, given back once synced.
+    reserved: u32,
+}
+
+/// The syncer thread and the writer's way to it.
+pub(crate) struct Syncer {
+    requests: std_mpsc::Sender<SyncRequest>,
+    thread: JoinHandle<()>,
+    room: Arc<Semaphore>,
+    capacity: u32,
+}
+
+impl Syncer {
+    /// Starts the thread. It answers on `answers`, and lets at most `capacity` messages wait
+    /// for a sync at once.
+    pub(crate) fn start(
+        answers: mpsc::Sender<Answer>,
+        took: Histogram,
+        capacity: usize,
+    ) -> std::io::Result<Syncer> {
+        let capacity = u32::try_from(capacity.max(1))
+            .unwrap_or(u32::MAX)
+            .min(Semaphore::MAX_PERMITS as u32);
+        let room = Arc::new(Semaphore::new(capacity as usize));
+        let (requests, received) = std_mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("roomcast-syncer".to_owned())
+            .spawn({
+                let room = Arc::clone(&room);
+                move || sync_loop(&received, &answers, &room, &took)
+            })?;
+        Ok(Syncer {
+            requests,
+            thread,
+            room,
+            capacity,
+        })
+    }
+
+    /// Waits until `messages` more may wait for a sync, then hands batch `number`, committed to
+    /// `wal`, to the thread. Returns the request's parts when the thread is gone.
+    pub(crate) async fn sync(
+        &self,
+        number: u64,
+        wal: Arc<File>,
+        messages: usize,
+    ) -> Result<(), Arc<File>> {
+        let reserved = u32::try_from(messages)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.capacity);
+        match self.room.acquire_many(reserved).await {
+            // Given back by the thread, with `add_permits`, once the batch is synced.
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(wal),
+        }
+        let request = SyncRequest {
+            number,
+            wal,
+            reserved,
+        };
+        self.requests.send(request).map_err(|err| err.0.wal)
+    }
+
+    /// Lets the thread sync what it was given, answer it, and end.
+    pub(crate) fn stop(self) {
+        drop(self.requests);
+        if self.thread.join().is_err() {
+            tracing::error!("the store's syncer panicked");
+        }
+    }
+}
+
+/// Syncs what the writer committed, a group at a time, until the writer's end is dropped.
+fn sync_loop(
+    requests: &std_mpsc::Receiver<SyncRequest>,
+    answers: &mpsc::Sender<Answer>,
+    room: &Semaphore,
+    took: &Histogram,
+) {
+    while let Ok(first) = requests.recv() {
+        // Everything committed by now shares this sync.
+        let mut group = vec![first];
+        group.extend(requests.try_iter());
+        let started = std::time::Instant::now();
+        let synced = sync_group(&group);
+        took.observe(started.elapsed().as_secs_f64());
+        if let Err(err) = &synced {
+            tracing::error!(error = %err, "syncing the SQLite WAL failed");
+        }
+        let reserved: usize = group.iter().map(|request| request.reserved as usize).sum();
+        room.add_permits(reserved);
+        let up_to = group.last().map_or(0, |request| request.number);
+        if answers
+            .blocking_send(Answer::Synced(up_to, synced.map_err(Arc::new)))
+            .is_err()
+        {
+            // The answering task is gone: there is no one left to answer.
+            return;
+        }
+    }
+}
+
+/// Syncs each WAL file of `group` once.
+fn sync_group(group: &[SyncRequest]) -> std::io::Result<()> {
+    let mut synced: Vec<&Arc<File>> = Vec::with_capacity(1);
+    for request in group {
+        if !synced.iter().any(|wal| Arc::ptr_eq(wal, &request.wal)) {
+            request.wal.sync_data()?;
+            synced.push(&request.wal);
+        }
+    }
+    Ok(())
+}
+
+/// Syncs `wal` on the calling thread: the writer's way when the syncer is gone.
+pub(crate) fn sync_here(wal: &File) -> std::io::Result<()> {
+    wal.sync_data()
+}
+
+/// Sets the writer's connection to commit without syncing, when its database is a file in WAL
+/// mode whose log this process can open: returns the log, for the syncer to sync. Otherwise
+/// (an in-memory database, another journal mode, a log that cannot be opened) the connection
+/// keeps the pool's `synchronous` setting, and `None` says its commits are durable as they
+/// return.
+///
+/// The log is opened while the connection is open, and kept no longer than the connection:
+/// SQLite removes the file only when the database's last connection closes, so the handle
+/// always names the log this connection writes.
+pub(crate) async fn unsynced_log(
+    conn: &mut SqliteConnection,
+) -> Result<Option<Arc<File>>, sqlx::Error> {
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Ok(None);
+    }
+    let databases: Vec<(i64, String, String)> = sqlx::query_as("PRAGMA database_list")
+        .fetch_all(&mut *conn)
+        .await?;
+    let Some((_, _, path)) = databases.into_iter().find(|(_, name, _)| name == "main") else {
+        return Ok(None);
+    };
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let log = format!("{path}-wal");
+    let file = match File::open(&log) {
+        Ok(file) => file,
+        Err(err) => {
+            tracing::warn!(error = %err, log, "cannot open the SQLite WAL: commits sync as they go");
+            return Ok(None);
+        }
+    };
+    sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(Arc::new(file)))
+}
