@@ -21,6 +21,7 @@ store_suite![
     commit_hooks_see_each_room_in_seq_order_and_only_new_messages,
     queued_messages_keep_the_order_they_were_queued_in,
     outcome_hooks_hear_every_outcome_in_queue_order,
+    written_hooks_hear_new_messages_before_any_outcome_of_their_batch,
     the_after_batch_callback_follows_every_hook_of_its_batch,
     hooks_run_on_the_callers_runtime_not_the_writers_thread,
     commits_are_spaced_while_several_senders_write,
@@ -667,6 +668,73 @@ mod cases {
             .await
             .unwrap_err();
         assert!(matches!(refused, StoreError::Invalid(_)), "{refused}");
+    }
+
+    pub(crate) async fn written_hooks_hear_new_messages_before_any_outcome_of_their_batch(
+        db: TestDb,
+    ) {
+        // `queue_message_written_then`: the commit hook hears each new message once, in seq
+        // order, and before that message's outcome; a retry and a failure have only an outcome.
+        let store = &db.store;
+        store.create_room("r", false, None).await.unwrap();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let hooks = |heard: &Arc<Mutex<Vec<String>>>| {
+            let (written, outcome) = (Arc::clone(heard), Arc::clone(heard));
+            (
+                move |stored: &StoredMessage| {
+                    written
+                        .lock()
+                        .unwrap()
+                        .push(format!("written {}", stored.seq.0));
+                },
+                move |result: Result<(StoredMessage, Appended), StoreError>| {
+                    let line = match result {
+                        Ok((stored, appended)) => format!("{appended:?} {}", stored.seq.0),
+                        Err(StoreError::NotFound(_)) => "not found".to_owned(),
+                        Err(err) => format!("other error: {err}"),
+                    };
+                    outcome.lock().unwrap().push(line);
+                },
+            )
+        };
+        for n in 1..=30u64 {
+            let key = format!("k{n}");
+            let (on_written, on_outcome) = hooks(&heard);
+            store
+                .queue_message_written_then(keyed("r", "u1", &key, &key), on_written, on_outcome)
+                .await
+                .expect("queued");
+        }
+        for retried in [
+            message("missing", "u1", "x"),
+            keyed("r", "u1", "again", "k3"),
+        ] {
+            let (on_written, on_outcome) = hooks(&heard);
+            store
+                .queue_message_written_then(retried, on_written, on_outcome)
+                .await
+                .unwrap();
+        }
+        // Answered after every hook above has run.
+        store
+            .append_message(message("r", "u1", "last"))
+            .await
+            .unwrap();
+        let heard = heard.lock().unwrap().clone();
+        let written: Vec<&String> = heard.iter().filter(|l| l.starts_with("written")).collect();
+        let expected: Vec<String> = (1..=30).map(|seq| format!("written {seq}")).collect();
+        assert_eq!(written, expected.iter().collect::<Vec<_>>(), "{heard:?}");
+        let outcomes: Vec<&String> = heard.iter().filter(|l| !l.starts_with("written")).collect();
+        let mut expected: Vec<String> = (1..=30).map(|seq| format!("New {seq}")).collect();
+        expected.extend(["not found".to_owned(), "Duplicate 3".to_owned()]);
+        assert_eq!(outcomes, expected.iter().collect::<Vec<_>>(), "{heard:?}");
+        for seq in 1..=30 {
+            let at = |line: String| heard.iter().position(|l| *l == line).unwrap();
+            assert!(
+                at(format!("written {seq}")) < at(format!("New {seq}")),
+                "seq {seq} was answered before its commit hook: {heard:?}"
+            );
+        }
     }
 
     pub(crate) async fn outcome_hooks_hear_every_outcome_in_queue_order(db: TestDb) {

@@ -480,6 +480,13 @@ impl State {
     /// Removes a connection from every room and from its user.
     pub(crate) fn remove_conn(&mut self, conn: ConnId) -> Option<Removed> {
         let entry = self.conns.remove(&conn)?;
+        // A session that ends normally recorded its close already (this does nothing then). One
+        // whose task died (a panic, an abort) did not: recording it here lets go of the queue's
+        // write side, so the socket closes even while user code still holds a `Sender`, and
+        // such a sender's sends fail instead of queueing for nobody.
+        entry
+            .outbound
+            .close(CloseReason::new(1006, "the connection's task ended"));
         let username = self.username(&entry.user);
         let mut removed = Removed {
             user: UserInfo {
@@ -1162,6 +1169,25 @@ mod tests {
             "test",
         );
         (state, outbound)
+    }
+
+    #[test]
+    fn removing_a_connection_whose_task_died_closes_its_queue() {
+        let (mut state, outbound) = one_conn(&Raw, 0);
+        assert!(state.remove_conn(ConnId(1)).is_some());
+        assert_eq!(
+            outbound.close_reason().map(|reason| reason.code()),
+            Some(1006),
+            "a sender kept by user code must not keep the socket open"
+        );
+        let (mut state, outbound) = one_conn(&Raw, 0);
+        assert!(outbound.close(CloseReason::new(1000, "bye")));
+        state.remove_conn(ConnId(1));
+        assert_eq!(
+            outbound.close_reason(),
+            Some(CloseReason::new(1000, "bye")),
+            "a recorded close is kept"
+        );
     }
 
     #[test]
