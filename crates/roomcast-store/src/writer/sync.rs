@@ -66,7 +66,12 @@ impl Syncer {
             .name("roomcast-syncer".to_owned())
             .spawn({
                 let room = Arc::clone(&room);
-                move || sync_loop(&received, &answers, &room, &took)
+                move || {
+                    // However the loop ends (a panic included), a writer waiting for room is
+                    // let go, to sync by itself (`Syncer::sync` returns the request).
+                    let _closes = CloseOnDrop(Arc::clone(&room));
+                    sync_loop(&received, &answers, &room, &took);
+                }
             })?;
         Ok(Syncer {
             requests,
@@ -106,6 +111,15 @@ impl Syncer {
         if self.thread.join().is_err() {
             tracing::error!("the store's syncer panicked");
         }
+    }
+}
+
+/// Closes the semaphore it holds when dropped.
+struct CloseOnDrop(Arc<Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
@@ -195,4 +209,75 @@ pub(crate) async fn unsynced_log(
         .execute(&mut *conn)
         .await?;
     Ok(Some(Arc::new(file)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram() -> Histogram {
+        Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+            0.0001, 2.0, 4,
+        ))
+    }
+
+    #[tokio::test]
+    async fn each_batch_is_answered_as_synced_in_order_and_the_bound_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(File::create(dir.path().join("db-wal")).unwrap());
+        let (answers, mut answered) = mpsc::channel(8);
+        // Room for two messages: the third batch waits until the first sync gave room back.
+        let syncer = Syncer::start(answers, histogram(), 2).unwrap();
+        for number in 1..=3 {
+            syncer.sync(number, Arc::clone(&wal), 1).await.unwrap();
+        }
+        let mut up_to = 0;
+        while up_to < 3 {
+            match answered.recv().await {
+                Some(Answer::Synced(number, Ok(()))) => {
+                    assert!(number > up_to, "in order: {number} after {up_to}");
+                    up_to = number;
+                }
+                _ => panic!("only successful syncs are answered here"),
+            }
+        }
+        syncer.stop();
+        assert!(
+            answered.recv().await.is_none(),
+            "the thread let its sender go"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_after_the_thread_ended_comes_back_to_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(File::create(dir.path().join("db-wal")).unwrap());
+        let (answers, answered) = mpsc::channel(1);
+        // Nobody answers: the thread's first answer fails, and it ends.
+        drop(answered);
+        let syncer = Syncer::start(answers, histogram(), 1).unwrap();
+        syncer.sync(1, Arc::clone(&wal), 1).await.unwrap();
+        for _ in 0..1000 {
+            if syncer.thread.is_finished() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            syncer.thread.is_finished(),
+            "the thread ends when nobody answers"
+        );
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            syncer.sync(2, Arc::clone(&wal), 1),
+        )
+        .await
+        .expect("not left waiting for room that never comes");
+        assert!(
+            next.is_err(),
+            "the request comes back, to be synced by the writer"
+        );
+        assert!(sync_here(&wal).is_ok());
+        syncer.stop();
+    }
 }
