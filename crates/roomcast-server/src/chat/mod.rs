@@ -176,19 +176,7 @@ pub(crate) async fn persist(
     };
     // The broadcast at the commit, the sender's answer once it is durable (the store's
     // `queue_message_written_then`): members need not wait for the `fsync`, the ack does.
-    let broadcast = {
-        let deliveries = state.deliveries.clone();
-        let room = room.clone();
-        move |stored: &StoredMessage| {
-            deliveries.push(Answered {
-                message: Some(to_chat(&room, stored.clone())),
-                room,
-                reply: None,
-                sender: None,
-                arrived,
-            });
-        }
-    };
+    let broadcast = broadcast_at_commit(&state.deliveries, room.clone(), arrived);
     let deliveries = state.deliveries.clone();
     let sender = cx.sender();
     let answer = {
@@ -224,6 +212,25 @@ pub(crate) async fn persist(
     Ok(())
 }
 
+/// The store's commit hook for a message to `room` that arrived at `arrived`: hands it to
+/// `deliveries`, which broadcasts it after the batch's hooks.
+fn broadcast_at_commit(
+    deliveries: &Deliveries,
+    room: RoomName,
+    arrived: std::time::Instant,
+) -> impl FnOnce(&StoredMessage) + Send + 'static {
+    let deliveries = deliveries.clone();
+    move |stored: &StoredMessage| {
+        deliveries.push(Answered {
+            message: Some(to_chat(&room, stored.clone())),
+            room,
+            reply: None,
+            sender: None,
+            arrived,
+        });
+    }
+}
+
 /// The user id and name of operator messages (`POST /admin/rooms/{room}/messages`).
 pub const SYSTEM_USER: &str = "system";
 
@@ -250,17 +257,7 @@ pub(crate) async fn persist_system(
         client_msg_id: None,
     };
     let (stored_tx, stored_rx) = tokio::sync::oneshot::channel();
-    let deliveries = state.deliveries.clone();
-    let room = room.clone();
-    let broadcast = move |stored: &StoredMessage| {
-        deliveries.push(Answered {
-            message: Some(to_chat(&room, stored.clone())),
-            room,
-            reply: None,
-            sender: None,
-            arrived,
-        });
-    };
+    let broadcast = broadcast_at_commit(&state.deliveries, room.clone(), arrived);
     let answer = move |outcome: roomcast_store::Result<(StoredMessage, Appended)>| {
         let _ = stored_tx.send(outcome.map(|(stored, _)| stored));
     };
