@@ -248,3 +248,43 @@ async fn a_quiet_rooms_messages_are_written_by_the_delivering_thread() {
         "{direct} of 50 deliveries written directly"
     );
 }
+
+/// Sends `count` messages to a room of two on `server` and returns the WAL syncs made apart
+/// from the writer meanwhile (`roomcast_store_sync_seconds_count`); each message is received by
+/// both members and acked.
+async fn syncs_for_messages(server: &TestServer, count: usize) -> f64 {
+    let mut alice = server.connect_as("/ws/auth", "alice").await;
+    let mut bob = server.connect_as("/ws/auth", "bob").await;
+    alice.join("synced").await;
+    bob.join("synced").await;
+    let before = Scrape::take(server).await;
+    for n in 0..count {
+        let content = format!("m{n}");
+        alice
+            .send_json(json!({"type": "message", "room": "synced", "content": content}))
+            .await;
+        assert_eq!(bob.recv_type("message").await["content"], content.as_str());
+        assert_eq!(
+            alice.recv_type("message").await["content"],
+            content.as_str()
+        );
+        alice.recv_type("ack").await;
+    }
+    let after = Scrape::take(server).await;
+    let key = "roomcast_store_sync_seconds_count";
+    after.get(key) - before.get(key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_is_synced_after_the_broadcast_unless_the_setting_is_off() {
+    // The default: every commit's WAL is synced by the syncer thread, before the ack.
+    let server = TestServer::start().await;
+    let syncs = syncs_for_messages(&server, 5).await;
+    assert!((1.0..=5.0).contains(&syncs), "{syncs} syncs for 5 commits");
+    // `ROOMCAST_BROADCAST_BEFORE_SYNC=false`: each commit syncs as it goes, nothing apart.
+    let server = TestServer::start_with(|config| {
+        config.store.options.sqlite_hooks_before_sync = false;
+    })
+    .await;
+    assert_eq!(syncs_for_messages(&server, 5).await, 0.0);
+}
