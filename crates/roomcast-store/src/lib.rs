@@ -90,7 +90,7 @@
 //!   [`StoreOptions`], connecting, migrations, [`Store::after_each_batch`], [`Store::close`].
 //! - `writer/mod.rs`: the writer task and the group commit; `writer/sql.rs`: its statements;
 //!   `writer/answer.rs`: the hooks and answers of each batch; `writer/sync.rs`: the WAL synced
-//!   apart from the writer.
+//!   apart from the writer; `writer/checkpoint.rs`: the WAL copied into the database file.
 //! - `messages.rs`: [`Store::append_message`], [`Store::append_message_with`],
 //!   [`Store::queue_message_with`], [`Store::queue_message_then`],
 //!   [`Store::queue_message_written_then`], [`Store::history`],

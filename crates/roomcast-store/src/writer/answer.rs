@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 
-use super::{ItemOutcome, OnCommit, OnOutcome, OnWritten, Pending, Waiter};
+use super::{ItemOutcome, OnOutcome, Pending, Waiter};
 use crate::error::{Result, StoreError};
 use crate::records::{Appended, NewMessage, Seq, StoredMessage};
 
@@ -114,7 +114,7 @@ impl Resolved {
         Resolved { waiters, replies }
     }
 
-    /// The messages stored now, for the writer's count of what waits for a sync.
+    /// The batch's messages, for the writer's bound on what waits for a sync.
     pub(crate) fn len(&self) -> usize {
         self.replies.len()
     }
@@ -127,13 +127,13 @@ impl Resolved {
             let Ok((stored, Appended::New)) = reply else {
                 continue;
             };
-            let hook: Option<OnWrittenRef> = match waiter {
-                Waiter::Reply { on_commit, .. } => on_commit.take().map(OnWrittenRef::Commit),
-                Waiter::Staged { on_written, .. } => on_written.take().map(OnWrittenRef::Written),
+            let hook = match waiter {
+                Waiter::Reply { on_commit, .. } => on_commit.take(),
+                Waiter::Staged { on_written, .. } => on_written.take(),
                 Waiter::Hook(_) => None,
             };
             if let Some(hook) = hook {
-                run_hook(Some(stored.seq), || hook.call(stored));
+                run_hook(Some(stored.seq), || hook(stored));
             }
         }
     }
@@ -163,21 +163,6 @@ impl Resolved {
         for (reply_tx, reply) in reply_txs {
             // A dropped receiver is a caller that stopped waiting; there is no one to tell.
             let _ = reply_tx.send(reply);
-        }
-    }
-}
-
-/// A written hook of either kind, taken from its waiter.
-enum OnWrittenRef {
-    Commit(OnCommit),
-    Written(OnWritten),
-}
-
-impl OnWrittenRef {
-    fn call(self, stored: &StoredMessage) {
-        match self {
-            OnWrittenRef::Commit(hook) => hook(stored),
-            OnWrittenRef::Written(hook) => hook(stored),
         }
     }
 }

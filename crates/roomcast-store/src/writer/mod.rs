@@ -56,9 +56,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
-use sqlx::{Postgres, Sqlite, SqlitePool};
+use sqlx::{Postgres, Sqlite};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use self::sql::BatchSql;
@@ -68,19 +68,20 @@ use crate::records::{Appended, MessageId, MessageRow, NewMessage, Seq, StoredMes
 use crate::store::Backend;
 
 mod answer;
+mod checkpoint;
 mod sql;
 mod sync;
+
+use self::checkpoint::{WAL_LIMIT_BYTES, checkpoint_loop, passive_checkpoint};
 
 pub(crate) use self::answer::AfterBatch;
 use self::answer::{Answer, Resolved};
 use self::sync::Syncer;
 
-/// A hook `append_message_with` runs after the message's commit, on the writer's answering task.
+/// A hook that runs after the message's commit, on the writer's answering task, before its
+/// outcome is known to be durable (see `answer.rs`): `append_message_with`'s, and the
+/// `on_written` of `queue_message_written_then`.
 pub(crate) type OnCommit = Box<dyn FnOnce(&StoredMessage) + Send>;
-
-/// A hook `queue_message_written_then` runs once the message is committed, before its outcome
-/// is known to be durable (see `answer.rs`).
-pub(crate) type OnWritten = Box<dyn FnOnce(&StoredMessage) + Send>;
 
 /// A hook `queue_message_then` runs with the message's outcome, whatever it is, on the
 /// writer's answering task. It owns the outcome: nothing else needs the message after it.
@@ -117,7 +118,7 @@ pub(crate) enum Waiter {
     /// A hook to run at the commit if the message was stored now, and one called with every
     /// outcome once it is durable (`queue_message_written_then`).
     Staged {
-        on_written: Option<OnWritten>,
+        on_written: Option<OnCommit>,
         on_outcome: OnOutcome,
     },
 }
@@ -330,73 +331,7 @@ const WRITER_CACHE_PRAGMA: &str = "PRAGMA cache_size = -16384";
 /// commit; every message in it waited that long before its broadcast and ack) and a WAL
 /// checkpoint (from asking for a connection to the answer; it holds no message, but its disk
 /// writes compete with the commits').
-const SLOW_TO_LOG: Duration = Duration::from_millis(50);
-
-/// How often `checkpoint_loop` copies the SQLite WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-
-/// How long the SQLite WAL may grow before the writer lets it start over (see
-/// `checkpoint_loop`), and the size its file is cut back to then (`journal_size_limit`).
-const WAL_LIMIT_BYTES: i64 = 16 << 20;
-
-/// `WAL_LIMIT_BYTES` in frames of SQLite's default 4 KiB page, as `wal_checkpoint` counts.
-const WAL_REWIND_FRAMES: i64 = WAL_LIMIT_BYTES / 4096;
-
-/// Checkpoints the SQLite WAL from its own connection, so the writer's commits do not.
-///
-/// SQLite checkpoints in the connection whose commit pushes the WAL past 1000 pages: there,
-/// the writer, which then copied pages and synced the database file before it could start the
-/// next batch (the checkpoint was ~10% of the server's CPU in `roomcast-loadgen history`, all
-/// of it on the one task every message waits for). A passive checkpoint never blocks the
-/// writer or a reader; it copies what no reader still needs. Durability is unchanged: a
-/// commit is durable once its WAL frames are synced, which `synchronous=FULL` does at commit.
-///
-/// Alone, that let the log grow without end under steady writes: SQLite rewinds the WAL only
-/// when a write finds every frame copied, and with the writer appending while this copies,
-/// new frames always came first (616 MB in 10 s of `roomcast-loadgen history` for a 106 MB
-/// database, and the rate fell as it grew, 65k -> 33k msg/s within the run: a page read
-/// searches the WAL's index first). So when the log is longer than `WAL_REWIND_FRAMES` this
-/// sets `rewind`, and the writer runs one more passive checkpoint between two batches, when
-/// nothing is appended: it copies only what this one left, and the next batch writes from the
-/// log's start. Nothing waits for a reader: one still reading an old snapshot only puts the
-/// rewind off to a later round.
-async fn checkpoint_loop(pool: SqlitePool, rewind: Arc<AtomicBool>) {
-    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let started = Instant::now();
-        match passive_checkpoint(&pool).await {
-            Ok((log, copied)) => {
-                let took = started.elapsed();
-                if took >= SLOW_TO_LOG {
-                    let ms = took.as_millis() as u64;
-                    tracing::debug!(log, copied, ms, "slow WAL checkpoint");
-                }
-                if log > WAL_REWIND_FRAMES {
-                    rewind.store(true, Ordering::Relaxed);
-                }
-            }
-            Err(err) => {
-                if pool.is_closed() {
-                    return;
-                }
-                tracing::warn!(error = %err, "WAL checkpoint failed");
-            }
-        }
-    }
-}
-
-/// A passive checkpoint: the frames in the log, and how many of them are now in the database.
-async fn passive_checkpoint<'c, E>(executor: E) -> Result<(i64, i64), sqlx::Error>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
-{
-    let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(executor)
-        .await?;
-    Ok((log, copied))
-}
+pub(super) const SLOW_TO_LOG: Duration = Duration::from_millis(50);
 
 /// Resolves once the writer has stopped; to an error if it panicked.
 pub(crate) type Stopped = oneshot::Receiver<()>;
@@ -576,14 +511,14 @@ async fn run(
                     answer_tx.send(Answer::Written(number, resolved)).await
                     && let Answer::Written(_, mut resolved) = answer
                 {
-                    if let Err(err) = sync::sync_here(&wal) {
+                    if let Err(err) = wal.sync_data() {
                         resolved.fail(&Arc::new(err));
                     }
                     answer::answer_here(resolved, &after_batch);
                 } else if let Err(wal) = syncer.sync(number, wal, messages).await {
                     // The syncer is gone (it panicked): sync here, and answer through the
                     // answering task, after the batch's written hooks.
-                    let synced = sync::sync_here(&wal).map_err(Arc::new);
+                    let synced = wal.sync_data().map_err(Arc::new);
                     let _ = answer_tx.send(Answer::Synced(number, synced)).await;
                 }
             }

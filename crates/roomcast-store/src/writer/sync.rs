@@ -165,11 +165,6 @@ fn sync_group(group: &[SyncRequest]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Syncs `wal` on the calling thread: the writer's way when the syncer is gone.
-pub(crate) fn sync_here(wal: &File) -> std::io::Result<()> {
-    wal.sync_data()
-}
-
 /// Sets the writer's connection to commit without syncing, when its database is a file in WAL
 /// mode whose log this process can open: returns the log, for the syncer to sync. Otherwise
 /// (an in-memory database, another journal mode, a log that cannot be opened) the connection
@@ -277,7 +272,7 @@ mod tests {
             next.is_err(),
             "the request comes back, to be synced by the writer"
         );
-        assert!(sync_here(&wal).is_ok());
+        assert!(wal.sync_data().is_ok());
         syncer.stop();
     }
 }
