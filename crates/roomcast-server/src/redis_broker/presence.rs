@@ -15,17 +15,8 @@ use roomcast::{NodeId, RoomName, UserId};
 use super::{CountUse, RedisBroker};
 
 impl RedisBroker {
-    /// Takes `user`'s entry in `room` off `node`'s list and the room's count; returns the
+    /// Takes `user`'s entry in `room` off `node`'s list and the room's count; answers the
     /// user's count of nodes in the room after it (0: gone from the room).
-    async fn leave_on(
-        &self,
-        node: NodeId,
-        room: &RoomName,
-        user: &UserId,
-    ) -> Result<i64, BrokerError> {
-        self.query(&self.leave_cmd(node, room, user)).await
-    }
-
     fn leave_cmd(&self, node: NodeId, room: &RoomName, user: &UserId) -> redis::Cmd {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(LEAVE_SCRIPT)
@@ -97,36 +88,62 @@ impl RedisBroker {
     /// Takes a dead node's users out of its rooms and announces each leave that leaves a user
     /// on no node, as if the dead node had (origin: the dead node, so every live node,
     /// this one included, delivers it).
+    ///
+    /// A round trip per [`REAP_CHUNK`] entries, and one for their announcements: each entry's
+    /// name and its leave go in one pipeline, the name read first (the leave may take it off).
+    /// It was three round trips an entry, one after the other: a node that died with 10,000
+    /// people in rooms took its survivor 30,000 round trips to reap.
     async fn reap(&self, dead: NodeId) -> Result<(), BrokerError> {
         let mut entries = redis::cmd("SMEMBERS");
         entries.arg(self.key("node", dead.0));
         let entries: Vec<String> = self.query(&entries).await?;
+        let parsed: Vec<(RoomName, UserId)> = entries
+            .iter()
+            .filter_map(|entry| parse_entry(entry))
+            .collect();
         let mut announced = 0;
-        for entry in &entries {
-            let Some((room, user)) = parse_entry(entry) else {
-                continue;
-            };
-            let mut name = redis::cmd("HGET");
-            name.arg(self.key("names", &room)).arg(user.as_str());
-            let username: Option<String> = self.query(&name).await?;
-            if self.leave_on(dead, &room, &user).await? != 0 {
-                continue;
+        for chunk in parsed.chunks(REAP_CHUNK) {
+            let mut pipe = redis::pipe();
+            for (room, user) in chunk {
+                pipe.cmd("HGET")
+                    .arg(self.key("names", room))
+                    .arg(user.as_str());
+                pipe.add_command(self.leave_cmd(dead, room, user));
             }
-            let event = RoomEvent {
-                origin: dead,
-                target: Target::Room(room.clone()),
-                exclude: Vec::new(),
-                event: Event::Left {
-                    room,
-                    user: UserInfo {
-                        username: Arc::from(username.as_deref().unwrap_or(user.as_str())),
-                        id: user,
+            let answers: Vec<redis::Value> = self.query_pipe(&pipe).await?;
+            let mut answers = answers.into_iter();
+            let mut events = Vec::new();
+            for (room, user) in chunk {
+                let (Some(name), Some(count)) = (answers.next(), answers.next()) else {
+                    return Err(BrokerError::Unavailable(
+                        "Redis answered the reaper's pipeline short".into(),
+                    ));
+                };
+                let count: i64 = redis::from_redis_value(count)
+                    .map_err(|err| BrokerError::Unavailable(err.to_string()))?;
+                if count != 0 {
+                    continue;
+                }
+                // A name Redis no longer has (or that is not a string): the id stands in.
+                let username: Option<String> = redis::from_redis_value(name).unwrap_or(None);
+                events.push(RoomEvent {
+                    origin: dead,
+                    target: Target::Room(room.clone()),
+                    exclude: Vec::new(),
+                    event: Event::Left {
+                        room: room.clone(),
+                        user: UserInfo {
+                            username: Arc::from(username.as_deref().unwrap_or(user.as_str())),
+                            id: user.clone(),
+                        },
+                        timestamp_ms: roomcast::protocol::now_ms(),
                     },
-                    timestamp_ms: roomcast::protocol::now_ms(),
-                },
-            };
-            self.publish_many(vec![event]).await?;
-            announced += 1;
+                });
+            }
+            if !events.is_empty() {
+                announced += events.len();
+                self.publish_many(events).await?;
+            }
         }
         let users = self.reap_user_conns(dead).await?;
         let mut forget = redis::cmd("SREM");
@@ -210,6 +227,10 @@ impl RedisBroker {
         Ok(())
     }
 }
+
+/// Entries of a dead node reaped per pipeline (`RedisBroker::reap`): two commands each, so a
+/// round trip carries 2,048 commands and their answers, a few hundred KB at most.
+const REAP_CHUNK: usize = 1024;
 
 /// The (room, user) of a node's entry; `None` for what no node writes.
 fn parse_entry(entry: &str) -> Option<(RoomName, UserId)> {

@@ -18,26 +18,120 @@ async fn lone_broker(
     String,
     tokio::sync::mpsc::Receiver<roomcast::broker::RoomEvent>,
 )> {
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    // Nothing is published under the fresh prefix: the receiver only has to stay open.
+    let (broker, events) = broker_on(node, &prefix, 16).await?;
+    Some((broker, prefix, events))
+}
+
+/// A started broker as node `node` under `prefix` (2 s presence leases), delivering what its
+/// subscriptions receive into a channel of `capacity`. `None` (with a note) when `REDIS_URL`
+/// is unset.
+async fn broker_on(
+    node: roomcast::NodeId,
+    prefix: &str,
+    capacity: usize,
+) -> Option<(
+    roomcast_server::redis_broker::RedisBroker,
+    tokio::sync::mpsc::Receiver<roomcast::broker::RoomEvent>,
+)> {
     use roomcast::broker::Broker;
     let Ok(url) = std::env::var("REDIS_URL") else {
         eprintln!("note: REDIS_URL is unset; skipping a cluster test");
         return None;
     };
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let broker = roomcast_server::redis_broker::RedisBroker::connect(
         &url,
-        &prefix,
+        prefix,
         std::time::Duration::from_secs(2),
     )
     .await
     .expect("Redis answers");
-    // Nothing is published under the fresh prefix: the receiver only has to stay open.
-    let (deliver, events) = tokio::sync::mpsc::channel(16);
+    let (deliver, events) = tokio::sync::mpsc::channel(capacity);
     broker
         .start(node, deliver)
         .await
         .expect("the broker starts");
-    Some((broker, prefix, events))
+    Some((broker, events))
+}
+
+#[tokio::test]
+async fn a_dead_nodes_entries_are_reaped_in_a_few_round_trips_each_leave_announced_once() {
+    use roomcast::broker::{Broker, Presence};
+    use roomcast::protocol::{Event, UserInfo};
+    use roomcast::{RoomName, UserId};
+
+    const N: usize = 300;
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let (dead_node, survivor_node) = (roomcast::NodeId::random(), roomcast::NodeId::random());
+    let Some((dead, _)) = broker_on(dead_node, &prefix, 16).await else {
+        return;
+    };
+    let Some((survivor, mut events)) = broker_on(survivor_node, &prefix, 2 * N).await else {
+        return;
+    };
+    let survivor = std::sync::Arc::new(survivor);
+    let rooms = [RoomName::new("a").unwrap(), RoomName::new("b").unwrap()];
+    for room in &rooms {
+        survivor.subscribe(room.clone()).await.unwrap();
+    }
+    // N users on the node about to die, spread over both rooms; the survivor holds "u000"
+    // in room "a" too, so that user's leave there is not announced.
+    let user = |i: usize| UserInfo {
+        id: UserId::from(format!("u{i:03}")),
+        username: format!("User {i}").into(),
+    };
+    for i in 0..N {
+        assert!(dead.joined(&rooms[i % 2], &user(i)).await.unwrap());
+    }
+    assert!(!survivor.joined(&rooms[0], &user(0)).await.unwrap());
+    assert_eq!(survivor.member_count(&rooms[0]).await.unwrap(), N / 2);
+
+    // The node dies: it renews its lease no more (its heartbeats were never started), and the
+    // survivor's heartbeats reap it once the lease lapses (2 s).
+    drop(dead);
+    let before = survivor.round_trips();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let heartbeats = tokio::spawn(survivor.clone().keep_presence(stop.clone()));
+    let mut left = std::collections::BTreeMap::new();
+    // Bounded: the lease (2 s) and a heartbeat (0.7 s) away, with room to spare.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while left.len() < N - 1 {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("every leave within 15 s")
+            .expect("the survivor's subscription stays open");
+        assert_eq!(event.origin, dead_node, "announced as the dead node's");
+        let Event::Left { room, user, .. } = event.event else {
+            panic!("only leaves: {:?}", event.event);
+        };
+        let first = left.insert(user.id.to_string(), (room, user.username.to_string()));
+        assert!(first.is_none(), "each leave once: {}", user.id);
+    }
+    let trips = survivor.round_trips() - before;
+    stop.cancel();
+    heartbeats.await.unwrap();
+    eprintln!("reaping {N} entries: {trips} round trips, heartbeats included");
+    // Three round trips an entry before the reaper was pipelined; a few per heartbeat now.
+    assert!(trips < 60, "reaping {N} entries took {trips} round trips");
+    assert!(!left.contains_key("u000"), "u000 is still on the survivor");
+    for i in 1..N {
+        let (room, name) = &left[&format!("u{i:03}")];
+        assert_eq!(
+            (room, name.as_str()),
+            (&rooms[i % 2], format!("User {i}").as_str()),
+            "each leave from its room, with the user's name"
+        );
+    }
+    assert_eq!(survivor.member_count(&rooms[0]).await.unwrap(), 1);
+    assert_eq!(survivor.member_count(&rooms[1]).await.unwrap(), 0);
+    // Nothing more: no second leave.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), events.recv())
+            .await
+            .is_err()
+    );
+    forget_everything_under(&prefix).await;
 }
 
 #[tokio::test]
