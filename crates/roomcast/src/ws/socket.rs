@@ -150,6 +150,14 @@ impl AsyncWrite for Io {
     }
 }
 
+/// `send` flags for [`Writer::try_write`]: a peer gone must be an error, not a `SIGPIPE`
+/// (what `std` and Tokio ask for too). Where the flag does not exist (macOS and the other
+/// BSD-derived systems) Rust programs ignore `SIGPIPE` from the start.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NO_SIGNAL: std::ffi::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const NO_SIGNAL: std::ffi::c_int = 0;
+
 /// The write side of a connection's TCP socket, held in its queue: one non-blocking write at a
 /// time, by whoever the queue lets write (`Outbound::write_queued`).
 ///
@@ -160,9 +168,16 @@ pub(crate) struct Writer(Option<OwnedWriteHalf>);
 
 impl Writer {
     /// Writes what the socket takes now, without waiting: `WouldBlock` when it takes nothing.
+    ///
+    /// One `send` on the socket, past Tokio's readiness state. `TcpStream::try_write` reads
+    /// that state first, a separate allocation per socket and so one more cache miss for each
+    /// member of a broadcast (3% of the server's CPU at 50 msg/s into a room of 1000). Skipping
+    /// it is safe: the state only saves a system call that would fail. When the socket is full,
+    /// the session writes the rest through Tokio, whose first attempt then fails with
+    /// `WouldBlock`, clears the stale state and waits for the socket, as after any write.
     pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match &self.0 {
-            Some(half) => half.as_ref().try_write(buf),
+            Some(half) => socket2::SockRef::from(half.as_ref()).send_with_flags(buf, NO_SIGNAL),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
     }
