@@ -16,7 +16,9 @@ let browser: Browser;
 const contexts: BrowserContext[] = [];
 
 before(async () => {
-  server = await TestServer.start();
+  // A resume replays at most two messages: further behind, the page reads the rest over HTTP
+  // (the client's `gap`), which "a person offline for a while" goes through.
+  server = await TestServer.start({ env: { ROOMCAST_REPLAY_LIMIT: "2" } });
   browser = await launch();
 });
 
@@ -113,6 +115,8 @@ test("a person offline for a while sees everything said meanwhile, once", async 
   await expectOnce(dan.page, ["going into a tunnel"]);
 
   await cat.context.setOffline(true);
+  // Three while she is away, one more than the server replays: the first comes back through
+  // the page's read of the skipped range, the other two with the resume.
   const said = ["are you there?", "the train must be in the tunnel", "see you on the other side"];
   for (const text of said) await say(dan.page, text);
   // Offline, the socket's frames stop: the client's probe (a ping after the browser's

@@ -20,6 +20,7 @@ import type {
   ChatMessage,
   ClientEnvelope,
   ErrorEvent,
+  GapEvent,
   JoinEvent,
   LeaveEvent,
   RefreshedEvent,
@@ -93,6 +94,13 @@ export interface RoomcastClientOptions {
   /** Connect at once (default) or wait for `connect()`. */
   autoConnect?: boolean;
   /**
+   * Reads a page of a room's history, oldest first, before a `seq` (e.g. `RoomcastApi.history`
+   * with the current token). With it, a resume further behind than the server replays (an
+   * `error` whose `data.skipped` names the seqs left out) is filled in: the skipped messages
+   * are read and emitted as one `gap` event. Without it, only the `error` says so.
+   */
+  history?: HistoryFetcher;
+  /**
    * Where `online` / `offline` events and `navigator.onLine` come from. Default: the browser's
    * window when there is one; `null` turns the hints off.
    */
@@ -105,6 +113,9 @@ export interface NetworkHints {
   addEventListener(type: "online" | "offline", listener: () => void): void;
   removeEventListener(type: "online" | "offline", listener: () => void): void;
 }
+
+/** Reads up to `page.limit` of `room`'s messages before `page.before`, oldest first. */
+export type HistoryFetcher = (room: string, page: { before: number; limit: number }) => Promise<ChatMessage[]>;
 
 /** Why the connection closed and what the client does next. */
 export interface CloseInfo {
@@ -142,6 +153,8 @@ export interface ClientEvents {
   members: { room: string; users: UserInfo[] };
   ack: AckEvent;
   error: ErrorEvent;
+  /** Messages a resume skipped, read over HTTP (option `history`), after the `error` naming them. */
+  gap: GapEvent;
   system: SystemEvent;
   token_expiring: TokenExpiringEvent;
   refreshed: RefreshedEvent;
@@ -166,6 +179,8 @@ interface RoomState {
   count: number | undefined;
 }
 
+/** Messages a gap's page asks for: the HTTP API's largest page. */
+const GAP_PAGE = 200;
 /** Seconds before its `exp` a held token counts as expired when (re)connecting. */
 const EXPIRY_MARGIN_S = 5;
 /** Consecutive 4001s, each after a new token, before the client gives up. */
@@ -502,6 +517,37 @@ export class RoomcastClient extends Emitter<ClientEvents> {
 
   // ── frames ─────────────────────────────────────────────────────────────────────────────
 
+  /**
+   * Reads the seqs `first` to `last` of `room` a resume skipped, newest page first (each
+   * page's `before` is the oldest `seq` read so far), and emits them as one `gap`, oldest
+   * first. Bounded: as many pages as the range needs, plus one.
+   */
+  private async fillGap(room: string, first: number, last: number): Promise<void> {
+    const read = this.options.history;
+    if (!read || !(first <= last)) return;
+    const bySeq = new Map<number, ChatMessage>();
+    let before = last + 1;
+    let error: unknown;
+    const pages = Math.ceil((last - first + 1) / GAP_PAGE) + 1;
+    for (let page = 0; page < pages && before > first; page++) {
+      let messages: ChatMessage[];
+      try {
+        messages = await read(room, { before, limit: Math.min(GAP_PAGE, before - first) });
+      } catch (err) {
+        error = err;
+        break;
+      }
+      if (messages.length === 0) break;
+      for (const message of messages) if (message.seq >= first && message.seq <= last) bySeq.set(message.seq, message);
+      const oldest = Math.min(...messages.map((m) => m.seq));
+      if (!(oldest < before)) break;
+      before = oldest;
+    }
+    if (!this.running) return;
+    const messages = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+    this.emit("gap", { room, first, last, messages, complete: error === undefined && messages.length === last - first + 1, error });
+  }
+
   private receive(text: string): void {
     let envelope: ServerEnvelope;
     try {
@@ -562,9 +608,12 @@ export class RoomcastClient extends Emitter<ClientEvents> {
         this.emit("user_list", envelope);
         break;
       }
-      case "error":
+      case "error": {
         this.emit("error", envelope);
+        const skipped = envelope.data?.skipped;
+        if (skipped && envelope.room && this.options.history) void this.fillGap(envelope.room, skipped.first, skipped.last);
         break;
+      }
       case "system":
         this.emit("system", envelope);
         break;

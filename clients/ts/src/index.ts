@@ -5,6 +5,7 @@ export { RoomcastClient, isExpired, tokenExpiry } from "./client.js";
 export type {
   ClientEvents,
   CloseInfo,
+  HistoryFetcher,
   ConnectionState,
   NetworkHints,
   PendingMessage,

@@ -84,6 +84,26 @@ export interface ErrorEvent {
   room?: string;
   content: string;
   timestamp: number;
+  /**
+   * What a program needs to act on it. `skipped`: a resume was further behind than the
+   * server's `ROOMCAST_REPLAY_LIMIT`, and these seqs were not replayed (the client reads them
+   * over HTTP when given `history`, then emits `gap`).
+   */
+  data?: { skipped?: { first: number; last: number } };
+}
+
+/** The messages a resume skipped, read over HTTP (`RoomcastClientOptions.history`). */
+export interface GapEvent {
+  room: string;
+  /** The seqs the server did not replay, `first` to `last`. */
+  first: number;
+  last: number;
+  /** What was read of them, oldest first. */
+  messages: ChatMessage[];
+  /** Every seq from `first` to `last` came back (not so if a read failed, or history was trimmed). */
+  complete: boolean;
+  /** Why a read failed, when one did. */
+  error?: unknown;
 }
 
 /** An operator notice (admin API). */

@@ -134,6 +134,82 @@ test("a send left unacknowledged by a frozen server is retried after the reconne
   }
 });
 
+test("a resume further behind than the server replays fills the skipped messages in over HTTP, as one gap", async () => {
+  const server = await TestServer.start({ env: { ROOMCAST_REPLAY_LIMIT: "5" } });
+  const aliceToken = await server.token("alice");
+  const api = new RoomcastApi(server.httpUrl);
+  const pages: Array<{ before: number; limit: number }> = [];
+  const alice = connect(server, aliceToken, {
+    history: (room, page) => {
+      pages.push(page);
+      return api.history(aliceToken, room, page);
+    },
+  });
+  const bob = connect(server, await server.token("bob"));
+  const gaps: import("../src/index.js").GapEvent[] = [];
+  const errors: import("../src/index.js").ErrorEvent[] = [];
+  alice.client.on("gap", (gap) => gaps.push(gap));
+  alice.client.on("error", (error) => errors.push(error));
+  try {
+    await joined(alice.client, "far", 1);
+    await joined(bob.client, "far", 2);
+    for (const i of [1, 2]) await bob.client.send("far", `m${i}`);
+    await waitFor(() => alice.messages.length === 2, 5_000, "alice to see the first two");
+    // Alice is away while twelve more are sent: more than the server's replay limit (5).
+    alice.client.close();
+    for (let i = 3; i <= 14; i++) await bob.client.send("far", `m${i}`);
+    alice.client.connect();
+    await waitFor(() => gaps.length === 1 && alice.messages.length === 7, 10_000, "the replay and the gap");
+    // The server replays the latest five and names the rest; the client reads those itself.
+    assert.deepEqual(errors.map((e) => e.data?.skipped), [{ first: 3, last: 9 }]);
+    assert.deepEqual(contents(alice.messages, "far"), ["m1", "m2", "m10", "m11", "m12", "m13", "m14"]);
+    const gap = gaps[0]!;
+    assert.equal(gap.room, "far");
+    assert.deepEqual([gap.first, gap.last, gap.complete], [3, 9, true]);
+    assert.deepEqual(
+      gap.messages.map((m) => [m.seq, m.content]),
+      [3, 4, 5, 6, 7, 8, 9].map((seq) => [seq, `m${seq}`]),
+    );
+    assert.deepEqual(pages, [{ before: 10, limit: 7 }], "one page, just the range");
+    // Live messages follow the replay with no gap, and nothing comes twice.
+    await bob.client.send("far", "m15");
+    await waitFor(() => alice.messages.length === 8, 5_000, "the live message");
+    assert.deepEqual(alice.messages.map((m) => m.seq), [1, 2, 10, 11, 12, 13, 14, 15]);
+  } finally {
+    alice.client.close();
+    bob.client.close();
+    await server.kill();
+  }
+});
+
+test("a gap whose read fails is emitted incomplete, with the error", async () => {
+  const server = await TestServer.start({ env: { ROOMCAST_REPLAY_LIMIT: "2" } });
+  const alice = connect(server, await server.token("alice"), {
+    history: () => Promise.reject(new Error("offline")),
+  });
+  const bob = connect(server, await server.token("bob"));
+  const gaps: import("../src/index.js").GapEvent[] = [];
+  alice.client.on("gap", (gap) => gaps.push(gap));
+  try {
+    await joined(alice.client, "far", 1);
+    await joined(bob.client, "far", 2);
+    await bob.client.send("far", "m1");
+    await waitFor(() => alice.messages.length === 1, 5_000, "alice to see the first");
+    alice.client.close();
+    for (let i = 2; i <= 6; i++) await bob.client.send("far", `m${i}`);
+    alice.client.connect();
+    await waitFor(() => gaps.length === 1, 10_000, "the gap");
+    const gap = gaps[0]!;
+    assert.deepEqual([gap.first, gap.last, gap.complete, gap.messages.length], [2, 4, false, 0]);
+    assert.equal((gap.error as Error).message, "offline");
+    assert.deepEqual(contents(alice.messages, "far"), ["m1", "m5", "m6"]);
+  } finally {
+    alice.client.close();
+    bob.client.close();
+    await server.kill();
+  }
+});
+
 test("a 4001 calls the token provider and reconnects with its new token", async () => {
   const server = await TestServer.start();
   const good = await server.token("carol");

@@ -129,7 +129,17 @@ function start(auth: AuthSession): void {
   paintAvatar($("me-avatar"), tokens.user_id, tokens.username);
 
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  client = new RoomcastClient({ url: `${scheme}//${location.host}/ws/auth`, tokenProvider: auth.tokenProvider, autoConnect: false });
+  client = new RoomcastClient({
+    url: `${scheme}//${location.host}/ws/auth`,
+    tokenProvider: auth.tokenProvider,
+    autoConnect: false,
+    // A resume the server could not replay whole: the client reads what it skipped.
+    history: async (room, page) => {
+      const token = await auth.accessToken();
+      if (!token) throw new Error("signed out");
+      return api.history(token, room, page);
+    },
+  });
   client.on("state", ({ state }) => setStatus(state));
   client.on("message", (message) => {
     const view = viewOf(message.room);
@@ -168,8 +178,17 @@ function start(auth: AuthSession): void {
     roomsSoon = setTimeout(() => void refreshRooms(), 300);
   });
   client.on("pending", () => renderTimeline({ stick: true }));
+  client.on("gap", ({ room, messages, complete }) => {
+    const view = viewOf(room);
+    for (const message of messages) view.messages.set(message.seq, message);
+    if (room === current) {
+      renderTimeline({ stick: true });
+      if (!complete) flash("Some messages sent while you were away could not be loaded.");
+    }
+  });
   client.on("error", (e) => {
-    if (e.room && e.room === current) flash(e.content);
+    // A skipped range is filled in by the `gap` that follows: nothing for the reader to do.
+    if (e.room && e.room === current && !e.data?.skipped) flash(e.content);
   });
   client.on("close", (info) => {
     if (!info.willRetry && info.action === "reauth") {

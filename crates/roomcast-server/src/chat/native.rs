@@ -155,7 +155,8 @@ impl NativeChat {
             if let Some((first, last)) = replay.skipped {
                 // Before the replay (it waits for this future): the client learns of the gap
                 // first, then gets the latest messages and the live ones.
-                cx.send(native::error(
+                // The range again in `data`, for clients that fetch it themselves.
+                cx.send(native::error_with_data(
                     &format!(
                         "messages {first} to {last} were not replayed: more than \
                          ROOMCAST_REPLAY_LIMIT ({}) followed seq {}; read them with \
@@ -165,6 +166,7 @@ impl NativeChat {
                         last + 1
                     ),
                     Some(room),
+                    &serde_json::json!({"skipped": {"first": first, "last": last}}),
                 ))?;
             }
             Ok(replay.messages)

@@ -360,6 +360,12 @@ async fn a_resume_further_behind_than_the_replay_limit_names_what_it_skipped_and
         text.contains("messages 3 to 7 were not replayed") && text.contains("before=8"),
         "{text}"
     );
+    assert_eq!(
+        notice["data"],
+        json!({"skipped": {"first": 3, "last": 7}}),
+        "the range for programs"
+    );
+    assert_eq!(notice["room"], "lobby");
     // The latest five, then the live ones with no gap between.
     let mut seqs = Vec::new();
     for _ in 0..5 {

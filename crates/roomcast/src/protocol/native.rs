@@ -298,6 +298,35 @@ pub fn error(message: &str, room: Option<&RoomName>) -> Frame {
     })
 }
 
+/// An `error` envelope that also says in `data` what a program needs to act on it, beside the
+/// text for people in `content`. `roomcast serve` sends one when a resume (`join` with
+/// `since`) is further behind than its replay limit: `data` is
+/// `{"skipped": {"first": 3, "last": 7}}`, the seqs left out, which a client reads over the
+/// HTTP API (`GET /rooms/{room}/messages?before=8`).
+///
+/// ```
+/// use roomcast::RoomName;
+/// use roomcast::protocol::native;
+///
+/// let room = RoomName::new("lobby").unwrap();
+/// let skipped = serde_json::json!({"skipped": {"first": 3, "last": 7}});
+/// let frame = native::error_with_data("messages 3 to 7 were not replayed", Some(&room), &skipped);
+/// let sent: serde_json::Value = serde_json::from_str(frame.as_text().unwrap()).unwrap();
+/// assert_eq!(sent["type"], "error");
+/// assert_eq!(sent["room"], "lobby");
+/// assert_eq!(sent["data"]["skipped"]["last"], 7);
+/// ```
+pub fn error_with_data(message: &str, room: Option<&RoomName>, data: &serde_json::Value) -> Frame {
+    encode(&Envelope {
+        kind: "error",
+        room: room.map(RoomName::as_str),
+        content: Some(message),
+        timestamp: seconds(super::now_ms()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
 /// A `pong` envelope, the answer to a client's `ping`.
 pub fn pong() -> Frame {
     encode(&Envelope {
