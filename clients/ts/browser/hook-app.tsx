@@ -4,12 +4,14 @@
 import { StrictMode, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 
-import type { RoomcastClient } from "../src/index.js";
+import type { ChatMessage, RoomcastClient } from "../src/index.js";
 import { useRoomcast } from "../src/react.js";
 
 declare global {
   interface Window {
     __client: RoomcastClient | null;
+    /** The test's history reader (`page.exposeFunction`: read from Node, no CORS). */
+    __readHistory?: (room: string, before: number, limit: number) => Promise<ChatMessage[]>;
   }
 }
 
@@ -18,7 +20,11 @@ const url = params.get("ws")!;
 const token = params.get("token")!;
 
 function Chat() {
-  const { messages, users, status, send, client } = useRoomcast("hooks", { url, token });
+  const { messages, users, status, send, client } = useRoomcast("hooks", {
+    url,
+    token,
+    history: (room, page) => window.__readHistory!(room, page.before, page.limit),
+  });
   useEffect(() => {
     window.__client = client;
   }, [client]);

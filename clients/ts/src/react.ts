@@ -64,6 +64,11 @@ export function useRoomcast(room: string, options: UseRoomcastOptions): UseRoomc
         if (message.room !== room) return;
         setMessages((list) => insertBySeq(list, message));
       }),
+      // What a resume skipped, read over HTTP (option `history`): older than what is shown.
+      current.on("gap", (gap) => {
+        if (gap.room !== room) return;
+        setMessages((list) => gap.messages.reduce(insertBySeq, list));
+      }),
       current.on("members", (event) => {
         if (event.room === room) setUsers(event.users);
       }),
