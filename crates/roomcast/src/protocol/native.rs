@@ -289,13 +289,7 @@ pub fn user_list(room: &RoomName, users: &[UserInfo]) -> Frame {
 
 /// An `error` envelope; `content` says what was wrong.
 pub fn error(message: &str, room: Option<&RoomName>) -> Frame {
-    encode(&Envelope {
-        kind: "error",
-        room: room.map(RoomName::as_str),
-        content: Some(message),
-        timestamp: seconds(super::now_ms()),
-        ..Default::default()
-    })
+    error_envelope(message, room, None)
 }
 
 /// An `error` envelope that also says in `data` what a program needs to act on it, beside the
@@ -317,12 +311,20 @@ pub fn error(message: &str, room: Option<&RoomName>) -> Frame {
 /// assert_eq!(sent["data"]["skipped"]["last"], 7);
 /// ```
 pub fn error_with_data(message: &str, room: Option<&RoomName>, data: &serde_json::Value) -> Frame {
+    error_envelope(message, room, Some(data))
+}
+
+fn error_envelope(
+    message: &str,
+    room: Option<&RoomName>,
+    data: Option<&serde_json::Value>,
+) -> Frame {
     encode(&Envelope {
         kind: "error",
         room: room.map(RoomName::as_str),
         content: Some(message),
         timestamp: seconds(super::now_ms()),
-        data: Some(data),
+        data,
         ..Default::default()
     })
 }
