@@ -2,7 +2,8 @@
 // (`/rooms`) and history (`/rooms/{room}/messages`), plus `AuthSession`, which holds a user's
 // tokens and is the `tokenProvider` a `RoomcastClient` asks.
 
-import { isExpired, type TokenReason } from "./client.js";
+import { isExpired } from "./client.js";
+import type { TokenReason } from "./options.js";
 import type { ChatMessage } from "./types.js";
 
 /** What `/auth/register`, `/auth/login` and `/auth/refresh` return. */

@@ -5,8 +5,8 @@ export { RoomcastClient, isExpired, tokenExpiry } from "./client.js";
 export type {
   ClientEvents,
   CloseInfo,
-  HistoryFetcher,
   ConnectionState,
+  HistoryFetcher,
   NetworkHints,
   PendingMessage,
   RoomcastClientOptions,
@@ -14,7 +14,7 @@ export type {
   TokenReason,
   WebSocketConstructor,
   WebSocketLike,
-} from "./client.js";
+} from "./options.js";
 export { Backoff, type BackoffOptions } from "./backoff.js";
 export { CloseCode, closeAction, type CloseAction } from "./codes.js";
 export { ApiError, AuthSession, RoomcastApi, type RoomSummary, type TokenStore, type Tokens } from "./api.js";

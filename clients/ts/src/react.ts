@@ -8,7 +8,8 @@
 
 import { useCallback, useEffect, useRef, useState } from "react";
 
-import { RoomcastClient, type ConnectionState, type PendingMessage, type RoomcastClientOptions } from "./client.js";
+import { RoomcastClient } from "./client.js";
+import type { ConnectionState, PendingMessage, RoomcastClientOptions } from "./options.js";
 import type { AckEvent, ChatMessage, UserInfo } from "./types.js";
 
 export interface UseRoomcastOptions extends Omit<RoomcastClientOptions, "autoConnect"> {

@@ -4,7 +4,16 @@
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 
-import { RoomcastApi, RoomcastClient, type ChatMessage, type CloseInfo, type ConnectionState, type RoomcastClientOptions } from "../src/index.js";
+import {
+  RoomcastApi,
+  RoomcastClient,
+  type ChatMessage,
+  type CloseInfo,
+  type ConnectionState,
+  type ErrorEvent,
+  type GapEvent,
+  type RoomcastClientOptions,
+} from "../src/index.js";
 import { TestServer, killAll, waitFor, withTimeout } from "./server.js";
 
 after(killAll);
@@ -27,6 +36,20 @@ function connect(server: TestServer, token: string, options: Partial<RoomcastCli
 async function joined(client: RoomcastClient, room: string, users: number): Promise<void> {
   client.join(room);
   await waitFor(() => client.state === "open" && client.members(room).length >= users, 10_000, `${users} member(s) in ${room}`);
+}
+
+/**
+ * In `room`, Bob says `seen` messages Alice sees, then `missed` more while her client is closed;
+ * then she connects again, and resumes from the last she saw.
+ */
+async function awayWhileSaid(alice: ReturnType<typeof connect>, bob: ReturnType<typeof connect>, room: string, seen: number, missed: number): Promise<void> {
+  await joined(alice.client, room, 1);
+  await joined(bob.client, room, 2);
+  for (let i = 1; i <= seen; i++) await bob.client.send(room, `m${i}`);
+  await waitFor(() => alice.messages.length === seen, 5_000, `alice to see the first ${seen}`);
+  alice.client.close();
+  for (let i = seen + 1; i <= seen + missed; i++) await bob.client.send(room, `m${i}`);
+  alice.client.connect();
 }
 
 function contents(messages: ChatMessage[], room: string): string[] {
@@ -146,19 +169,13 @@ test("a resume further behind than the server replays fills the skipped messages
     },
   });
   const bob = connect(server, await server.token("bob"));
-  const gaps: import("../src/index.js").GapEvent[] = [];
-  const errors: import("../src/index.js").ErrorEvent[] = [];
+  const gaps: GapEvent[] = [];
+  const errors: ErrorEvent[] = [];
   alice.client.on("gap", (gap) => gaps.push(gap));
   alice.client.on("error", (error) => errors.push(error));
   try {
-    await joined(alice.client, "far", 1);
-    await joined(bob.client, "far", 2);
-    for (const i of [1, 2]) await bob.client.send("far", `m${i}`);
-    await waitFor(() => alice.messages.length === 2, 5_000, "alice to see the first two");
-    // Alice is away while twelve more are sent: more than the server's replay limit (5).
-    alice.client.close();
-    for (let i = 3; i <= 14; i++) await bob.client.send("far", `m${i}`);
-    alice.client.connect();
+    // Alice is away while twelve are sent: more than the server's replay limit (5).
+    await awayWhileSaid(alice, bob, "far", 2, 12);
     await waitFor(() => gaps.length === 1 && alice.messages.length === 7, 10_000, "the replay and the gap");
     // The server replays the latest five and names the rest; the client reads those itself.
     assert.deepEqual(errors.map((e) => e.data?.skipped), [{ first: 3, last: 9 }]);
@@ -188,16 +205,10 @@ test("a gap whose read fails is emitted incomplete, with the error", async () =>
     history: () => Promise.reject(new Error("offline")),
   });
   const bob = connect(server, await server.token("bob"));
-  const gaps: import("../src/index.js").GapEvent[] = [];
+  const gaps: GapEvent[] = [];
   alice.client.on("gap", (gap) => gaps.push(gap));
   try {
-    await joined(alice.client, "far", 1);
-    await joined(bob.client, "far", 2);
-    await bob.client.send("far", "m1");
-    await waitFor(() => alice.messages.length === 1, 5_000, "alice to see the first");
-    alice.client.close();
-    for (let i = 2; i <= 6; i++) await bob.client.send("far", `m${i}`);
-    alice.client.connect();
+    await awayWhileSaid(alice, bob, "far", 1, 5);
     await waitFor(() => gaps.length === 1, 10_000, "the gap");
     const gap = gaps[0]!;
     assert.deepEqual([gap.first, gap.last, gap.complete, gap.messages.length], [2, 4, false, 0]);
