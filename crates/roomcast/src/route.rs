@@ -478,8 +478,8 @@ fn start<'a, H: Handler>(
     } = admitted;
     let hub = &inner.hub;
     let capacity = hub.config().outbound_capacity;
-    let outbound = Outbound::with_writer(capacity, hub.now_ms(), deflate, writer);
-    let conn = hub.register(&identity, inner.dialect, outbound.clone(), addr, inner.name);
+    let outbound = Outbound::with_writer(capacity, hub.now_ms(), inner.dialect, deflate, writer);
+    let conn = hub.register(&identity, outbound.clone(), addr, inner.name);
     if let Some(exp) = expires_at {
         hub.expire_at(conn, exp, &inner.auth);
     }

@@ -32,7 +32,7 @@ use crate::config::SessionConfig;
 use crate::frame::CloseReason;
 use crate::ids::{ConnId, NodeId, RoomName, UserId};
 use crate::metrics::HubMetrics;
-use crate::protocol::{Dialect, UserInfo};
+use crate::protocol::UserInfo;
 use crate::session::Outbound;
 use crate::shutdown::Shutdown;
 pub(crate) use state::ConnTrace;
@@ -508,7 +508,6 @@ impl Hub {
     pub(crate) fn register(
         &self,
         identity: &Identity,
-        dialect: &'static dyn Dialect,
         outbound: Outbound,
         addr: Option<std::net::IpAddr>,
         endpoint: &'static str,
@@ -532,7 +531,7 @@ impl Hub {
             }
         });
         self.state()
-            .add_conn(conn, identity, dialect, outbound.clone(), addr, endpoint);
+            .add_conn(conn, identity, outbound.clone(), addr, endpoint);
         self.shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.opened(endpoint);
         // Shutdown cancels first, then closes every registered connection: a connection
@@ -540,7 +539,7 @@ impl Hub {
         if self.is_shutting_down() {
             outbound.close(CloseReason::going_away());
         } else if self.shared.shutdown.is_draining()
-            && let Some(frame) = dialect.reconnect()
+            && let Some(frame) = outbound.dialect().reconnect()
         {
             // Admitted just before the drain began, registered just after its reconnect
             // frames went out: asked here instead.
@@ -598,7 +597,7 @@ impl Hub {
 
     /// Drains the node before a shutdown: from now on new connections are refused (closed
     /// with 1001 "server shutting down" right after their upgrade), every connection whose
-    /// dialect has a reconnect frame ([`Dialect::reconnect`]; the native `{"type":"reconnect"}`)
+    /// dialect has a reconnect frame ([`Dialect::reconnect`](crate::protocol::Dialect::reconnect); the native `{"type":"reconnect"}`)
     /// is asked to connect again, which a load balancer sends elsewhere, and this waits up to
     /// `deadline` for the connections to leave. Returns true when all of them left in time.
     ///

@@ -186,15 +186,16 @@ impl State {
                 left: everyone.left.clone(),
             });
             let mut encoded: Vec<(&'static str, Encoded, Hides)> = Vec::new();
-            for conn_id in &members.conns {
+            for conn_id in members.conns.keys() {
                 let Some(conn) = self.conns.get(conn_id) else {
                     continue;
                 };
-                let name = conn.dialect.name();
+                let dialect = conn.outbound.dialect();
+                let name = dialect.name();
                 let at = match encoded.iter().position(|(n, ..)| *n == name) {
                     Some(at) => at,
                     None => {
-                        let frames = conn.dialect.encode_presence(&shared);
+                        let frames = dialect.encode_presence(&shared);
                         encoded.push((
                             name,
                             Encoded {
@@ -203,7 +204,7 @@ impl State {
                                 framed: None,
                                 deflated: Vec::new(),
                             },
-                            Hides::of(conn.dialect, &room),
+                            Hides::of(dialect, &room),
                         ));
                         encoded.len() - 1
                     }
@@ -234,7 +235,7 @@ impl State {
                     if net.is_empty() {
                         continue;
                     }
-                    let mut frames = conn.dialect.encode_presence(&update(net));
+                    let mut frames = dialect.encode_presence(&update(net));
                     if frames.is_empty() {
                         continue;
                     }

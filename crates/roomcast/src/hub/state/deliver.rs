@@ -17,21 +17,23 @@ use crate::session::SendError;
 use crate::session::outbound::PendingWrite;
 use crate::ws::{Deflate, Framed};
 
-use super::{Conn, ConnRoom, State, find_room};
+use super::{Member, State};
 
-/// Whether the persisted message at `seq` goes to this connection now. Not when a replay
-/// already sent it (at or below the watermark); not yet while a replay is being fetched (it is
-/// held, to follow the replay).
-fn admit(entry: &mut ConnRoom, seq: u64, message: &Arc<ChatMessage>) -> bool {
-    if let Some(held) = &mut entry.held {
-        held.push(message.clone());
-        return false;
+impl Member {
+    /// Whether the persisted message at `seq` goes to this connection now. Not when a replay
+    /// already sent it (at or below the watermark); not yet while a replay is being fetched
+    /// (it is held, to follow the replay).
+    fn admit(&mut self, seq: u64, message: &Arc<ChatMessage>) -> bool {
+        if let Some(held) = &mut self.held {
+            held.push(message.clone());
+            return false;
+        }
+        if seq <= self.watermark {
+            return false;
+        }
+        self.watermark = seq;
+        true
     }
-    if seq <= entry.watermark {
-        return false;
-    }
-    entry.watermark = seq;
-    true
 }
 
 /// What a delivery did.
@@ -199,19 +201,14 @@ impl State {
             // its connections (any higher, and a connection behind it would miss the rest);
             // unknown while a replay is being fetched; at the message itself when no
             // connection was sent anything.
-            let entries: Vec<&ConnRoom> = members
-                .conns
-                .iter()
-                .filter_map(|conn| self.conns.get(conn))
-                .filter_map(|conn| conn.rooms.iter().find(|r| r.name == *room))
-                .collect();
-            if entries.iter().any(|entry| entry.held.is_some()) {
+            if members.conns.values().any(|member| member.held.is_some()) {
                 None
             } else {
                 Some(
-                    entries
-                        .iter()
-                        .map(|entry| entry.watermark)
+                    members
+                        .conns
+                        .values()
+                        .map(|member| member.watermark)
                         .filter(|sent| *sent > 0)
                         .min()
                         .unwrap_or(0),
@@ -289,6 +286,13 @@ impl State {
         {
             return Delivery::default();
         }
+        if let Target::Room(room) = target
+            && exclude_conn.is_none()
+            && !matches!(event, Event::Close(_))
+        {
+            // The usual case: through the room's member table.
+            return self.deliver_many(room, std::slice::from_ref(event), exclude);
+        }
         let mut encoder = EncodeOnce::new(std::slice::from_ref(event));
         let mut delivery = Delivery::default();
         // A persisted room message is sequenced: each connection's watermark drops what a
@@ -299,12 +303,22 @@ impl State {
             }
             _ => None,
         };
-        // Broadcasts to everyone are rare: list the ids first, since delivering needs `&mut`.
-        let everyone: Vec<ConnId> = match target {
+        // The rest is rare (a close, a room but one connection, users, everyone): list the
+        // ids first, since delivering needs `&mut`.
+        let recipients: Vec<ConnId> = match target {
+            Target::Room(room) => self
+                .rooms
+                .get(room)
+                .map(|members| members.conns.keys().copied().collect())
+                .unwrap_or_default(),
             Target::All => self.conns.keys().copied().collect(),
-            _ => Vec::new(),
+            Target::Users(users) => users
+                .iter()
+                .filter_map(|user| self.users.get(user))
+                .flat_map(|user| user.conns.iter().copied())
+                .collect(),
         };
-        let conns = &mut self.conns;
+        let State { conns, rooms, .. } = self;
         let mut send = |conn_id: &ConnId| {
             if Some(*conn_id) == exclude_conn {
                 return;
@@ -322,13 +336,15 @@ impl State {
                 return;
             }
             if let Some((room, seq, message)) = sequenced
-                && let Some(entry) = find_room(&mut conn.rooms, room)
-                && !admit(entry, seq, message)
+                && let Some(member) = rooms
+                    .get_mut(room)
+                    .and_then(|members| members.conns.get_mut(conn_id))
+                && !member.admit(seq, message)
             {
                 return;
             }
             // Framed once for everyone it goes to, like a group (`deliver_many`).
-            let encoded = encoder.for_dialect(conn.dialect);
+            let encoded = encoder.for_dialect(conn.outbound.dialect());
             if encoded.frames[0].is_none()
                 || encoded.hides(std::slice::from_ref(event), 0, &conn.user)
             {
@@ -338,21 +354,7 @@ impl State {
             let bytes = framed.len();
             delivery.tally_framed(conn.outbound.send_framed(framed), bytes);
         };
-        match target {
-            Target::Room(room) => {
-                if let Some(members) = self.rooms.get(room) {
-                    members.conns.iter().for_each(&mut send);
-                }
-            }
-            Target::All => everyone.iter().for_each(&mut send),
-            Target::Users(users) => {
-                for user in users {
-                    if let Some(user) = self.users.get(user) {
-                        user.conns.iter().for_each(&mut send);
-                    }
-                }
-            }
-        }
+        recipients.iter().for_each(&mut send);
         delivery
     }
 
@@ -386,7 +388,8 @@ impl State {
                 };
             }
         }
-        let Some(members) = self.rooms.get(room) else {
+        let State { conns, rooms, .. } = self;
+        let Some(members) = rooms.get_mut(room) else {
             return delivery;
         };
         let mut encoder = EncodeOnce::new(events);
@@ -394,38 +397,35 @@ impl State {
         // frames, emptied by each `try_send_many`.
         let mut admitted = Vec::with_capacity(events.len());
         let mut frames = Vec::with_capacity(events.len());
-        for conn_id in &members.conns {
-            let Some(Conn {
-                user,
-                dialect,
-                outbound,
-                rooms,
-                ..
-            }) = self.conns.get_mut(conn_id)
-            else {
-                continue;
+        for (conn_id, member) in &mut members.conns {
+            let outbound = &member.outbound;
+            let encoded = encoder.for_dialect(outbound.dialect());
+            // The member's user, only where it matters: looking it up is a cache miss per
+            // member, which the room's own table is there to save.
+            let user = if exclude.is_empty() && encoded.own_hidden.is_none() {
+                None
+            } else {
+                match conns.get(conn_id) {
+                    Some(conn) => Some(&conn.user),
+                    None => continue,
+                }
             };
-            if exclude.contains(user) {
+            if user.is_some_and(|user| exclude.contains(user)) {
                 continue;
             }
-            let mut entry = find_room(rooms, room);
             admitted.clear();
-            admitted.extend(
-                events
-                    .iter()
-                    .map(|event| match (event, entry.as_deref_mut()) {
-                        (Event::Message(message), Some(entry)) => {
-                            message.seq.is_none_or(|seq| admit(entry, seq, message))
-                        }
-                        _ => true,
-                    }),
-            );
-            let encoded = encoder.for_dialect(*dialect);
-            if encoded.own_hidden.is_some() {
+            admitted.extend(events.iter().map(|event| match event {
+                Event::Message(message) => message.seq.is_none_or(|seq| member.admit(seq, message)),
+                _ => true,
+            }));
+            if let Some(user) = user
+                && encoded.own_hidden.is_some()
+            {
                 for (at, taken) in admitted.iter_mut().enumerate() {
                     *taken = *taken && !encoded.hides(events, at, user);
                 }
             }
+            let outbound = &member.outbound;
             // The usual case: the member takes the whole group, framed once for everyone.
             // Otherwise (a replay held some back, or sent them already) frame by frame.
             if admitted.iter().all(|&taken| taken) {
@@ -469,7 +469,7 @@ impl State {
         users.extend(elsewhere);
         users.sort_by(|a, b| a.id.cmp(&b.id));
         users.dedup_by(|a, b| a.id == b.id);
-        match entry.dialect.member_list(room, &users) {
+        match entry.outbound.dialect().member_list(room, &users) {
             Some(frame) => entry.outbound.try_send_now(frame),
             None => Ok(()),
         }
@@ -478,14 +478,14 @@ impl State {
     /// Starts holding `room`'s live messages for `conn` (a history replay is being fetched).
     /// Returns false when the connection is not in the room.
     pub(crate) fn hold(&mut self, conn: ConnId, room: &RoomName) -> bool {
-        let Some(entry) = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|c| find_room(&mut c.rooms, room))
+        let Some(member) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|members| members.conns.get_mut(&conn))
         else {
             return false;
         };
-        entry.held.get_or_insert_with(Box::default);
+        member.held.get_or_insert_with(Box::default);
         true
     }
 
@@ -499,14 +499,18 @@ impl State {
         since: u64,
         history: Vec<Arc<ChatMessage>>,
     ) -> Result<usize, SendError> {
-        let Some(entry) = self.conns.get_mut(&conn) else {
+        let Some(user) = self.conns.get(&conn).map(|entry| &entry.user) else {
             return Err(SendError::Closed);
         };
-        let dialect = entry.dialect;
-        let outbound = entry.outbound.clone();
-        let Some(room_entry) = find_room(&mut entry.rooms, room) else {
+        let Some(room_entry) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|members| members.conns.get_mut(&conn))
+        else {
             return Err(SendError::Closed);
         };
+        let outbound = room_entry.outbound.clone();
+        let dialect = outbound.dialect();
         let held = room_entry.held.take().map(|held| *held).unwrap_or_default();
         room_entry.watermark = room_entry.watermark.max(since);
         let mut frames = Vec::with_capacity(history.len() + held.len());
@@ -520,7 +524,7 @@ impl State {
             let event = Event::Message(message);
             // History shows everyone's messages; a held live one follows the dialect's rule
             // for its sender's own connections, as it would have had it not been held.
-            if live && !dialect.shows_own(&event) && event.actor() == Some(&entry.user) {
+            if live && !dialect.shows_own(&event) && event.actor() == Some(user) {
                 continue;
             }
             if let Some(frame) = dialect.encode(&event) {
@@ -602,7 +606,6 @@ mod tests {
                 state.add_conn(
                     ConnId(n),
                     &Identity::guest(),
-                    &NATIVE,
                     outbound.clone(),
                     None,
                     "test",
@@ -619,8 +622,8 @@ mod tests {
         let mut state = State::default();
         let queues = members(&mut state, &room, (1..=3).map(|_| None));
         // Connection 2 was replayed up to seq 2; connection 3 is being replayed to.
-        let conn2 = state.conns.get_mut(&ConnId(2)).unwrap();
-        find_room(&mut conn2.rooms, &room).unwrap().watermark = 2;
+        let lobby = state.rooms.get_mut(&room).unwrap();
+        lobby.conns.get_mut(&ConnId(2)).unwrap().watermark = 2;
         assert!(state.hold(ConnId(3), &room));
 
         let events: Vec<Event> = (1..=4).map(|seq| message(&room, seq)).collect();
@@ -629,8 +632,8 @@ mod tests {
         assert_eq!(seqs(&queues[0]), [1, 2, 3, 4]);
         assert_eq!(seqs(&queues[1]), [3, 4], "what the replay sent is skipped");
         assert!(queues[2].take().frames.is_empty(), "held until the replay");
-        let conn3 = state.conns.get_mut(&ConnId(3)).unwrap();
-        let held = find_room(&mut conn3.rooms, &room).unwrap().held.take();
+        let lobby = state.rooms.get_mut(&room).unwrap();
+        let held = lobby.conns.get_mut(&ConnId(3)).unwrap().held.take();
         assert_eq!(held.map(|held| held.len()), Some(4));
     }
 
@@ -705,14 +708,7 @@ mod tests {
             .map(|n| {
                 let outbound = Outbound::new(16, 0);
                 let identity = Identity::guest();
-                state.add_conn(
-                    ConnId(n),
-                    &identity,
-                    &NATIVE,
-                    outbound.clone(),
-                    None,
-                    "test",
-                );
+                state.add_conn(ConnId(n), &identity, outbound.clone(), None, "test");
                 assert!(state.join(ConnId(n), &room).unwrap().user_joined);
                 let joined = Event::Joined {
                     room: room.clone(),

@@ -16,7 +16,7 @@ use crate::auth::Identity;
 use crate::config::{PresenceConfig, SessionConfig};
 use crate::frame::{CloseReason, close_code};
 use crate::ids::{ConnId, RoomName, UserId};
-use crate::protocol::{ChatMessage, Dialect, UserInfo};
+use crate::protocol::{ChatMessage, UserInfo};
 use crate::session::{Outbound, SendError};
 
 use super::expiry::{Due, Expiry};
@@ -43,12 +43,13 @@ pub(crate) struct State {
 
 pub(super) struct Conn {
     pub(super) user: UserId,
-    /// Encodes events for this connection's clients.
-    pub(super) dialect: &'static dyn Dialect,
-    /// The session holds the other clone and drains it.
+    /// The session holds another clone and drains it; each room the connection is in holds
+    /// one more (its [`Member`] entry). It knows the connection's dialect
+    /// ([`Outbound::dialect`]).
     pub(super) outbound: Outbound,
-    /// Rooms this connection is in; few, so a `Vec`.
-    rooms: Vec<ConnRoom>,
+    /// Rooms this connection is in; few, so a `Vec`. What it was sent in each is in the
+    /// room's [`Member`] entry for it.
+    rooms: Vec<RoomName>,
     /// When the sweep last asked for a protocol ping (or the connection opened), ms.
     pinged: u64,
     /// When the sweep last queued the application heartbeat (or the connection opened), ms.
@@ -125,9 +126,12 @@ impl Deadlines {
     }
 }
 
-/// One room of one connection.
-struct ConnRoom {
-    name: RoomName,
+/// One connection in one room: what a delivery to the room needs of it, in the room's own
+/// table, so that reaching a member costs no lookup of the connection (a cache miss per member
+/// of a room of thousands, twice: its registry entry, then its list of rooms).
+pub(super) struct Member {
+    /// A clone of the connection's queue ([`Conn::outbound`]).
+    pub(super) outbound: Outbound,
     /// Highest message `seq` queued to this connection in this room: a message at or below
     /// it was already sent (by a history replay) and is skipped, so a resume never duplicates.
     watermark: u64,
@@ -141,23 +145,20 @@ struct ConnRoom {
     held: Option<Box<Vec<Arc<ChatMessage>>>>,
 }
 
-impl ConnRoom {
-    fn new(name: RoomName) -> Self {
+impl Member {
+    fn new(outbound: Outbound) -> Self {
         Self {
-            name,
+            outbound,
             watermark: 0,
             held: None,
         }
     }
 }
 
-fn find_room<'r>(rooms: &'r mut [ConnRoom], room: &RoomName) -> Option<&'r mut ConnRoom> {
-    rooms.iter_mut().find(|r| r.name == *room)
-}
-
 #[derive(Default)]
 pub(super) struct Room {
-    pub(super) conns: HashSet<ConnId>,
+    /// Its local connections.
+    pub(super) conns: HashMap<ConnId, Member>,
     /// Connections per user in this room: join is announced on 0 → 1, leave on 1 → 0.
     pub(super) users: HashMap<UserId, u32>,
     /// The order of its persisted messages, on a node with a broker (`super::order`); made
@@ -227,7 +228,6 @@ impl State {
         &mut self,
         conn: ConnId,
         identity: &Identity,
-        dialect: &'static dyn Dialect,
         outbound: Outbound,
         addr: Option<std::net::IpAddr>,
         endpoint: &'static str,
@@ -237,7 +237,6 @@ impl State {
             conn,
             Conn {
                 user: identity.user_id.clone(),
-                dialect,
                 outbound,
                 rooms: Vec::new(),
                 pinged: opened,
@@ -295,11 +294,11 @@ impl State {
             if let Some(expiry) = &mut conn.expiry {
                 match expiry.due(wall_ms, deadlines.expiry_notice) {
                     Some(Due::Close) => {
-                        conn.outbound.close(conn.dialect.token_expired());
+                        conn.outbound.close(conn.outbound.dialect().token_expired());
                         continue;
                     }
                     Some(Due::Notice(exp)) => {
-                        if let Some(frame) = conn.dialect.token_expiring(exp)
+                        if let Some(frame) = conn.outbound.dialect().token_expiring(exp)
                             && conn.outbound.try_send(frame) == Err(SendError::Full)
                         {
                             slow += 1;
@@ -316,7 +315,7 @@ impl State {
                 && now.saturating_sub(conn.beat) >= every
             {
                 conn.beat = now;
-                if let Some(frame) = conn.dialect.heartbeat()
+                if let Some(frame) = conn.outbound.dialect().heartbeat()
                     && conn.outbound.try_send(frame) == Err(SendError::Full)
                 {
                     slow += 1;
@@ -347,7 +346,7 @@ impl State {
             user_left: Vec::new(),
             emptied: Vec::new(),
         };
-        for ConnRoom { name: room, .. } in entry.rooms {
+        for room in entry.rooms {
             let left = self.remove_from_room(conn, &entry.user, &room);
             if left.user_left {
                 removed.user_left.push(room.clone());
@@ -385,7 +384,7 @@ impl State {
     /// Puts a connection in a room. `None` when the connection is gone.
     pub(crate) fn join(&mut self, conn: ConnId, room: &RoomName) -> Option<Joined> {
         let entry = self.conns.get_mut(&conn)?;
-        if entry.rooms.iter().any(|r| r.name == *room) {
+        if entry.rooms.contains(room) {
             return Some(Joined {
                 already: true,
                 ..Joined::default()
@@ -393,7 +392,9 @@ impl State {
         }
         let room_created = !self.rooms.contains_key(room);
         let members = self.rooms.entry(room.clone()).or_default();
-        members.conns.insert(conn);
+        members
+            .conns
+            .insert(conn, Member::new(entry.outbound.clone()));
         if let Some(batch) = &mut members.batch {
             // Its member list (taken now) already shows what the batch holds so far.
             batch.joined(conn);
@@ -409,7 +410,7 @@ impl State {
         // One slot at a time: a connection is usually in one room, and `push` would reserve
         // four (~190 bytes) for every connection.
         entry.rooms.reserve_exact(1);
-        entry.rooms.push(ConnRoom::new(name));
+        entry.rooms.push(name);
         Some(Joined {
             already: false,
             user_joined,
@@ -420,7 +421,7 @@ impl State {
     /// Takes a connection out of a room. `None` when the connection is gone.
     pub(crate) fn leave(&mut self, conn: ConnId, room: &RoomName) -> Option<Left> {
         let entry = self.conns.get_mut(&conn)?;
-        let Some(at) = entry.rooms.iter().position(|r| r.name == *room) else {
+        let Some(at) = entry.rooms.iter().position(|r| r == room) else {
             return Some(Left::default());
         };
         entry.rooms.swap_remove(at);
@@ -506,14 +507,14 @@ impl State {
     pub(crate) fn conn_rooms(&self, conn: ConnId) -> Vec<RoomName> {
         self.conns
             .get(&conn)
-            .map(|c| c.rooms.iter().map(|r| r.name.clone()).collect())
+            .map(|c| c.rooms.clone())
             .unwrap_or_default()
     }
 
     pub(crate) fn conn_in_room(&self, conn: ConnId, room: &RoomName) -> bool {
         self.conns
             .get(&conn)
-            .is_some_and(|c| c.rooms.iter().any(|r| r.name == *room))
+            .is_some_and(|c| c.rooms.contains(room))
     }
 
     pub(crate) fn user_rooms(&self, user: &UserId) -> Vec<RoomName> {
@@ -523,7 +524,7 @@ impl State {
             .into_iter()
             .flat_map(|u| &u.conns)
             .filter_map(|c| self.conns.get(c))
-            .flat_map(|c| c.rooms.iter().map(|r| r.name.clone()))
+            .flat_map(|c| c.rooms.iter().cloned())
             .collect();
         rooms.sort();
         rooms.dedup();
@@ -550,7 +551,7 @@ impl State {
         };
         members
             .conns
-            .iter()
+            .keys()
             .filter_map(|id| {
                 let conn = self.conns.get(id)?;
                 Some(ListedConn {
@@ -605,7 +606,7 @@ impl State {
     pub(crate) fn ask_reconnect(&self) -> (usize, usize) {
         let (mut asked, mut slow) = (0, 0);
         for conn in self.conns.values() {
-            if let Some(frame) = conn.dialect.reconnect() {
+            if let Some(frame) = conn.outbound.dialect().reconnect() {
                 match conn.outbound.try_send_now(frame) {
                     Ok(()) => asked += 1,
                     Err(SendError::Full) => slow += 1,
@@ -621,6 +622,7 @@ impl State {
 mod tests {
     use super::*;
     use crate::frame::Frame;
+    use crate::protocol::Dialect;
     use crate::protocol::Raw;
     use crate::protocol::native::NATIVE;
     use crate::ws::Outgoing;
@@ -636,16 +638,22 @@ mod tests {
     /// A state with one connection opened at `at`, and that connection's queue.
     pub(super) fn one_conn(dialect: &'static dyn Dialect, at: u64) -> (State, Outbound) {
         let mut state = State::default();
-        let outbound = Outbound::new(2, at);
+        let outbound = Outbound::for_dialect(2, at, dialect);
         state.add_conn(
             ConnId(1),
             &Identity::guest(),
-            dialect,
             outbound.clone(),
             None,
             "test",
         );
         (state, outbound)
+    }
+
+    #[test]
+    fn a_room_member_entry_is_its_queue_and_replay_state_in_24_bytes() {
+        // Every membership of every idle connection pays for this entry in its room's table
+        // (plus the key and the table's slack), and a room's delivery walks it.
+        assert_eq!(size_of::<Member>(), 24);
     }
 
     #[test]
