@@ -190,7 +190,7 @@ impl Hub {
     }
 
     /// How many users are in `room` on every node: with presence, its count
-    /// ([`Presence::member_count`], which need not list them) or this node's, whichever is
+    /// ([`Presence::member_count`](crate::broker::Presence::member_count), which need not list them) or this node's, whichever is
     /// larger; otherwise [`Hub::room_user_count`]. The same as
     /// [`Hub::room_users_everywhere`]'s length whenever presence has every node's members,
     /// this node's included (it has them but for the moment between a join here and its
