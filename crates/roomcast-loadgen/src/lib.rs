@@ -47,6 +47,7 @@ pub mod scenario;
 pub mod target;
 pub mod token;
 pub mod wire;
+pub mod ws;
 
 use anyhow::bail;
 use serde_json::json;

@@ -10,23 +10,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::http::Uri;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::token::TokenMinter;
 use crate::wire::{self, Inbound};
 
 /// A client WebSocket as the load generator holds it.
-pub type Ws = WebSocketStream<TcpStream>;
-
-/// Read buffer of each client connection. tungstenite's default (128 KiB, allocated at once)
-/// would cost the load generator 1.3 GB at 10k connections; server frames here are small, so
-/// 16 KiB still takes many frames per read.
-const CLIENT_READ_BUFFER_BYTES: usize = 16 * 1024;
+pub use crate::ws::Ws;
 
 /// A `ws://` URL on this machine, or several of one server's nodes (`ws://a/ws/auth,ws://b/ws/auth`:
 /// connection `i` goes to node `i mod n`, so a room's clients spread evenly over them).
@@ -315,18 +307,10 @@ impl Connector {
         // Publishers send small frames; Nagle would hold them back behind unacknowledged data.
         stream.set_nodelay(true).map_err(ConnectError::Io)?;
         let token = self.minter.mint(index);
-        let request = self
-            .endpoint
-            .node(index)
-            .url_with_token(&token)
-            .into_client_request()
-            .map_err(ConnectError::Handshake)?;
-        let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER_BYTES);
-        let (ws, _response) =
-            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
-                .await
-                .map_err(ConnectError::Handshake)?;
-        Ok(ws)
+        let url = self.endpoint.node(index).url_with_token(&token);
+        Ws::upgrade(stream, &url)
+            .await
+            .map_err(ConnectError::Handshake)
     }
 }
 
