@@ -55,8 +55,8 @@
 //! # Group commit
 //!
 //! Committing is the expensive part of a write (an fsync for SQLite, a round trip and a WAL
-//! flush for PostgreSQL), and so is each statement (a hop to the driver's thread, or a round
-//! trip), so message writes are batched: `append_message` queues its message on a bounded
+//! flush for PostgreSQL), and so is each statement on PostgreSQL (a round trip), so message
+//! writes are batched: `append_message` queues its message on a bounded
 //! channel to the store's single writer task, which takes everything queued (up to
 //! [`StoreOptions::max_batch`], 8192 by default) and writes it with a handful of statements
 //! (multi-row, up to 1024 messages each) and one commit, however many messages and rooms the

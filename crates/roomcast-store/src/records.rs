@@ -188,15 +188,15 @@ impl From<RoomRow> for Room {
 /// A `messages` row joined with its room's name.
 #[derive(sqlx::FromRow)]
 pub(crate) struct MessageRow {
-    id: String,
-    room: String,
-    seq: i64,
-    user_id: String,
-    username: String,
-    content: String,
-    data: Option<String>,
-    client_msg_id: Option<String>,
-    created_at: i64,
+    pub(crate) id: String,
+    pub(crate) room: String,
+    pub(crate) seq: i64,
+    pub(crate) user_id: String,
+    pub(crate) username: String,
+    pub(crate) content: String,
+    pub(crate) data: Option<String>,
+    pub(crate) client_msg_id: Option<String>,
+    pub(crate) created_at: i64,
 }
 
 impl MessageRow {

@@ -34,7 +34,7 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// "database is locked". The group-commit writer holds the lock for one batch (milliseconds);
 /// five seconds covers a slow disk's fsync with a wide margin and still fails visibly when
 /// something holds the file for good.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest the first PostgreSQL connection may take: a server on the local network answers in
 /// milliseconds, one across the world in well under a second; ten seconds is a host that is
@@ -79,7 +79,7 @@ pub struct StoreOptions {
     /// come from several senders at once. Default 5 ms. A batch that follows one of two or
     /// more messages waits out the rest of the interval, and the appends that arrive meanwhile
     /// join it: under steady traffic fewer, larger commits, each a fixed number of statements
-    /// (on SQLite, round trips to the driver's thread) and, in `roomcast serve`, one delivery
+    /// (on PostgreSQL, round trips to the server) and, in `roomcast serve`, one delivery
     /// to each member of the room instead of several. After a batch of one message nothing
     /// waits (like PostgreSQL's `commit_delay` with `commit_siblings`), so a lone client
     /// sending and awaiting one message at a time is not slowed. `Duration::ZERO` commits as

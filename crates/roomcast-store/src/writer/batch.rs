@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::sql::BatchSql;
 // `with_writer_conn!` (defined in `writer`) names these where it is used.
-use super::{Held, Pending, WAL_LIMIT_BYTES, WRITER_CACHE_PRAGMA, WriterConn, sync};
+use super::{Held, Pending, WriterConn, take_sqlite};
 use crate::error::StoreError;
 use crate::records::{MessageId, MessageRow, Seq, StoredMessage, now_ms};
 use crate::store::Backend;
@@ -31,7 +31,7 @@ pub(super) enum ItemOutcome {
 }
 
 /// Why an attempt at writing a batch stopped.
-enum AttemptError {
+pub(super) enum AttemptError {
     /// `BEGIN` or `COMMIT` failed: the batch as a whole.
     Batch(sqlx::Error),
     /// A statement for the unit at this index failed.
@@ -42,7 +42,7 @@ enum AttemptError {
 }
 
 /// Why writing one unit stopped.
-enum UnitError {
+pub(super) enum UnitError {
     /// A statement failed.
     Statement(sqlx::Error),
     /// See [`AttemptError::KnownKey`].
@@ -80,34 +80,34 @@ pub(super) enum Keys {
 
 /// A room as the lock statement returns it.
 #[derive(sqlx::FromRow)]
-struct LockedRoom {
-    name: String,
-    id: i64,
-    last_seq: i64,
+pub(super) struct LockedRoom {
+    pub(super) name: String,
+    pub(super) id: i64,
+    pub(super) last_seq: i64,
 }
 
 /// One idempotency key: the bind parameters of one row of the lookup of earlier messages.
-struct KeyRow<'a> {
-    room_id: i64,
-    user_id: &'a str,
-    client_msg_id: &'a str,
+pub(super) struct KeyRow<'a> {
+    pub(super) room_id: i64,
+    pub(super) user_id: &'a str,
+    pub(super) client_msg_id: &'a str,
 }
 
 /// One message to insert: the bind parameters of one row of the multi-row INSERT.
-struct InsertRow<'a> {
-    room_id: i64,
-    seq: i64,
-    id: MessageId,
-    user_id: &'a str,
-    username: &'a str,
-    content: &'a str,
-    data: Option<&'a str>,
-    client_msg_id: Option<&'a str>,
+pub(super) struct InsertRow<'a> {
+    pub(super) room_id: i64,
+    pub(super) seq: i64,
+    pub(super) id: MessageId,
+    pub(super) user_id: &'a str,
+    pub(super) username: &'a str,
+    pub(super) content: &'a str,
+    pub(super) data: Option<&'a str>,
+    pub(super) client_msg_id: Option<&'a str>,
 }
 
 /// One room's new counter, as the UPDATE unpacks it from its JSON array.
 #[derive(Serialize)]
-struct CounterRow {
+pub(super) struct CounterRow {
     id: i64,
     last_seq: i64,
 }
@@ -203,6 +203,16 @@ async fn attempt(
     units: &[Vec<usize>],
     created_at: i64,
 ) -> std::result::Result<(Vec<(usize, ItemOutcome)>, bool), AttemptError> {
+    if let Backend::Sqlite(pool) = backend {
+        if !matches!(writer.held, Held::Sqlite(..) | Held::Direct(_)) {
+            writer.held = take_sqlite(pool, writer.sync_apart)
+                .await
+                .map_err(AttemptError::Batch)?;
+        }
+        if let Held::Direct(direct) = &mut writer.held {
+            return direct.attempt(keys, sql, batch, units, created_at);
+        }
+    }
     let mut written = Vec::with_capacity(batch.len());
     let mut found_retries = false;
     with_writer_conn!(backend, writer, |conn| {
@@ -211,14 +221,8 @@ async fn attempt(
             .map_err(AttemptError::Batch)?;
         for (unit_index, unit) in units.iter().enumerate() {
             let done = async {
-                let mut rooms: Vec<&str> = unit
-                    .iter()
-                    .map(|&index| batch[index].message.room.as_str())
-                    .collect();
-                rooms.sort_unstable();
-                rooms.dedup();
                 let locked: Vec<LockedRoom> = sqlx::query_as(sql.lock_rooms)
-                    .bind(to_json(&rooms))
+                    .bind(to_json(&sorted_rooms(batch, unit)))
                     .fetch_all(&mut *tx)
                     .await?;
                 let counters = room_counters(&locked);
@@ -269,15 +273,7 @@ async fn attempt(
                         }
                         let inserted = query.execute(&mut *tx).await?.rows_affected();
                         if inserted < chunk.rows as u64 {
-                            return Err(match keys {
-                                Keys::InsertFirst => UnitError::KnownKey,
-                                // The look-up ran under the rooms' locks, so no key it missed
-                                // can be taken: fail the unit as a rejected statement would,
-                                // and the retries in smaller units isolate the message.
-                                Keys::LookUpFirst => UnitError::Statement(sqlx::Error::Protocol(
-                                    "a client_msg_id the look-up did not find is taken".into(),
-                                )),
-                            });
+                            return Err(known_key(keys));
                         }
                         rows = rest;
                     }
@@ -306,25 +302,49 @@ async fn attempt(
     Ok((written, found_retries))
 }
 
+/// The rooms of `unit`, each once, in name order: what the lock statement takes.
+pub(super) fn sorted_rooms<'a>(batch: &'a [Pending], unit: &[usize]) -> Vec<&'a str> {
+    let mut rooms: Vec<&str> = unit
+        .iter()
+        .map(|&index| batch[index].message.room.as_str())
+        .collect();
+    rooms.sort_unstable();
+    rooms.dedup();
+    rooms
+}
+
+/// Why a unit stops when its INSERT skipped a row: the row's idempotency key is taken.
+pub(super) fn known_key(keys: Keys) -> UnitError {
+    match keys {
+        Keys::InsertFirst => UnitError::KnownKey,
+        // The look-up ran under the rooms' locks, so no key it missed can be taken: fail the
+        // unit as a rejected statement would, and the retries in smaller units isolate the
+        // message.
+        Keys::LookUpFirst => UnitError::Statement(sqlx::Error::Protocol(
+            "a client_msg_id the look-up did not find is taken".into(),
+        )),
+    }
+}
+
 /// What writing one unit will do, worked out from its rooms' counters and the earlier
 /// messages with its keys.
-struct UnitPlan<'a> {
+pub(super) struct UnitPlan<'a> {
     /// The rows to insert.
-    inserts: Vec<InsertRow<'a>>,
+    pub(super) inserts: Vec<InsertRow<'a>>,
     /// The rooms' new counters.
-    counters: Vec<CounterRow>,
+    pub(super) counters: Vec<CounterRow>,
     /// Each message's outcome; `Inserted` ones carry no time yet.
     outcomes: Vec<(usize, PlannedOutcome)>,
 }
 
 /// An outcome before the commit time is stamped on it.
-enum PlannedOutcome {
+pub(super) enum PlannedOutcome {
     Insert { id: MessageId, seq: Seq },
     Other(ItemOutcome),
 }
 
 impl UnitPlan<'_> {
-    fn outcomes(self, created_at: i64) -> Vec<(usize, ItemOutcome)> {
+    pub(super) fn outcomes(self, created_at: i64) -> Vec<(usize, ItemOutcome)> {
         self.outcomes
             .into_iter()
             .map(|(index, planned)| {
@@ -346,10 +366,10 @@ impl UnitPlan<'_> {
 /// One map for the unit, shared by the key look-up and the plan: a batch can hold thousands of
 /// messages to as many rooms (4,096 messages to 1,024 rooms were ~2M name comparisons a batch
 /// when each message searched the list).
-type Counters<'r> = HashMap<&'r str, (i64, i64)>;
+pub(super) type Counters<'r> = HashMap<&'r str, (i64, i64)>;
 
 /// The counters of `locked`, before the unit.
-fn room_counters(locked: &[LockedRoom]) -> Counters<'_> {
+pub(super) fn room_counters(locked: &[LockedRoom]) -> Counters<'_> {
     locked
         .iter()
         .map(|room| (room.name.as_str(), (room.id, room.last_seq)))
@@ -357,7 +377,11 @@ fn room_counters(locked: &[LockedRoom]) -> Counters<'_> {
 }
 
 /// The idempotency keys of `unit`'s messages to known rooms, to look earlier messages up by.
-fn unit_keys<'a>(batch: &'a [Pending], unit: &[usize], counters: &Counters<'_>) -> Vec<KeyRow<'a>> {
+pub(super) fn unit_keys<'a>(
+    batch: &'a [Pending],
+    unit: &[usize],
+    counters: &Counters<'_>,
+) -> Vec<KeyRow<'a>> {
     unit.iter()
         .filter_map(|&index| {
             let message = &batch[index].message;
@@ -373,7 +397,7 @@ fn unit_keys<'a>(batch: &'a [Pending], unit: &[usize], counters: &Counters<'_>) 
 
 /// Assigns seqs to the messages of `unit` in arrival order, skipping unknown rooms and retries
 /// (of `originals`, or of an earlier message of the unit).
-fn plan_unit<'a>(
+pub(super) fn plan_unit<'a>(
     batch: &'a [Pending],
     unit: &[usize],
     locked: &[LockedRoom],
@@ -453,6 +477,6 @@ fn plan_unit<'a>(
 }
 
 /// Serializes a statement's JSON array parameter.
-fn to_json<T: Serialize>(rows: &T) -> String {
+pub(super) fn to_json<T: Serialize>(rows: &T) -> String {
     serde_json::to_string(rows).expect("rows of strings and integers always serialize")
 }

@@ -26,9 +26,10 @@
 //!
 //! A batch costs a handful of statements however many messages and rooms it holds: the
 //! per-room lists go as one JSON array parameter, the per-message ones as multi-row `VALUES`
-//! of up to 1024 rows a statement (`sql.rs` has the statement texts and why). Each statement
-//! is a round trip (to the SQLite driver's thread, or to the server), which is why the batch
-//! is not written message by message.
+//! of up to 1024 rows a statement (`sql.rs` has the statement texts and why). On PostgreSQL each
+//! statement is a round trip to the server, which is why the batch is not written message by
+//! message; on a SQLite file the writer's thread runs them itself (`direct.rs`), and each
+//! costs its parsing and planning once per connection, then its execution.
 //!
 //! The look-up of earlier messages by `client_msg_id` runs only after a batch that held a
 //! retry; otherwise the INSERT skips rows whose key is taken and the writer counts what it
@@ -67,10 +68,12 @@ use crate::store::Backend;
 
 mod answer;
 mod checkpoint;
+mod direct;
 mod sql;
 mod sync;
 
 use self::checkpoint::{WAL_LIMIT_BYTES, checkpoint_loop, passive_checkpoint};
+use self::direct::{Direct, FileDb};
 
 pub(crate) use self::answer::AfterBatch;
 use self::answer::{Answer, Resolved};
@@ -136,10 +139,14 @@ pub(crate) enum Waiter {
 /// writer.
 ///
 /// A SQLite connection that commits without syncing holds its WAL file too, for the syncer
-/// (`sync.rs`); `None` when its commits are durable as they return.
+/// (`sync.rs`); `None` when its commits are durable as they return. For a database file the
+/// pool's connection only says where the file is, and the writer opens its own (`direct.rs`).
 enum Held {
     None,
+    /// An in-memory SQLite database's connection, from the pool.
     Sqlite(PoolConnection<Sqlite>, Option<Arc<File>>),
+    /// A SQLite database file's, driven from the writer's thread.
+    Direct(Direct),
     Postgres(PoolConnection<Postgres>),
 }
 
@@ -147,7 +154,7 @@ impl Held {
     /// Closes the connection, if one is held.
     async fn close(self) {
         let closed = match self {
-            Held::None => Ok(()),
+            Held::None | Held::Direct(_) => Ok(()),
             Held::Sqlite(conn, _) => conn.close().await,
             Held::Postgres(conn) => conn.close().await,
         };
@@ -164,43 +171,43 @@ struct WriterConn {
     sync_apart: bool,
 }
 
-/// Evaluates `$body` with `$conn` bound to the writer's connection (taking one from the pool
-/// if none is held), once per backend, like `with_pool!`. A SQLite connection taken while
-/// `$writer.sync_apart` commits without syncing when it can (`sync::unsynced_log`).
+/// Takes the writer's SQLite connection from `pool`: for a database file, its own connection
+/// to the file (`direct.rs`); for an in-memory database, the pool's, set up the same way. With
+/// `sync_apart` it commits without syncing when it can (`sync::unsynced_log`).
+async fn take_sqlite(pool: &sqlx::SqlitePool, sync_apart: bool) -> Result<Held, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    conn.close_on_drop();
+    if let Some(file) = FileDb::of(&mut conn).await? {
+        return Ok(Held::Direct(Direct::open(&file, sync_apart)?));
+    }
+    // Its commits no longer checkpoint: `checkpoint_loop` does, off this path.
+    sqlx::query("PRAGMA wal_autocheckpoint = 0")
+        .execute(&mut *conn)
+        .await?;
+    // When the log is rewound, its file is cut back to `WAL_LIMIT_BYTES` (see
+    // `checkpoint_loop`): the disk a burst took is given back.
+    sqlx::query(&format!("PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}"))
+        .execute(&mut *conn)
+        .await?;
+    // Room for the pages a full batch dirties (see `WRITER_CACHE_PRAGMA`).
+    sqlx::query(WRITER_CACHE_PRAGMA).execute(&mut *conn).await?;
+    let wal = if sync_apart {
+        sync::unsynced_log(&mut conn).await?
+    } else {
+        None
+    };
+    Ok(Held::Sqlite(conn, wal))
+}
+
+/// Evaluates `$body` with `$conn` bound to the writer's sqlx connection, once per backend,
+/// like `with_pool!`: a PostgreSQL connection taken from the pool if none is held, or the
+/// in-memory SQLite one `batch::attempt` took (a file's is written through `direct.rs`).
 macro_rules! with_writer_conn {
     ($backend:expr, $writer:expr, |$conn:ident| $body:expr) => {
         match $backend {
-            Backend::Sqlite(pool) => {
-                if !matches!($writer.held, Held::Sqlite(..)) {
-                    let mut conn = pool.acquire().await.map_err(AttemptError::Batch)?;
-                    conn.close_on_drop();
-                    // Its commits no longer checkpoint: `checkpoint_loop` does, off this path.
-                    sqlx::query("PRAGMA wal_autocheckpoint = 0")
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(AttemptError::Batch)?;
-                    // When the log is rewound, its file is cut back to `WAL_LIMIT_BYTES`
-                    // (see `checkpoint_loop`): the disk a burst took is given back.
-                    sqlx::query(&format!("PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}"))
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(AttemptError::Batch)?;
-                    // Room for the pages a full batch dirties (see `WRITER_CACHE_PRAGMA`).
-                    sqlx::query(WRITER_CACHE_PRAGMA)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(AttemptError::Batch)?;
-                    let wal = if $writer.sync_apart {
-                        sync::unsynced_log(&mut conn)
-                            .await
-                            .map_err(AttemptError::Batch)?
-                    } else {
-                        None
-                    };
-                    $writer.held = Held::Sqlite(conn, wal);
-                }
+            Backend::Sqlite(_) => {
                 let Held::Sqlite($conn, _) = &mut $writer.held else {
-                    unreachable!("set just above")
+                    unreachable!("taken by `attempt` before it comes here")
                 };
                 $body
             }
@@ -242,9 +249,9 @@ pub(crate) type Stopped = oneshot::Receiver<()>;
 
 /// Starts the writer (see [`run`]) on a thread of its own, in a single-threaded Tokio runtime.
 ///
-/// A batch is a chain of statements, each a round trip to the database (to the SQLite
-/// driver's thread, or to the server), and the writer must be polled again after each one
-/// before it can send the next. As a task of the caller's runtime it waited in the run queue
+/// A batch is a chain of statements, on PostgreSQL each a round trip to the server (on a
+/// SQLite file, calls on this thread: `direct.rs`), and the writer must be polled again after
+/// each one before it can send the next. As a task of the caller's runtime it waited in the run queue
 /// behind whatever else was ready there (in `roomcast serve`, a thousand connections' tasks)
 /// once per statement, and every message waits for the writer. On its own thread it runs as
 /// soon as an answer comes. Measured with `roomcast-loadgen history`, SQLite on disk, seven
@@ -394,6 +401,9 @@ async fn run(
         let resolved = Resolved::new(pending, waiters, outcomes);
         let unsynced = match (&writer.held, &syncer) {
             (Held::Sqlite(_, Some(wal)), Some(syncer)) => Some((Arc::clone(wal), syncer)),
+            (Held::Direct(direct), Some(syncer)) => {
+                direct.wal().map(|wal| (Arc::clone(wal), syncer))
+            }
             _ => None,
         };
         match unsynced {
@@ -427,13 +437,16 @@ async fn run(
                 }
             }
         }
-        if rewind.swap(false, Ordering::Relaxed)
-            && let Held::Sqlite(conn, _) = &mut writer.held
-        {
+        if rewind.swap(false, Ordering::Relaxed) {
             // Between two batches nothing is appended, so this copies every frame no reader
             // still needs and the next batch rewinds the log.
             let started = Instant::now();
-            match passive_checkpoint(&mut **conn).await {
+            let checkpointed = match &mut writer.held {
+                Held::Direct(direct) => direct.passive_checkpoint(),
+                Held::Sqlite(conn, _) => passive_checkpoint(&mut **conn).await,
+                Held::None | Held::Postgres(_) => Ok((0, 0)),
+            };
+            match checkpointed {
                 Ok((log, copied)) => tracing::debug!(
                     log,
                     copied,
