@@ -204,7 +204,7 @@ async fn attempt(
     created_at: i64,
 ) -> std::result::Result<(Vec<(usize, ItemOutcome)>, bool), AttemptError> {
     if let Backend::Sqlite(pool) = backend {
-        if !matches!(writer.held, Held::Sqlite(..) | Held::Direct(_)) {
+        if !matches!(writer.held, Held::Sqlite(_) | Held::Direct(_)) {
             writer.held = take_sqlite(pool, writer.sync_apart)
                 .await
                 .map_err(AttemptError::Batch)?;

@@ -49,7 +49,6 @@
 //! left out of the next attempt. Each attempt splits or removes a unit, so the retries end.
 //! Only `BEGIN` or `COMMIT` failing fails the whole batch (`StoreError::BatchFailed`).
 
-use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -138,13 +137,13 @@ pub(crate) enum Waiter {
 /// opened has its socket registered with the writer's runtime ([`start`]), which ends with the
 /// writer.
 ///
-/// A SQLite connection that commits without syncing holds its WAL file too, for the syncer
-/// (`sync.rs`); `None` when its commits are durable as they return. For a database file the
-/// pool's connection only says where the file is, and the writer opens its own (`direct.rs`).
+/// For a SQLite database file the pool's connection only says where the file is, and the writer
+/// opens its own (`direct.rs`), which holds the WAL file too when its commits are synced apart
+/// (`sync.rs`).
 enum Held {
     None,
-    /// An in-memory SQLite database's connection, from the pool.
-    Sqlite(PoolConnection<Sqlite>, Option<Arc<File>>),
+    /// An in-memory SQLite database's connection, from the pool: nothing to sync.
+    Sqlite(PoolConnection<Sqlite>),
     /// A SQLite database file's, driven from the writer's thread.
     Direct(Direct),
     Postgres(PoolConnection<Postgres>),
@@ -155,7 +154,7 @@ impl Held {
     async fn close(self) {
         let closed = match self {
             Held::None | Held::Direct(_) => Ok(()),
-            Held::Sqlite(conn, _) => conn.close().await,
+            Held::Sqlite(conn) => conn.close().await,
             Held::Postgres(conn) => conn.close().await,
         };
         if let Err(err) = closed {
@@ -172,8 +171,8 @@ struct WriterConn {
 }
 
 /// Takes the writer's SQLite connection from `pool`: for a database file, its own connection
-/// to the file (`direct.rs`); for an in-memory database, the pool's, set up the same way. With
-/// `sync_apart` it commits without syncing when it can (`sync::unsynced_log`).
+/// to the file (`direct.rs`; with `sync_apart` it commits without syncing when it can); for an
+/// in-memory database, the pool's, set up the same way.
 async fn take_sqlite(pool: &sqlx::SqlitePool, sync_apart: bool) -> Result<Held, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     conn.close_on_drop();
@@ -191,12 +190,7 @@ async fn take_sqlite(pool: &sqlx::SqlitePool, sync_apart: bool) -> Result<Held, 
         .await?;
     // Room for the pages a full batch dirties (see `WRITER_CACHE_PRAGMA`).
     sqlx::query(WRITER_CACHE_PRAGMA).execute(&mut *conn).await?;
-    let wal = if sync_apart {
-        sync::unsynced_log(&mut conn).await?
-    } else {
-        None
-    };
-    Ok(Held::Sqlite(conn, wal))
+    Ok(Held::Sqlite(conn))
 }
 
 /// Evaluates `$body` with `$conn` bound to the writer's sqlx connection, once per backend,
@@ -206,7 +200,7 @@ macro_rules! with_writer_conn {
     ($backend:expr, $writer:expr, |$conn:ident| $body:expr) => {
         match $backend {
             Backend::Sqlite(_) => {
-                let Held::Sqlite($conn, _) = &mut $writer.held else {
+                let Held::Sqlite($conn) = &mut $writer.held else {
                     unreachable!("taken by `attempt` before it comes here")
                 };
                 $body
@@ -400,7 +394,6 @@ async fn run(
         }
         let resolved = Resolved::new(pending, waiters, outcomes);
         let unsynced = match (&writer.held, &syncer) {
-            (Held::Sqlite(_, Some(wal)), Some(syncer)) => Some((Arc::clone(wal), syncer)),
             (Held::Direct(direct), Some(syncer)) => {
                 direct.wal().map(|wal| (Arc::clone(wal), syncer))
             }
@@ -443,7 +436,7 @@ async fn run(
             let started = Instant::now();
             let checkpointed = match &mut writer.held {
                 Held::Direct(direct) => direct.passive_checkpoint(),
-                Held::Sqlite(conn, _) => passive_checkpoint(&mut **conn).await,
+                Held::Sqlite(conn) => passive_checkpoint(&mut **conn).await,
                 Held::None | Held::Postgres(_) => Ok((0, 0)),
             };
             match checkpointed {

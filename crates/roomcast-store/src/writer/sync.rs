@@ -25,7 +25,6 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
 use prometheus_client::metrics::histogram::Histogram;
-use sqlx::SqliteConnection;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::answer::Answer;
@@ -163,47 +162,6 @@ fn sync_group(group: &[SyncRequest]) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Sets the writer's connection to commit without syncing, when its database is a file in WAL
-/// mode whose log this process can open: returns the log, for the syncer to sync. Otherwise
-/// (an in-memory database, another journal mode, a log that cannot be opened) the connection
-/// keeps the pool's `synchronous` setting, and `None` says its commits are durable as they
-/// return.
-///
-/// The log is opened while the connection is open, and kept no longer than the connection:
-/// SQLite removes the file only when the database's last connection closes, so the handle
-/// always names the log this connection writes.
-pub(crate) async fn unsynced_log(
-    conn: &mut SqliteConnection,
-) -> Result<Option<Arc<File>>, sqlx::Error> {
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
-        .await?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Ok(None);
-    }
-    let databases: Vec<(i64, String, String)> = sqlx::query_as("PRAGMA database_list")
-        .fetch_all(&mut *conn)
-        .await?;
-    let Some((_, _, path)) = databases.into_iter().find(|(_, name, _)| name == "main") else {
-        return Ok(None);
-    };
-    if path.is_empty() {
-        return Ok(None);
-    }
-    let log = format!("{path}-wal");
-    let file = match File::open(&log) {
-        Ok(file) => file,
-        Err(err) => {
-            tracing::warn!(error = %err, log, "cannot open the SQLite WAL: commits sync as they go");
-            return Ok(None);
-        }
-    };
-    sqlx::query("PRAGMA synchronous = NORMAL")
-        .execute(&mut *conn)
-        .await?;
-    Ok(Some(Arc::new(file)))
 }
 
 #[cfg(test)]
