@@ -231,10 +231,7 @@ async fn attempt(
                     Keys::LookUpFirst => unit_keys(batch, unit, &counters),
                     Keys::InsertFirst => Vec::new(),
                 };
-                let mut to_look_up = look_up.as_slice();
-                while !to_look_up.is_empty() {
-                    let chunk = sql.find_originals.next_chunk(to_look_up.len());
-                    let (taken, rest) = to_look_up.split_at(chunk.rows);
+                for (chunk, taken) in sql.find_originals.chunks(&look_up) {
                     let mut query = sqlx::query_as::<_, MessageRow>(chunk.statement);
                     for slot in 0..chunk.slots {
                         // Past the chunk's keys: NULL padding, which matches no message.
@@ -247,15 +244,11 @@ async fn attempt(
                     for row in query.fetch_all(&mut *tx).await? {
                         originals.push(row.into_message()?);
                     }
-                    to_look_up = rest;
                 }
                 found_retries |= !originals.is_empty();
                 let plan = plan_unit(batch, unit, &locked, counters, originals);
                 if !plan.inserts.is_empty() {
-                    let mut rows = plan.inserts.as_slice();
-                    while !rows.is_empty() {
-                        let chunk = sql.insert.next_chunk(rows.len());
-                        let (taken, rest) = rows.split_at(chunk.rows);
+                    for (chunk, taken) in sql.insert.chunks(&plan.inserts) {
                         let mut query = sqlx::query(chunk.statement);
                         for slot in 0..chunk.slots {
                             // Past the chunk's rows: NULL padding, which the INSERT skips.
@@ -275,7 +268,6 @@ async fn attempt(
                         if inserted < chunk.rows as u64 {
                             return Err(known_key(keys));
                         }
-                        rows = rest;
                     }
                     sqlx::query(sql.update_counters)
                         .bind(to_json(&plan.counters))

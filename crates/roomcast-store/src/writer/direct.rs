@@ -208,10 +208,7 @@ impl Direct {
             Keys::LookUpFirst => unit_keys(batch, unit, &counters),
             Keys::InsertFirst => Vec::new(),
         };
-        let mut to_look_up = look_up.as_slice();
-        while !to_look_up.is_empty() {
-            let chunk = sql.find_originals.next_chunk(to_look_up.len());
-            let (taken, rest) = to_look_up.split_at(chunk.rows);
+        for (chunk, taken) in sql.find_originals.chunks(&look_up) {
             let mut statement = conn.prepare_cached(chunk.statement).map_err(unit_err)?;
             for slot in 0..chunk.slots {
                 // Past the chunk's keys: NULL padding, which matches no message.
@@ -229,15 +226,11 @@ impl Direct {
             while let Some(row) = rows.next().map_err(unit_err)? {
                 originals.push(message_row(row).map_err(unit_err)?.into_message()?);
             }
-            to_look_up = rest;
         }
         let found_retries = !originals.is_empty();
         let plan = plan_unit(batch, unit, &locked, counters, originals);
         if !plan.inserts.is_empty() {
-            let mut rows = plan.inserts.as_slice();
-            while !rows.is_empty() {
-                let chunk = sql.insert.next_chunk(rows.len());
-                let (taken, rest) = rows.split_at(chunk.rows);
+            for (chunk, taken) in sql.insert.chunks(&plan.inserts) {
                 let mut statement = conn.prepare_cached(chunk.statement).map_err(unit_err)?;
                 for slot in 0..chunk.slots {
                     // Past the chunk's rows: NULL padding, which the INSERT skips.
@@ -261,7 +254,6 @@ impl Direct {
                 if inserted < chunk.rows {
                     return Err(known_key(keys));
                 }
-                rows = rest;
             }
             conn.prepare_cached(sql.update_counters)
                 .and_then(|mut statement| statement.execute([to_json(&plan.counters)]))

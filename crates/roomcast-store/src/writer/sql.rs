@@ -110,6 +110,25 @@ impl ValuesSql {
     }
 }
 
+impl ValuesSql {
+    /// `rows` cut into the statements that carry them, in order: each with its share.
+    pub(super) fn chunks<'s, 'r, T>(
+        &'s self,
+        rows: &'r [T],
+    ) -> impl Iterator<Item = (Chunk<'s>, &'r [T])> + use<'s, 'r, T> {
+        let mut rest = rows;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let chunk = self.next_chunk(rest.len());
+            let (taken, after) = rest.split_at(chunk.rows);
+            rest = after;
+            Some((chunk, taken))
+        })
+    }
+}
+
 /// One statement's share of a list: see [`ValuesSql::next_chunk`].
 pub(super) struct Chunk<'s> {
     /// How many of the list's rows it takes.
@@ -212,14 +231,18 @@ mod tests {
         let sql = ValuesSql {
             by_log2: (0..=CHUNK_ROWS.ilog2()).map(|k| k.to_string()).collect(),
         };
+        let rows: Vec<usize> = (0..2 * CHUNK_ROWS + 130).collect();
         let mut chunks = Vec::new();
-        let mut remaining = 2 * CHUNK_ROWS + 130;
-        while remaining > 0 {
-            let chunk = sql.next_chunk(remaining);
+        let mut next_row = 0;
+        for (chunk, taken) in sql.chunks(&rows) {
             assert_eq!(chunk.statement, chunk.slots.ilog2().to_string());
+            assert_eq!(taken.len(), chunk.rows);
+            assert_eq!(taken[0], next_row, "in order, none skipped");
+            next_row += taken.len();
             chunks.push((chunk.rows, chunk.slots));
-            remaining -= chunk.rows;
         }
+        assert_eq!(next_row, rows.len(), "every row carried");
+        assert_eq!(sql.chunks::<usize>(&[]).count(), 0);
         assert_eq!(
             chunks,
             [
