@@ -227,10 +227,7 @@ async fn attempt(
                     .await?;
                 let counters = room_counters(&locked);
                 let mut originals = Vec::new();
-                let look_up = match keys {
-                    Keys::LookUpFirst => unit_keys(batch, unit, &counters),
-                    Keys::InsertFirst => Vec::new(),
-                };
+                let look_up = unit_keys(keys, batch, unit, &counters);
                 for (chunk, taken) in sql.find_originals.chunks(&look_up) {
                     let mut query = sqlx::query_as::<_, MessageRow>(chunk.statement);
                     for slot in 0..chunk.slots {
@@ -368,12 +365,17 @@ pub(super) fn room_counters(locked: &[LockedRoom]) -> Counters<'_> {
         .collect()
 }
 
-/// The idempotency keys of `unit`'s messages to known rooms, to look earlier messages up by.
+/// The idempotency keys of `unit`'s messages to known rooms, to look earlier messages up by:
+/// none when `keys` says to insert first.
 pub(super) fn unit_keys<'a>(
+    keys: Keys,
     batch: &'a [Pending],
     unit: &[usize],
     counters: &Counters<'_>,
 ) -> Vec<KeyRow<'a>> {
+    if keys == Keys::InsertFirst {
+        return Vec::new();
+    }
     unit.iter()
         .filter_map(|&index| {
             let message = &batch[index].message;

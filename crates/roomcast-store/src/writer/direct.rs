@@ -27,7 +27,7 @@ use super::batch::{
     sorted_rooms, to_json, unit_keys,
 };
 use super::sql::BatchSql;
-use super::{Pending, WAL_LIMIT_BYTES, WRITER_CACHE_PRAGMA};
+use super::{Pending, writer_pragmas};
 use crate::records::MessageRow;
 use crate::store::SQLITE_BUSY_TIMEOUT;
 
@@ -83,8 +83,7 @@ pub(super) struct Direct {
 
 impl Direct {
     /// Opens `db` for the writer, set up as the pool's connections are (busy timeout, foreign
-    /// keys, temporary files in memory) and as the writer's own (no automatic checkpoint, the
-    /// log cut back after a rewind, a larger page cache: see `with_writer_conn!`). With
+    /// keys, temporary files in memory) and as the writer's own ([`writer_pragmas`]). With
     /// `sync_apart` and a file in WAL mode, commits are not synced here: [`Direct::wal`] is
     /// the log to sync.
     pub(super) fn open(db: &FileDb, sync_apart: bool) -> Result<Direct, sqlx::Error> {
@@ -92,10 +91,10 @@ impl Direct {
         let conn = Connection::open_with_flags(&db.path, flags).map_err(to_sqlx)?;
         conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(to_sqlx)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // The pool's own settings first (sqlx sets them on its connections), then the writer's.
         conn.execute_batch(&format!(
-            "PRAGMA foreign_keys = ON; PRAGMA temp_store = memory; \
-             PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}; \
-             {WRITER_CACHE_PRAGMA};"
+            "PRAGMA foreign_keys = ON; PRAGMA temp_store = memory; {}",
+            writer_pragmas()
         ))
         .map_err(to_sqlx)?;
         let wal = if sync_apart && db.wal_mode {
@@ -204,10 +203,7 @@ impl Direct {
         };
         let counters = room_counters(&locked);
         let mut originals = Vec::new();
-        let look_up = match keys {
-            Keys::LookUpFirst => unit_keys(batch, unit, &counters),
-            Keys::InsertFirst => Vec::new(),
-        };
+        let look_up = unit_keys(keys, batch, unit, &counters);
         for (chunk, taken) in sql.find_originals.chunks(&look_up) {
             let mut statement = conn.prepare_cached(chunk.statement).map_err(unit_err)?;
             for slot in 0..chunk.slots {
@@ -382,6 +378,8 @@ mod tests {
         assert_eq!(pragma(&apart, "synchronous"), 1);
         assert_eq!(pragma(&apart, "foreign_keys"), 1);
         assert_eq!(pragma(&apart, "wal_autocheckpoint"), 0);
+        assert_eq!(pragma(&apart, "cache_size"), -16384);
+        assert_eq!(pragma(&apart, "journal_size_limit"), 16 << 20);
         assert_eq!(pragma(&apart, "busy_timeout"), 5000);
         // Otherwise every commit syncs as the pool's do.
         let synced = Direct::open(&file, false).unwrap();

@@ -179,18 +179,19 @@ async fn take_sqlite(pool: &sqlx::SqlitePool, sync_apart: bool) -> Result<Held, 
     if let Some(file) = FileDb::of(&mut conn).await? {
         return Ok(Held::Direct(Direct::open(&file, sync_apart)?));
     }
-    // Its commits no longer checkpoint: `checkpoint_loop` does, off this path.
-    sqlx::query("PRAGMA wal_autocheckpoint = 0")
-        .execute(&mut *conn)
-        .await?;
-    // When the log is rewound, its file is cut back to `WAL_LIMIT_BYTES` (see
-    // `checkpoint_loop`): the disk a burst took is given back.
-    sqlx::query(&format!("PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}"))
-        .execute(&mut *conn)
-        .await?;
-    // Room for the pages a full batch dirties (see `WRITER_CACHE_PRAGMA`).
-    sqlx::query(WRITER_CACHE_PRAGMA).execute(&mut *conn).await?;
+    sqlx::raw_sql(&writer_pragmas()).execute(&mut *conn).await?;
     Ok(Held::Sqlite(conn))
+}
+
+/// What the writer's own SQLite connection sets on top of the pool's settings, whichever
+/// driver holds it: its commits no longer checkpoint (`checkpoint_loop` does, off this path);
+/// when the log is rewound its file is cut back to `WAL_LIMIT_BYTES` (the disk a burst took is
+/// given back); room for the pages a full batch dirties (`WRITER_CACHE_PRAGMA`).
+fn writer_pragmas() -> String {
+    format!(
+        "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}; \
+         {WRITER_CACHE_PRAGMA};"
+    )
 }
 
 /// Evaluates `$body` with `$conn` bound to the writer's sqlx connection, once per backend,
