@@ -36,7 +36,12 @@ pub(crate) use self::sweep::Deadlines;
 
 #[derive(Default)]
 pub(crate) struct State {
-    pub(super) conns: HashMap<ConnId, Conn>,
+    /// Boxed: the table holds a pointer per slot instead of the whole entry. A hash table is
+    /// between 44% and 87% full, so inline entries (144 bytes) cost each connection 165 to
+    /// 330 bytes of table; boxed, the entry is one 160-byte allocation plus 19 to 39 bytes of
+    /// table. Nothing hot reaches a connection through here: a delivery goes through its
+    /// room's member table.
+    pub(super) conns: HashMap<ConnId, Box<Conn>>,
     pub(super) rooms: HashMap<RoomName, Room>,
     users: HashMap<UserId, User>,
     /// Rooms' persisted messages pass a sequencer (`super::order`): a node with a broker.
@@ -196,7 +201,7 @@ impl State {
         let (opened, _) = outbound.last_heard();
         self.conns.insert(
             conn,
-            Conn {
+            Box::new(Conn {
                 user: identity.user_id.clone(),
                 outbound,
                 rooms: Vec::new(),
@@ -206,7 +211,7 @@ impl State {
                 endpoint,
                 opened,
                 expiry: None,
-            },
+            }),
         );
         let user = self
             .users
@@ -224,7 +229,7 @@ impl State {
     }
     /// Removes a connection from every room and from its user.
     pub(crate) fn remove_conn(&mut self, conn: ConnId) -> Option<Removed> {
-        let entry = self.conns.remove(&conn)?;
+        let entry = *self.conns.remove(&conn)?;
         // A session that ends normally recorded its close already (this does nothing then). One
         // whose task died (a panic, an abort) did not: recording it here lets go of the queue's
         // write side, so the socket closes even while user code still holds a `Sender`, and
