@@ -210,6 +210,74 @@ pub fn report(steps: &[Step]) -> Report {
             s.why.as_deref().unwrap_or("clean"),
         ));
     }
+    if let (Some(best), None) = (best, first_fail) {
+        // Nothing failed: the sweep ran out of steps (or reached --max-rate), so the clean
+        // rate is a floor, and a ratio against another target's measured rate is capped.
+        r.notes.push(format!(
+            "no step failed: the clean rate is at least {} msg/s, not measured \
+             (raise --max-steps or --max-rate)",
+            best.rate
+        ));
+    }
     r.details = json!({ "steps": steps });
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(rate: u32, clean: bool) -> Step {
+        let plan = FanoutPlan {
+            shape: Shape {
+                rooms: 1,
+                clients: 10,
+                publishers: 1,
+                payload: 64,
+            },
+            rate,
+            duration: Duration::from_secs(1),
+        };
+        Step {
+            rate,
+            clean,
+            why: (!clean).then(|| "p99 too high".to_owned()),
+            outcome: FanoutOutcome {
+                plan,
+                setup_s: 0.0,
+                delivery: Default::default(),
+                latency: Default::default(),
+                latency_by_second: Vec::new(),
+                achieved_rate: f64::from(rate),
+                deliveries_per_s: f64::from(rate) * 10.0,
+                cpu: Default::default(),
+                closed: Default::default(),
+                errors: Default::default(),
+            },
+        }
+    }
+
+    fn says_not_measured(report: &Report) -> bool {
+        report
+            .notes
+            .iter()
+            .any(|note| note.starts_with("no step failed"))
+    }
+
+    #[test]
+    fn a_sweep_that_never_failed_says_its_clean_rate_is_only_a_floor() {
+        let capped = report(&[step(600, true), step(720, true)]);
+        assert!(says_not_measured(&capped), "{:?}", capped.notes);
+        assert!(
+            capped
+                .notes
+                .iter()
+                .any(|note| note.contains("at least 720 msg/s")),
+            "{:?}",
+            capped.notes
+        );
+
+        let measured = report(&[step(600, true), step(720, false), step(660, true)]);
+        assert!(!says_not_measured(&measured), "{:?}", measured.notes);
+    }
 }
