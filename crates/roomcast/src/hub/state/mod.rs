@@ -402,6 +402,18 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_entry_fits_jemallocs_160_byte_class() {
+        // Each connection's entry is its own allocation (`State::conns` boxes it); jemalloc's
+        // classes go 128, 160, 192, so a field that pushes it past 160 bytes costs every idle
+        // connection 32 more.
+        assert!(
+            size_of::<Conn>() <= 160,
+            "{} bytes: over jemalloc's 160-byte class",
+            size_of::<Conn>()
+        );
+    }
+
+    #[test]
     fn removing_a_connection_whose_task_died_closes_its_queue() {
         let (mut state, outbound) = one_conn(&Raw, 0);
         assert!(state.remove_conn(ConnId(1)).is_some());
